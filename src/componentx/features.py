@@ -1,0 +1,153 @@
+"""Feature transforms, streaming statistics and normalisation of the readouts.
+
+Raw readouts are cumulative. ``transform`` chooses the model inputs: the cumulative values,
+their per-time-unit increments between consecutive readouts of a vehicle, or both.
+Counters go through a signed log1p; then every feature is z-scored with statistics from the
+train readouts and missing values become 0 (the train mean).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TRANSFORMS = ("cumulative", "increments", "both")
+
+
+def signed_log1p(values: np.ndarray) -> np.ndarray:
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+def transformed_names(features: Sequence[str], transform: str) -> list[str]:
+    if transform not in TRANSFORMS:
+        raise ValueError(f"features.transform must be one of {TRANSFORMS}, got {transform!r}")
+    names = []
+    if transform in ("cumulative", "both"):
+        names += list(features)
+    if transform in ("increments", "both"):
+        names += [f"{f}_rate" for f in features]
+    return names
+
+
+def transform_features(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
+                       is_counter: np.ndarray, transform: str) -> np.ndarray:
+    """Transformed features (rows, F or 2F), float64 with NaN where unknown.
+
+    The first row of each vehicle in the block has unknown increments: pass the previous
+    block's last row prepended (and drop it) to carry increments across blocks.
+    """
+    parts = []
+    log_mask = np.asarray(is_counter, dtype=bool)
+    if transform in ("cumulative", "both"):
+        cumulative = values.astype(np.float64, copy=True)
+        cumulative[:, log_mask] = signed_log1p(cumulative[:, log_mask])
+        parts.append(cumulative)
+    if transform in ("increments", "both"):
+        rates = np.full(values.shape, np.nan)
+        same = vehicle_ids[1:] == vehicle_ids[:-1]
+        dt = np.where(same, times[1:] - times[:-1], np.nan)
+        rates[1:] = (values[1:] - values[:-1]) / dt[:, None]
+        rates[:, log_mask] = signed_log1p(rates[:, log_mask])
+        parts.append(rates)
+    if not parts:
+        raise ValueError(f"features.transform must be one of {TRANSFORMS}, got {transform!r}")
+    return np.concatenate(parts, axis=1)
+
+
+@dataclass
+class FeatureStats:
+    """Per-feature statistics of the transformed train readouts."""
+
+    transform: str
+    source_features: list[str]
+    counters: list[str]
+    names: list[str]
+    count: list[int]
+    mean: list[float]
+    std: list[float]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1) + "\n"
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureStats:
+        return cls(**json.loads(Path(path).read_text()))
+
+    def is_counter(self) -> np.ndarray:
+        return np.isin(self.source_features, self.counters)
+
+
+def _blocks(n_rows: int, block_rows: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n_rows, block_rows):
+        yield start, min(start + block_rows, n_rows)
+
+
+def compute_stats(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
+                  features: Sequence[str], counters: Sequence[str], transform: str,
+                  block_rows: int = 65536) -> FeatureStats:
+    """Mean and standard deviation per transformed feature, in one pass over row blocks.
+
+    ``values`` may be a memory map: only one block is in memory at a time. Blocks are merged
+    with Chan's parallel formula, so the result matches a computation on the whole table.
+    """
+    unknown = sorted(set(counters) - set(features))
+    if unknown:
+        raise ValueError(f"features.counters names columns not in the readouts: {unknown}")
+    names = transformed_names(features, transform)
+    is_counter = np.isin(list(features), list(counters))
+    count = np.zeros(len(names))
+    mean = np.zeros(len(names))
+    m2 = np.zeros(len(names))
+    for start, stop in _blocks(len(values), block_rows):
+        first = max(start - 1, 0)  # carry the previous row for increments
+        block = transform_features(np.asarray(values[first:stop]), times[first:stop],
+                                   vehicle_ids[first:stop], is_counter, transform)[start - first:]
+        if not np.isfinite(block[~np.isnan(block)]).all():
+            raise ValueError("transformed features contain inf (are there duplicate times?)")
+        n_b = (~np.isnan(block)).sum(axis=0)
+        mean_b = np.where(n_b > 0, np.nansum(block, axis=0) / np.maximum(n_b, 1), 0.0)
+        m2_b = np.nansum((block - mean_b) ** 2, axis=0)
+        total = count + n_b
+        delta = mean_b - mean
+        safe = np.maximum(total, 1)
+        mean = mean + delta * n_b / safe
+        m2 = m2 + m2_b + delta**2 * count * n_b / safe
+        count = total
+    std = np.sqrt(m2 / np.maximum(count, 1))
+    std = np.where(std > 0, std, 1.0)
+    return FeatureStats(transform, list(features), list(counters), names,
+                        count.astype(int).tolist(), mean.tolist(), std.tolist())
+
+
+def normalise(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
+              stats: FeatureStats, block_rows: int = 262144) -> np.ndarray:
+    """Transformed, z-scored float32 features with missing values at 0, block by block."""
+    mean = np.asarray(stats.mean)
+    std = np.asarray(stats.std)
+    out = np.empty((len(values), len(stats.names)), dtype=np.float32)
+    is_counter = stats.is_counter()
+    for start, stop in _blocks(len(values), block_rows):
+        first = max(start - 1, 0)
+        block = transform_features(np.asarray(values[first:stop]), times[first:stop],
+                                   vehicle_ids[first:stop], is_counter,
+                                   stats.transform)[start - first:]
+        out[start:stop] = np.nan_to_num((block - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
+    return out
+
+
+def encode_specs(train: pd.DataFrame, split: pd.DataFrame, columns: Sequence[str]
+                 ) -> tuple[np.ndarray, list[int]]:
+    """Integer codes (vehicles, columns) learned on train; 0 is an unknown or missing value."""
+    codes, cardinalities = [], []
+    for column in columns:
+        categories = sorted(train[column].dropna().astype(str).unique())
+        lookup = {category: code for code, category in enumerate(categories, start=1)}
+        codes.append(split[column].map(lookup).fillna(0).to_numpy(dtype=np.int64))
+        cardinalities.append(len(categories) + 1)
+    matrix = np.stack(codes, axis=1) if codes else np.zeros((len(split), 0), dtype=np.int64)
+    return matrix, cardinalities

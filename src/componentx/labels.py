@@ -1,0 +1,108 @@
+"""Class labels: time to failure binned by class windows, per reference readout."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+EVENT_REFS = ("one_per_class", "all")
+CENSORED_POLICIES = ("known_class0", "end_of_study")
+LABEL_COLUMNS = ["vehicle_id", "ref_time", "class_label", "ttf"]
+
+
+def check_windows(windows: Sequence[float], num_classes: int) -> np.ndarray:
+    edges = np.asarray(windows, dtype=float)
+    if len(edges) != num_classes - 1:
+        raise ValueError(f"labels.windows has {len(edges)} edges; labels.num_classes="
+                         f"{num_classes} needs {num_classes - 1}")
+    if (edges <= 0).any() or (np.diff(edges) <= 0).any():
+        raise ValueError(f"labels.windows must be positive and increasing, got {list(windows)}")
+    return edges
+
+
+def class_from_ttf(ttf: np.ndarray, windows: Sequence[float]) -> np.ndarray:
+    """Class of each time to failure: the last class for ttf <= windows[0], 0 beyond the last.
+
+    With windows (6, 12, 24, 48): 0 < ttf <= 6 -> 4, 6 < ttf <= 12 -> 3, ..., ttf > 48 -> 0.
+    Times are rounded to 1e-6 so that grid values sit exactly on the boundaries.
+    """
+    edges = np.asarray(windows, dtype=float)
+    position = np.searchsorted(edges, np.round(ttf, 6), side="left")
+    return (len(edges) - position).astype(np.int64)
+
+
+def _first_per_group(keys: list[np.ndarray], rng: np.random.Generator, per_group: int
+                     ) -> np.ndarray:
+    """Indices of up to ``per_group`` random members of each group of equal keys."""
+    n = len(keys[0])
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((rng.random(n), *reversed(keys)))
+    sorted_keys = np.stack([k[order] for k in keys], axis=1)
+    new_group = np.r_[True, (sorted_keys[1:] != sorted_keys[:-1]).any(axis=1)]
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+    rank = np.arange(n) - group_start
+    return np.sort(order[rank < per_group])
+
+
+def labels_from_tte(vehicle_ids: np.ndarray, times: np.ndarray, tte: pd.DataFrame,
+                    windows: Sequence[float], event_refs: str = "one_per_class",
+                    censored: str = "known_class0", censored_refs: int = 2, seed: int = 0
+                    ) -> pd.DataFrame:
+    """Train labels from time-to-event.
+
+    ``vehicle_ids``/``times`` are the readouts sorted by vehicle then time. Repaired vehicles
+    give one reference readout per class they visit (``one_per_class``, seeded) or every
+    readout (``all``). Censored vehicles give up to ``censored_refs`` random readouts more
+    than ``max(windows)`` before the end of study (``known_class0``), or one reference at the
+    end of study labelled 0 (``end_of_study``, the original journal's policy).
+    """
+    if event_refs not in EVENT_REFS:
+        raise ValueError(f"labels.event_refs must be one of {EVENT_REFS}, got {event_refs!r}")
+    if censored not in CENSORED_POLICIES:
+        raise ValueError(f"labels.censored must be one of {CENSORED_POLICIES}, got {censored!r}")
+    rng = np.random.default_rng(seed)
+    tte = tte.sort_values("vehicle_id")
+    position = np.searchsorted(tte["vehicle_id"].to_numpy(), vehicle_ids)
+    study = tte["length_of_study_time_step"].to_numpy()[position]
+    repaired = tte["in_study_repair"].to_numpy()[position].astype(bool)
+    ttf = study - times
+    row_class = class_from_ttf(ttf, windows)
+
+    event_rows = np.flatnonzero(repaired)
+    if event_refs == "one_per_class":
+        event_rows = event_rows[_first_per_group(
+            [vehicle_ids[event_rows], row_class[event_rows]], rng, 1)]
+    events = pd.DataFrame({"vehicle_id": vehicle_ids[event_rows], "ref_time": times[event_rows],
+                           "class_label": row_class[event_rows], "ttf": ttf[event_rows]})
+
+    if censored == "known_class0":
+        known = np.flatnonzero(~repaired & (np.round(ttf, 6) > max(windows)))
+        rows = known[_first_per_group([vehicle_ids[known]], rng, censored_refs)]
+        censored_labels = pd.DataFrame({"vehicle_id": vehicle_ids[rows], "ref_time": times[rows],
+                                        "class_label": 0, "ttf": np.nan})
+    else:
+        ended = tte[tte["in_study_repair"] == 0]
+        censored_labels = pd.DataFrame({"vehicle_id": ended["vehicle_id"].to_numpy(),
+                                        "ref_time": ended["length_of_study_time_step"].to_numpy(),
+                                        "class_label": 0, "ttf": np.nan})
+    labels = pd.concat([events, censored_labels], ignore_index=True)
+    return labels.sort_values(["vehicle_id", "ref_time"], ignore_index=True)[LABEL_COLUMNS]
+
+
+def labels_at_last_readout(vehicle_ids: np.ndarray, times: np.ndarray,
+                           given: pd.DataFrame) -> pd.DataFrame:
+    """One label per vehicle at its last readout (validation, test, train_labels.csv)."""
+    last = np.r_[vehicle_ids[1:] != vehicle_ids[:-1], True]
+    frame = pd.DataFrame({"vehicle_id": vehicle_ids[last], "ref_time": times[last]})
+    frame = frame.merge(given[["vehicle_id", "class_label"]], on="vehicle_id", how="left",
+                        validate="one_to_one")
+    frame["ttf"] = np.nan
+    return frame[LABEL_COLUMNS]
+
+
+def class_distribution(labels: pd.DataFrame, num_classes: int) -> dict[str, int]:
+    counts = np.bincount(labels["class_label"].to_numpy(), minlength=num_classes)
+    return {f"class_{c}": int(n) for c, n in enumerate(counts)}

@@ -1,0 +1,57 @@
+"""Windows over the readouts, stored as an index into the sorted readout table.
+
+A window is the last ``size`` readouts of a vehicle at or before a reference time. Windows
+overlap heavily, so they are never materialised on disk: each is described by the row just
+after its last readout (``end_row``) and its true length; :func:`gather_rows` turns a batch
+of windows into row indices, left-padded with a padding row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+METADATA_COLUMNS = ["vehicle_id", "ref_time", "class_label", "end_row", "length"]
+
+
+def window_index(vehicle_ids: np.ndarray, times: np.ndarray, label_vehicles: np.ndarray,
+                 ref_times: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """End row (exclusive) and true length of every window, vectorised with one search.
+
+    ``vehicle_ids``/``times`` are sorted by vehicle then time. Readouts at or before the
+    reference time belong to the window; at most ``size`` of them are kept.
+    """
+    if size < 1:
+        raise ValueError(f"window.size must be at least 1, got {size}")
+    vehicles, starts = np.unique(vehicle_ids, return_index=True)
+    ends = np.r_[starts[1:], len(vehicle_ids)]
+    dense = np.searchsorted(vehicles, label_vehicles)
+    unknown = (dense >= len(vehicles)) | (vehicles[np.minimum(dense, len(vehicles) - 1)]
+                                          != label_vehicles)
+    if unknown.any():
+        raise ValueError(f"label for vehicle {label_vehicles[unknown][0]} which has no readouts")
+    origin, span = times.min() if len(times) else 0.0, np.ptp(times) + 1.0 if len(times) else 1.0
+    row_vehicle = np.repeat(np.arange(len(vehicles)), ends - starts)
+    key = row_vehicle * span + (times - origin)
+    label_key = dense * span + (np.minimum(ref_times, origin + span - 1.0) - origin)
+    end = np.searchsorted(key, label_key, side="right")
+    end = np.clip(end, starts[dense], ends[dense])
+    length = np.minimum(end - starts[dense], size)
+    return end.astype(np.int64), length.astype(np.int64)
+
+
+def build_windows(vehicle_ids: np.ndarray, times: np.ndarray, labels: pd.DataFrame,
+                  size: int) -> pd.DataFrame:
+    """Window metadata for every label; labels with no readout before them are dropped."""
+    end, length = window_index(vehicle_ids, times, labels["vehicle_id"].to_numpy(),
+                               labels["ref_time"].to_numpy(), size)
+    meta = labels[["vehicle_id", "ref_time", "class_label"]].copy()
+    meta["end_row"], meta["length"] = end, length
+    return meta[meta["length"] > 0].reset_index(drop=True)
+
+
+def gather_rows(end_row: np.ndarray, length: np.ndarray, size: int, pad_row: int) -> np.ndarray:
+    """Row indices (batch, size) of a batch of windows, left-padded with ``pad_row``."""
+    offsets = np.arange(size - 1, -1, -1)
+    rows = end_row[:, None] - 1 - offsets[None, :]
+    return np.where(offsets[None, :] < length[:, None], rows, pad_row)

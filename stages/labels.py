@@ -1,0 +1,41 @@
+"""labels: one row per (vehicle, reference time) with its class, for every split."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from componentx import labels
+from componentx.runtime import atomic_dir, atomic_write_json, load_params, log, run_stage
+from componentx.schema import SPLITS, DatasetSummary
+
+params = load_params()["labels"]
+INGESTED = Path("data/ingested")
+OUT = Path("data/labels")
+METRICS = Path("metrics/labels.json")
+
+
+def main() -> None:
+    windows = labels.check_windows(params["windows"], params["num_classes"])
+    summary = DatasetSummary.load(INGESTED / "schema.json")
+    distribution = {}
+    with atomic_dir(OUT) as tmp:
+        for split in SPLITS:
+            readouts = pd.read_parquet(INGESTED / f"{split}_readouts.parquet",
+                                       columns=["vehicle_id", "time_step"])
+            ids, times = readouts["vehicle_id"].to_numpy(), readouts["time_step"].to_numpy()
+            if split == "train" and summary.train_target == "tte":
+                frame = labels.labels_from_tte(
+                    ids, times, pd.read_parquet(INGESTED / "train_tte.parquet"), windows,
+                    params["event_refs"], params["censored"], params["censored_refs"],
+                    params["seed"])
+            else:
+                given = pd.read_parquet(INGESTED / f"{split}_labels.parquet")
+                frame = labels.labels_at_last_readout(ids, times, given)
+            frame.to_parquet(tmp / f"{split}.parquet", index=False)
+            distribution[split] = labels.class_distribution(frame, params["num_classes"])
+            log.info("%s labels: %d, classes %s", split, len(frame), distribution[split])
+    atomic_write_json(METRICS, distribution)
+
+
+if __name__ == "__main__":
+    run_stage(main)
