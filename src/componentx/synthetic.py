@@ -331,7 +331,7 @@ def generate(out_dir: Path, n_train: int, n_validation: int, n_test: int, seed: 
                 _generate_chunk(rng, out_dir, split, np.arange(first_id + start, first_id + stop),
                                 spec_probs, None if targets is None else targets[start:stop],
                                 append=start > 0)
-                bar.update(len(ids))
+                bar.update(stop - start)
             first_id += n
 
 

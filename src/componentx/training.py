@@ -1,0 +1,355 @@
+"""The training loop, with checkpoints that let an interrupted run resume exactly."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from componentx.dataset import WindowSet
+from componentx.decisions import class_priors, expected_cost_decision, shift_priors
+from componentx.metrics import decision_metrics
+from componentx.models import ModelConfig, build_model
+
+log = logging.getLogger(__name__)
+
+SCHEDULERS = ("none", "step", "cosine", "plateau")
+MONITORS = {"loss": "min", "accuracy": "max", "macro_f1": "max", "cost": "min",
+            "expected_cost": "min"}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used, with what to do about it."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradients stopped being finite."""
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-3
+    epochs: int = 20
+    batch_size: int = 256
+    eval_batch_size: int = 2048
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0
+    weight_decay: float = 1e-4
+    class_weights: str | list[float] = "inverse"
+    balanced_sampler: bool = False
+    scheduler: str = "cosine"
+    warmup_epochs: int = 1
+    step_size: int = 10
+    gamma: float = 0.5
+    grad_clip: float = 1.0
+    patience: int = 5
+    monitor: str = "expected_cost"
+    resume: bool = True
+
+
+@dataclass
+class TrainState:
+    """What survives between epochs besides the weights and the optimiser."""
+
+    epoch: int = 0  # completed epochs
+    best_metric: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    finished: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def choose_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def class_weight_tensor(setting: str | list[float], labels: np.ndarray, num_classes: int
+                        ) -> torch.Tensor | None:
+    """Cross-entropy weights: none, inverse frequency (mean 1), or an explicit list."""
+    if setting == "none":
+        return None
+    if setting == "inverse":
+        counts = np.bincount(labels, minlength=num_classes).astype(float)
+        weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
+        return torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
+    if isinstance(setting, list | tuple) and len(setting) == num_classes:
+        return torch.tensor([float(w) for w in setting], dtype=torch.float32)
+    raise ValueError(f"train.class_weights must be 'none', 'inverse' or a list of {num_classes}"
+                     f" numbers, got {setting!r}")
+
+
+def epoch_order(labels: np.ndarray, seed: int, epoch: int, balanced: bool) -> np.ndarray:
+    """Window order of one epoch: a seeded permutation, or a class-balanced draw."""
+    rng = np.random.default_rng([seed, epoch])
+    if not balanced:
+        return rng.permutation(len(labels))
+    counts = np.bincount(labels)
+    weights = 1.0 / counts[labels]
+    return rng.choice(len(labels), size=len(labels), replace=True, p=weights / weights.sum())
+
+
+def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
+    if config.scheduler == "none":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.gamma)
+    if config.scheduler == "cosine":
+        warmup, total = config.warmup_epochs, max(config.epochs, 1)
+
+        def factor(epoch: int) -> float:
+            if epoch < warmup:
+                return (epoch + 1) / (warmup + 1)
+            progress = (epoch - warmup) / max(total - warmup, 1)
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if config.scheduler == "plateau":
+        mode = MONITORS.get(config.monitor, "min")
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode,
+                                                          factor=config.gamma, patience=2)
+    raise ValueError(f"train.scheduler must be one of {SCHEDULERS}, got {config.scheduler!r}")
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically: a kill during the save leaves the old file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint, turning a damaged or foreign file into a clear error."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises many types for damaged files
+        raise CheckpointError(
+            f"{path} cannot be read ({type(error).__name__}: {error}); delete it to start "
+            "training from scratch") from None
+    missing = {"config", "model", "state"} - set(payload) if isinstance(payload, dict) else {
+        "config"}
+    if missing:
+        raise CheckpointError(f"{path} is not a componentx checkpoint (missing {sorted(missing)});"
+                              " delete it to start training from scratch")
+    return payload
+
+
+def resumable_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it is an unfinished run of the same params and inputs."""
+    if not path.exists():
+        return None
+    checkpoint = load_checkpoint(path)
+    if checkpoint.get("fingerprint") != fingerprint:
+        log.info("%s was trained with other params or inputs: starting fresh", path)
+        return None
+    if checkpoint["state"].get("finished"):
+        log.info("%s is a finished run: starting fresh", path)
+        return None
+    return checkpoint
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    checkpoint = load_checkpoint(Path(path))
+    model = build_model(ModelConfig(**checkpoint["config"]))
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} does not match its model config: {error}") from None
+    return model.to(device).eval(), checkpoint
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, windows: WindowSet, device: torch.device,
+                   batch_size: int = 2048) -> np.ndarray:
+    model.eval()
+    outputs = []
+    for start in range(0, len(windows), batch_size):
+        batch = windows.batch(np.arange(start, min(start + batch_size, len(windows)))).to(device)
+        outputs.append(model(batch.x, batch.lengths, batch.specs).float().cpu())
+    return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), dtype=np.float32)
+
+
+def validation_metrics(logits: np.ndarray, y: np.ndarray, cost_matrix: np.ndarray,
+                       train_priors: np.ndarray, weights: torch.Tensor | None) -> dict[str, float]:
+    """Per-epoch validation summary: loss, argmax scores, and the expected-cost decision's cost."""
+    logits_t = torch.as_tensor(logits)
+    loss = nn.functional.cross_entropy(logits_t, torch.as_tensor(y), weight=weights).item()
+    probs = torch.softmax(logits_t, dim=1).numpy().astype(np.float64)
+    argmax = decision_metrics(y, probs.argmax(axis=1), cost_matrix)
+    shifted = shift_priors(probs, train_priors, class_priors(y, len(cost_matrix)))
+    expected = decision_metrics(y, expected_cost_decision(shifted, cost_matrix), cost_matrix)
+    return {"loss": loss, "accuracy": argmax["accuracy"], "macro_f1": argmax["macro_f1"],
+            "cost": argmax["cost_per_vehicle"], "expected_cost": expected["cost_per_vehicle"]}
+
+
+def _improved(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value < best if mode == "min" else value > best)
+
+
+EpochCallback = Callable[[int, dict[str, float], dict[str, float], float], None]
+
+
+def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
+          val_set: WindowSet, cost_matrix: np.ndarray, models_dir: Path, fingerprint: str,
+          resume_from: dict[str, Any] | None = None,
+          on_epoch_end: EpochCallback | None = None) -> TrainState:
+    """Train with early stopping; ``models_dir`` receives best.pt and last.pt every epoch.
+
+    ``resume_from`` is a checkpoint from :func:`resumable_checkpoint`: training continues
+    after its last completed epoch with its weights, optimiser, scheduler and RNG states.
+    """
+    if config.monitor not in MONITORS:
+        raise ValueError(f"train.monitor must be one of {sorted(MONITORS)}, got "
+                         f"{config.monitor!r}")
+    device = choose_device(config.device)
+    if device.type == "cpu":
+        torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
+    seed_everything(config.seed)
+    model = build_model(model_config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = make_scheduler(config, optimizer)
+    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) \
+        if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    train_labels = train_set.labels.numpy()
+    num_classes = model_config.num_classes
+    weights = class_weight_tensor(config.class_weights, train_labels, num_classes)
+    loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+    train_priors = class_priors(train_labels, num_classes)
+    val_y = val_set.labels.numpy()
+    mode = MONITORS[config.monitor]
+
+    state = TrainState()
+    last_path, best_path = models_dir / "last.pt", models_dir / "best.pt"
+    if resume_from is not None:
+        model.load_state_dict(resume_from["model"])
+        optimizer.load_state_dict(resume_from["optimizer"])
+        scheduler.load_state_dict(resume_from["scheduler"])
+        scaler.load_state_dict(resume_from["scaler"])
+        _set_rng_state(resume_from["rng"])
+        state = TrainState(**resume_from["state"])
+        log.info("resuming from %s after epoch %d", last_path, state.epoch)
+    else:
+        best_path.unlink(missing_ok=True)
+
+    def payload() -> dict[str, Any]:
+        return {"config": model_config.to_dict(), "train_config": asdict(config),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "rng": _rng_state(), "state": asdict(state), "fingerprint": fingerprint,
+                "train_priors": train_priors.tolist()}
+
+    show_bar = sys.stderr.isatty()
+    while state.epoch < config.epochs and not state.finished:
+        epoch = state.epoch
+        model.train()
+        order = epoch_order(train_labels, config.seed, epoch, config.balanced_sampler)
+        steps = range(0, len(order), config.batch_size)
+        total_loss, seen, predictions = 0.0, 0, []
+        for step, start in enumerate(tqdm(steps, desc=f"epoch {epoch + 1}/{config.epochs}",
+                                          unit="batch", disable=not show_bar, leave=False)):
+            index = order[start:start + config.batch_size]
+            batch = train_set.batch(index).to(device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(batch.x, batch.lengths, batch.specs)
+                loss = loss_fn(logits.float(), batch.y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, step "
+                                       f"{step + 1}; no checkpoint was written for this epoch "
+                                       "(lower train.lr or check the inputs)")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
+            if not torch.isfinite(norm) and amp_dtype != torch.float16:
+                raise TrainingDiverged(f"gradient norm is {norm.item()} at epoch {epoch + 1}, "
+                                       f"step {step + 1}; no checkpoint was written")
+            scaler.step(optimizer)
+            scaler.update()
+            total_loss += loss.item() * len(index)
+            seen += len(index)
+            predictions.append(logits.detach().argmax(dim=1).cpu().numpy())
+        train_pred = np.concatenate(predictions)
+        train_scores = decision_metrics(train_labels[order], train_pred, cost_matrix)
+        train_metrics = {"loss": total_loss / max(seen, 1), "accuracy": train_scores["accuracy"],
+                         "macro_f1": train_scores["macro_f1"],
+                         "cost": train_scores["cost_per_vehicle"]}
+        val_logits = predict_logits(model, val_set, device, config.eval_batch_size)
+        val_metrics = validation_metrics(val_logits, val_y, cost_matrix, train_priors,
+                                         weights)
+        lr = optimizer.param_groups[0]["lr"]
+        monitored = val_metrics[config.monitor]
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(monitored)
+        else:
+            scheduler.step()
+        state.epoch = epoch + 1
+        if _improved(monitored, state.best_metric, mode):
+            state.best_metric, state.best_epoch, state.bad_epochs = monitored, epoch + 1, 0
+        else:
+            state.bad_epochs += 1
+        state.finished = state.bad_epochs >= config.patience or state.epoch >= config.epochs
+        state.history.append({"epoch": epoch + 1, "lr": lr, "train": train_metrics,
+                              "validation": val_metrics})
+        checkpoint = payload()
+        if state.best_epoch == epoch + 1:
+            save_checkpoint(best_path, checkpoint)
+        save_checkpoint(last_path, checkpoint)
+        log.info("epoch %d/%d  train loss %.4f  val loss %.4f  macro-F1 %.3f  cost %.2f  "
+                 "expected cost %.2f  lr %.2g%s", epoch + 1, config.epochs,
+                 train_metrics["loss"], val_metrics["loss"], val_metrics["macro_f1"],
+                 val_metrics["cost"], val_metrics["expected_cost"], lr,
+                 "  *best*" if state.best_epoch == epoch + 1 else "")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, train_metrics, val_metrics, lr)
+    if state.bad_epochs >= config.patience:
+        log.info("early stop: no %s improvement for %d epochs (best %.4f at epoch %d)",
+                 config.monitor, config.patience, state.best_metric, state.best_epoch)
+    return state

@@ -1,0 +1,75 @@
+"""train: fit the sequence model; models/last.pt every epoch, models/best.pt at the best one.
+
+An interrupted run resumes from models/last.pt when params and inputs are unchanged.
+"""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from dvclive import Live
+
+from componentx import training
+from componentx.dataset import load_window_set, spec_cardinalities
+from componentx.features import FeatureStats
+from componentx.metrics import check_cost_matrix
+from componentx.models import ModelConfig
+from componentx.runtime import load_params, log, run_stage
+from componentx.schema import DatasetSummary
+
+params = load_params()
+TRAIN = training.TrainConfig(**params["train"])
+MODEL = params["model"]
+WINDOW_SIZE = params["window"]["size"]
+NUM_CLASSES = params["labels"]["num_classes"]
+COST_MATRIX = params["evaluate"]["cost_matrix"]
+INGESTED, WINDOWS, STATS = Path("data/ingested"), Path("data/windows"), Path("data/stats.json")
+MODELS, LIVE_DIR = Path("models"), Path("dvclive/train")
+
+
+def fingerprint() -> str:
+    """Hash of what the weights depend on: params and the train inputs."""
+    digest = hashlib.sha256()
+    used = {k: v for k, v in params["train"].items() if k != "resume"}
+    digest.update(json.dumps([used, MODEL, WINDOW_SIZE, NUM_CLASSES, COST_MATRIX],
+                             sort_keys=True).encode())
+    for path in (STATS, WINDOWS / "train_windows.parquet", WINDOWS / "validation_windows.parquet"):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def main() -> None:
+    cost_matrix = check_cost_matrix(COST_MATRIX, NUM_CLASSES)
+    stats = FeatureStats.load(STATS)
+    specs = DatasetSummary.load(INGESTED / "schema.json").spec_columns
+    train_set = load_window_set(WINDOWS, INGESTED, "train", stats, specs, WINDOW_SIZE)
+    val_set = load_window_set(WINDOWS, INGESTED, "validation", stats, specs, WINDOW_SIZE)
+    log.info("train windows %d, validation windows %d, inputs %d", len(train_set), len(val_set),
+             train_set.n_inputs)
+    model_config = ModelConfig(n_features=train_set.n_inputs, num_classes=NUM_CLASSES,
+                               spec_cardinalities=spec_cardinalities(INGESTED, specs), **MODEL)
+    key = fingerprint()
+    resume_from = training.resumable_checkpoint(MODELS / "last.pt", key) if TRAIN.resume else None
+    if resume_from is None and LIVE_DIR.exists():
+        shutil.rmtree(LIVE_DIR)
+    with Live(dir=str(LIVE_DIR), resume=resume_from is not None, dvcyaml=None,
+              save_dvc_exp=False) as live:
+        live.log_params({"train": params["train"], "model": MODEL, "window_size": WINDOW_SIZE})
+
+        def on_epoch_end(epoch: int, train_metrics: dict, val_metrics: dict, lr: float) -> None:
+            live.step = epoch - 1
+            for split, metrics in (("train", train_metrics), ("validation", val_metrics)):
+                for name, value in metrics.items():
+                    live.log_metric(f"{split}/{name}", value)
+            live.log_metric("lr", lr)
+            live.next_step()
+
+        state = training.train(model_config, TRAIN, train_set, val_set, cost_matrix, MODELS,
+                               key, resume_from, on_epoch_end)
+    log.info("best validation %s %.4f at epoch %d of %d", TRAIN.monitor, state.best_metric,
+             state.best_epoch, state.epoch)
+
+
+if __name__ == "__main__":
+    run_stage(main)
