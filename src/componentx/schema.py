@@ -269,9 +269,13 @@ def read_labels(path: Path, readouts: Readouts, num_classes: int) -> pa.Table:
     ids = table.column(ID).to_numpy()
     _check_unique_ids(path, ids)
     labels = table.column("class_label").to_numpy()
-    bad = (labels < 0) | (labels >= num_classes) | (labels != np.round(labels))
+    fractional = labels != np.round(labels)
+    if fractional.any():
+        raise DatasetError(path, f"class_label {labels[fractional][0]:g} is not an integer",
+                           "class_label", _first_line(fractional))
+    bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
-        raise DatasetError(path, f"class_label {labels[bad][0]:g} is not an integer in "
+        raise DatasetError(path, f"class_label {labels[bad][0]:g} is out of range "
                            f"0..{num_classes - 1} (labels.num_classes)", "class_label",
                            _first_line(bad))
     _check_vehicles(path, ids, readouts)

@@ -1,0 +1,79 @@
+"""Transforms and streaming statistics, against numpy on the whole table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from componentx import features
+
+NAMES = ["c1", "h_0", "h_1"]
+COUNTERS = ["c1"]
+
+
+def table(rng, rows=200):
+    ids = np.repeat(np.arange(12), rng.multinomial(rows - 12, np.ones(12) / 12) + 1)
+    times = np.concatenate([np.cumsum(rng.integers(1, 30, (ids == v).sum())) * 0.2
+                            for v in np.unique(ids)])
+    values = np.cumsum(rng.gamma(2.0, 1000.0, (rows, 3)), axis=0)
+    values[rng.random((rows, 3)) < 0.1] = np.nan
+    return values, times, ids
+
+
+def whole_table_reference(values, times, ids, transform):
+    frame = pd.DataFrame(values, columns=NAMES)
+    parts = []
+    if transform in ("cumulative", "both"):
+        cumulative = frame.copy()
+        cumulative["c1"] = np.sign(cumulative["c1"]) * np.log1p(cumulative["c1"].abs())
+        parts.append(cumulative.to_numpy())
+    if transform in ("increments", "both"):
+        rates = frame.groupby(ids).diff().to_numpy() / pd.Series(times).groupby(
+            ids).diff().to_numpy()[:, None]
+        rates[:, 0] = np.sign(rates[:, 0]) * np.log1p(np.abs(rates[:, 0]))
+        parts.append(rates)
+    return np.concatenate(parts, axis=1)
+
+
+@pytest.mark.parametrize("transform", features.TRANSFORMS)
+@pytest.mark.parametrize("block_rows", [7, 64, 10_000])
+def test_streaming_stats_match_numpy(transform, block_rows):
+    values, times, ids = table(np.random.default_rng(0))
+    stats = features.compute_stats(values, times, ids, NAMES, COUNTERS, transform, block_rows)
+    reference = whole_table_reference(values, times, ids, transform)
+    assert stats.names == features.transformed_names(NAMES, transform)
+    assert np.allclose(stats.mean, np.nanmean(reference, axis=0))
+    assert np.allclose(stats.std, np.nanstd(reference, axis=0))
+    assert stats.count == (~np.isnan(reference)).sum(axis=0).tolist()
+    normalised = features.normalise(values, times, ids, stats, block_rows)
+    expected = np.nan_to_num((reference - np.nanmean(reference, 0)) / np.nanstd(reference, 0))
+    assert normalised.dtype == np.float32
+    assert np.allclose(normalised, expected, atol=1e-5)
+
+
+def test_first_readout_of_a_vehicle_has_no_increment():
+    values = np.array([[1.0], [3.0], [10.0], [20.0]])
+    out = features.transform_features(values, np.array([0.0, 2.0, 0.0, 5.0]),
+                                      np.array([1, 1, 2, 2]), np.array([False]), "increments")
+    assert np.isnan(out[0, 0]) and np.isnan(out[2, 0])
+    assert out[1, 0] == 1.0 and out[3, 0] == 2.0
+
+
+def test_constant_feature_and_bad_params():
+    values, times, ids = table(np.random.default_rng(1))
+    values[:, 1] = 5.0
+    stats = features.compute_stats(values, times, ids, NAMES, COUNTERS, "cumulative")
+    assert stats.std[1] == 1.0
+    with pytest.raises(ValueError, match="features.counters"):
+        features.compute_stats(values, times, ids, NAMES, ["nope"], "cumulative")
+    with pytest.raises(ValueError, match="features.transform"):
+        features.compute_stats(values, times, ids, NAMES, COUNTERS, "log")
+
+
+def test_specifications_are_coded_on_train_with_unknowns_at_zero():
+    train = pd.DataFrame({"Spec_0": ["Cat1", "Cat0", "Cat1"], "Spec_1": ["a", None, "b"]})
+    split = pd.DataFrame({"Spec_0": ["Cat0", "Cat9"], "Spec_1": [None, "b"]})
+    codes, cardinalities = features.encode_specs(train, split, ["Spec_0", "Spec_1"])
+    assert codes.tolist() == [[1, 0], [0, 2]]
+    assert cardinalities == [3, 3]

@@ -1,0 +1,102 @@
+"""Class labels from time to event: boundaries, censoring and reference policies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from componentx import labels
+
+WINDOWS = [6, 12, 24, 48]
+
+
+@pytest.mark.parametrize(("ttf", "expected"), [
+    (0.2, 4), (6.0, 4), (6.2, 3), (12.0, 3), (12.2, 2), (24.0, 2), (24.2, 1), (48.0, 1),
+    (48.2, 0), (300.0, 0),
+])
+def test_class_windows_at_their_exact_boundaries(ttf, expected):
+    assert labels.class_from_ttf(np.array([ttf]), WINDOWS)[0] == expected
+
+
+def test_boundaries_survive_floating_point_on_the_grid():
+    study, times = 510.0, np.array([504.0, 498.0, 486.0, 462.0])
+    ttf = study - times  # exactly 6, 12, 24, 48 only up to rounding
+    assert labels.class_from_ttf(ttf, WINDOWS).tolist() == [4, 3, 2, 1]
+    ttf = np.array([0.1 + 0.2 + 5.7, 47.99999999999])
+    assert labels.class_from_ttf(ttf, WINDOWS).tolist() == [4, 1]
+
+
+def test_windows_must_match_the_class_count():
+    with pytest.raises(ValueError, match="needs 4"):
+        labels.check_windows([6, 12, 24], 5)
+    with pytest.raises(ValueError, match="increasing"):
+        labels.check_windows([6, 24, 12, 48], 5)
+
+
+def fleet():
+    """Vehicle 1 repaired at 100 (readouts every 2 from 2), vehicle 2 censored at 120."""
+    t1, t2 = np.arange(2.0, 100.0, 2.0), np.arange(1.0, 121.0, 5.0)
+    ids = np.r_[np.full(len(t1), 1), np.full(len(t2), 2)]
+    tte = pd.DataFrame({"vehicle_id": [1, 2], "length_of_study_time_step": [100.0, 120.0],
+                        "in_study_repair": [1, 0]})
+    return ids, np.r_[t1, t2], tte
+
+
+def test_one_reference_per_class_for_repaired_vehicles():
+    ids, times, tte = fleet()
+    result = labels.labels_from_tte(ids, times, tte, WINDOWS, "one_per_class", seed=1)
+    repaired = result[result["vehicle_id"] == 1]
+    assert sorted(repaired["class_label"]) == [0, 1, 2, 3, 4]
+    expected = labels.class_from_ttf(100.0 - repaired["ref_time"].to_numpy(), WINDOWS)
+    assert (repaired["class_label"].to_numpy() == expected).all()
+    assert np.allclose(repaired["ttf"], 100.0 - repaired["ref_time"])
+    again = labels.labels_from_tte(ids, times, tte, WINDOWS, "one_per_class", seed=1)
+    pd.testing.assert_frame_equal(result, again)
+    other = labels.labels_from_tte(ids, times, tte, WINDOWS, "one_per_class", seed=2)
+    assert not other["ref_time"].equals(result["ref_time"])
+
+
+def test_every_readout_of_repaired_vehicles():
+    ids, times, tte = fleet()
+    result = labels.labels_from_tte(ids, times, tte, WINDOWS, "all")
+    assert (result["vehicle_id"] == 1).sum() == (ids == 1).sum()
+
+
+def test_censored_vehicles_only_where_class_0_is_known():
+    ids, times, tte = fleet()
+    result = labels.labels_from_tte(ids, times, tte, WINDOWS, censored_refs=3, seed=0)
+    censored = result[result["vehicle_id"] == 2]
+    assert len(censored) == 3
+    assert (censored["class_label"] == 0).all()
+    assert (120.0 - censored["ref_time"] > 48).all()
+    many = labels.labels_from_tte(ids, times, tte, WINDOWS, censored_refs=1000)
+    known = (ids == 2) & (120.0 - times > 48)
+    assert (many["vehicle_id"] == 2).sum() == known.sum()
+
+
+def test_journal_policy_references_censored_vehicles_at_end_of_study():
+    ids, times, tte = fleet()
+    result = labels.labels_from_tte(ids, times, tte, WINDOWS, censored="end_of_study")
+    censored = result[result["vehicle_id"] == 2]
+    assert censored["ref_time"].tolist() == [120.0]
+    assert censored["class_label"].tolist() == [0]
+
+
+def test_unknown_policies_are_rejected():
+    ids, times, tte = fleet()
+    with pytest.raises(ValueError, match="labels.event_refs"):
+        labels.labels_from_tte(ids, times, tte, WINDOWS, event_refs="some")
+    with pytest.raises(ValueError, match="labels.censored"):
+        labels.labels_from_tte(ids, times, tte, WINDOWS, censored="drop")
+
+
+def test_given_labels_sit_on_the_last_readout():
+    ids, times, _ = fleet()
+    given = pd.DataFrame({"vehicle_id": [2, 1], "class_label": [0, 3]})
+    result = labels.labels_at_last_readout(ids, times, given)
+    assert result["vehicle_id"].tolist() == [1, 2]
+    assert result["ref_time"].tolist() == [98.0, 116.0]
+    assert result["class_label"].tolist() == [3, 0]
+    assert labels.class_distribution(result, 5) == {
+        "class_0": 1, "class_1": 0, "class_2": 0, "class_3": 1, "class_4": 0}
