@@ -8,8 +8,6 @@ import json
 import shutil
 from pathlib import Path
 
-from dvclive import Live
-
 from componentx import training
 from componentx.dataset import load_window_set, spec_cardinalities
 from componentx.features import FeatureStats
@@ -17,6 +15,7 @@ from componentx.metrics import check_cost_matrix
 from componentx.models import ModelConfig
 from componentx.runtime import load_params, log, run_stage
 from componentx.schema import DatasetSummary
+from dvclive import Live
 
 params = load_params()
 TRAIN = training.TrainConfig(**params["train"])

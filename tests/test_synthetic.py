@@ -26,6 +26,15 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
     assert digest(tmp_path / "a") != digest(tmp_path / "c")
 
 
+def test_every_vehicle_has_readouts_even_in_the_shortest_study():
+    rng = np.random.default_rng(0)
+    n = 20_000
+    vehicles = synthetic.sample_vehicles(rng, np.arange(n), synthetic.spec_probabilities(rng))
+    vehicles.study_ticks[:] = round(synthetic.STUDY_MIN / synthetic.TICK)
+    ticks = synthetic.readout_ticks(rng, vehicles)
+    assert ((ticks >= 0).sum(axis=1) >= 1).all()
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     """Large enough for rates: 3,000 train vehicles, validation and test at the real size."""

@@ -19,6 +19,7 @@ from componentx.schema import ID, TIME, labels_file, readouts_file, specificatio
 
 TICK = 0.2  # time_step grid
 MAX_READOUTS = 400  # upper bound of readouts per vehicle
+FIRST_READOUT_MAX_TICKS = 75  # the first readout comes within 15 time units
 CHUNK_VEHICLES = 2000
 EVENT_RATE = 0.0965  # train: 2,272 repairs among 23,550 vehicles
 STUDY_MEAN, STUDY_STD, STUDY_MIN, STUDY_MAX = 240.0, 89.0, 73.4, 510.0
@@ -95,7 +96,7 @@ class Vehicles:
     horizon: np.ndarray  # how long before failure the precursor starts
 
 
-def _spec_probabilities(rng: np.random.Generator) -> list[np.ndarray]:
+def spec_probabilities(rng: np.random.Generator) -> list[np.ndarray]:
     probs = []
     for cardinality in SPEC_CARDINALITIES:
         weights = 1.0 / np.arange(1, cardinality + 1) ** 1.2
@@ -157,7 +158,9 @@ def readout_ticks(rng: np.random.Generator, vehicles: Vehicles) -> np.ndarray:
 
     Repaired vehicles are read before the repair; censored ones up to the end of study.
     """
-    ticks = np.cumsum(sample_gaps(rng, len(vehicles.ids)), axis=1)
+    gaps = sample_gaps(rng, len(vehicles.ids))
+    gaps[:, 0] = np.minimum(gaps[:, 0], FIRST_READOUT_MAX_TICKS)  # every vehicle is read
+    ticks = np.cumsum(gaps, axis=1)
     limit = vehicles.study_ticks - vehicles.event.astype(np.int64)
     ticks = np.where(ticks <= limit[:, None], ticks, -1)
     return np.concatenate([ticks, np.full((len(ticks), 1), -1)], axis=1)
@@ -317,7 +320,7 @@ def generate(out_dir: Path, n_train: int, n_validation: int, n_test: int, seed: 
     """Write the nine Component X CSV files for a synthetic fleet into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec_probs = _spec_probabilities(np.random.default_rng([seed, 0]))
+    spec_probs = spec_probabilities(np.random.default_rng([seed, 0]))
     sizes = {"train": n_train, "validation": n_validation, "test": n_test}
     first_id = 0
     with tqdm(total=sum(sizes.values()), desc="synthetic vehicles", unit="vehicle",

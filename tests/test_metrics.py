@@ -1,0 +1,79 @@
+"""The official cost and the metrics, on hand-computed examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from componentx import metrics
+
+COST = np.array(metrics.OFFICIAL_COST, dtype=float)
+
+
+def test_official_cost_on_hand_computed_confusions():
+    # actual 4 predicted 0 costs 500; actual 0 predicted 4 costs 10; 1 -> 2 costs 7.
+    y = np.array([4, 0, 1, 2, 2])
+    pred = np.array([0, 4, 2, 2, 0])
+    assert metrics.confusion(y, pred, 5)[4, 0] == 1
+    assert metrics.total_cost(y, pred, COST) == 500 + 10 + 7 + 0 + 300
+    assert metrics.total_cost(y, y, COST) == 0
+
+
+@pytest.mark.parametrize(("counts", "expected"), [
+    ((4910, 16, 14, 30, 76), 57_400), ((4903, 26, 15, 41, 60), 56_100),
+])
+def test_always_zero_reproduces_the_reference_costs(counts, expected):
+    y = np.repeat(np.arange(5), counts)
+    assert metrics.total_cost(y, np.zeros_like(y), COST) == expected
+
+
+def test_decision_metrics_agree_with_scikit_learn():
+    rng = np.random.default_rng(0)
+    y, pred = rng.integers(0, 5, 300), rng.integers(0, 5, 300)
+    result = metrics.decision_metrics(y, pred, COST)
+    assert result["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert result["weighted_f1"] == pytest.approx(f1_score(y, pred, average="weighted"))
+    assert result["accuracy"] == pytest.approx((y == pred).mean())
+    assert result["per_class"]["class_3"]["support"] == (y == 3).sum()
+    assert result["cost_per_vehicle"] == pytest.approx(result["cost_total"] / 300)
+
+
+def test_probability_metrics_on_a_perfect_and_a_flat_model():
+    y = np.array([0, 1, 2, 0])
+    perfect = np.eye(3)[y]
+    good = metrics.probability_metrics(y, perfect)
+    assert good["brier"] == 0 and good["ece"] == 0
+    assert good["roc_auc"]["macro"] == 1 and good["pr_auc"]["macro"] == 1
+    flat = metrics.probability_metrics(y, np.full((4, 3), 1 / 3))
+    assert flat["brier"] == pytest.approx(2 / 3)
+    assert flat["log_loss"] == pytest.approx(np.log(3))
+    assert flat["ece"] == pytest.approx(abs(0.5 - 1 / 3))  # top label is class 0: half right
+
+
+def test_bootstrap_is_seeded_and_brackets_the_estimate():
+    rng = np.random.default_rng(1)
+    y = rng.choice(5, 2000, p=[0.9, 0.025, 0.025, 0.025, 0.025])
+    pred = np.where(rng.random(2000) < 0.7, y, 0)
+    first = metrics.bootstrap_intervals(y, pred, COST, n_boot=300, seed=5)
+    assert first == metrics.bootstrap_intervals(y, pred, COST, n_boot=300, seed=5)
+    assert first != metrics.bootstrap_intervals(y, pred, COST, n_boot=300, seed=6)
+    low, high = first["cost_total_ci"]
+    assert low < metrics.total_cost(y, pred, COST) < high
+    low, high = first["macro_f1_ci"]
+    assert low < metrics.decision_metrics(y, pred, COST)["macro_f1"] < high
+
+
+def test_curves_are_small_and_monotone():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 500)
+    probs = rng.dirichlet(np.ones(3), 500)
+    pr, roc = metrics.curves_on_grid(y, probs, points=51)
+    assert len(pr["recall"]) == 51 and set(pr) == {"recall", "class_0", "class_1", "class_2"}
+    assert (np.diff(roc["class_1"]) >= -1e-12).all()
+    assert (np.diff(pr["class_2"]) <= 1e-12).all()
+
+
+def test_cost_matrix_shape_is_checked():
+    with pytest.raises(ValueError, match="5x5"):
+        metrics.check_cost_matrix([[0, 1], [1, 0]], 5)

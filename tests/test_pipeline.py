@@ -1,0 +1,193 @@
+"""End to end through the real DVC CLI, in a temporary git repository with tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT
+
+from componentx import synthetic
+from componentx.labels import class_from_ttf
+
+pytestmark = pytest.mark.e2e
+
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "data/raw/README.md", ".gitignore"]
+TINY = {
+    "synthetic": {"n_train": 150, "n_validation": 80, "n_test": 80},
+    "window": {"size": 8},
+    "model": {"hidden_size": 8, "head_hidden": 8},
+    "train": {"epochs": 2, "batch_size": 64},
+    "evaluate": {"bootstrap": 50},
+}
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+       "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+       "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+       "DVC_NO_ANALYTICS": "1", "COMPONENTX_LOG": "WARNING"}
+
+
+def sh(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=repo, env=ENV, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(repo, sys.executable, "-m", "dvc", *args, check=check)
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", output))
+
+
+def set_params(repo: Path, overrides: dict) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_repo(path: Path, overrides: dict) -> Path:
+    path.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        source, target = ROOT / name, path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__",
+                                                                          "*.egg-info"))
+        else:
+            shutil.copy(source, target)
+    set_params(path, overrides)
+    sh(path, "git", "init", "-q", "-b", "main")
+    dvc(path, "init", "-q")
+    dvc(path, "config", "core.autostage", "true")
+    commit(path, "project")  # dvclive needs a commit, as any clone has
+    return path
+
+
+def commit(repo: Path, message: str) -> None:
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-q", "-m", message)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    path = make_repo(tmp_path_factory.mktemp("e2e") / "project", TINY)
+    first = dvc(path, "repro")
+    assert stages_run(first.stdout) == {"ingest", "labels", "windowing", "stats", "train",
+                                        "evaluate"}
+    commit(path, "first run")
+    return path
+
+
+def test_repro_builds_everything_and_then_does_nothing(repo):
+    report = json.loads((repo / "metrics/evaluate.json").read_text())
+    for split in ("validation", "test"):
+        assert report[split]["cost_always_0"] > 0
+        for rule in ("argmax", "expected_cost"):
+            assert "cost_total_ci" in report[split][rule]
+    assert (repo / "models/best.pt").exists() and (repo / "models/last.pt").exists()
+    predictions = pd.read_parquet(repo / "data/predictions/test.parquet")
+    assert len(predictions) == 80
+    again = dvc(repo, "repro")
+    assert stages_run(again.stdout) == set()
+    status = dvc(repo, "status")
+    assert "up to date" in status.stdout
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({"train": {"lr": 0.004}}, {"train", "evaluate"}),
+    ({"features": {"transform": "increments"}}, {"stats", "train", "evaluate"}),
+    ({"evaluate": {"bootstrap": 60}}, {"evaluate"}),
+])
+def test_a_param_reruns_only_the_stages_that_read_it(repo, overrides, expected):
+    set_params(repo, overrides)
+    try:
+        assert stages_run(dvc(repo, "repro").stdout) == expected
+    finally:
+        sh(repo, "git", "checkout", "--", "params.yaml")
+        dvc(repo, "repro")
+    assert stages_run(dvc(repo, "repro").stdout) == set()
+
+
+def test_experiments_metrics_diff_and_plots(repo):
+    run = dvc(repo, "exp", "run", "-n", "faster", "-S", "train.lr=0.005")
+    assert stages_run(run.stdout) == {"train", "evaluate"}
+    shown = dvc(repo, "exp", "show", "--csv").stdout
+    assert "faster" in shown and "0.005" in shown
+    assert "test.expected_cost.cost_total" in shown
+    changed = dvc(repo, "metrics", "diff").stdout
+    assert "metrics/evaluate.json" in changed and "validation.log_loss" in changed
+    everything = dvc(repo, "metrics", "diff", "--all").stdout
+    assert "test.expected_cost.cost_total" in everything
+    out = repo / "plots_html"
+    dvc(repo, "plots", "show", "-o", str(out))
+    html = (out / "index.html").read_text()
+    for plot in ("confusion_test", "pr_validation", "roc_test", "reliability_validation",
+                 "cost_test", "loss", "learning_rate"):
+        assert plot in html
+
+
+def test_queued_experiments_both_finish(repo):
+    sh(repo, "git", "checkout", "--", ".")
+    for lr in ("0.0011", "0.0012"):
+        dvc(repo, "exp", "run", "--queue", "-S", f"train.lr={lr}")
+    dvc(repo, "queue", "start", "-j", "1")
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = dvc(repo, "queue", "status").stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(3)
+    dvc(repo, "queue", "stop", check=False)
+    assert "Failed" not in status, status
+    assert status.count("Success") == 2, status
+    shown = dvc(repo, "exp", "show", "--csv").stdout
+    assert "0.0011" in shown and "0.0012" in shown
+
+
+def labelled_dataset(folder: Path) -> None:
+    """A tiny dataset shipping train_labels.csv instead of train_tte.csv."""
+    synthetic.generate(folder, 150, 80, 80, seed=5, progress=False)
+    tte = pd.read_csv(folder / "train_tte.csv")
+    last = pd.read_csv(folder / "train_operational_readouts.csv",
+                       usecols=["vehicle_id", "time_step"]).groupby("vehicle_id").max()
+    ttf = tte["length_of_study_time_step"].to_numpy() - last.loc[tte["vehicle_id"]].to_numpy()[:, 0]
+    classes = np.where(tte["in_study_repair"] == 1, class_from_ttf(ttf, [6, 12, 24, 48]), 0)
+    pd.DataFrame({"vehicle_id": tte["vehicle_id"], "class_label": classes}).to_csv(
+        folder / "train_labels.csv", index=False)
+    (folder / "train_tte.csv").unlink()
+
+
+def test_csv_dataset_with_train_labels(tmp_path):
+    repo = make_repo(tmp_path / "csv_project", {**TINY, "data": {"source": "csv"}})
+    labelled_dataset(repo / "data" / "raw")
+    dvc(repo, "repro")
+    labels = json.loads((repo / "metrics/labels.json").read_text())
+    assert sum(labels["train"].values()) == 150  # one label per vehicle
+    assert json.loads((repo / "metrics/evaluate.json").read_text())["test"]["cost_total"] >= 0
+
+    readouts = repo / "data/raw/validation_operational_readouts.csv"
+    lines = readouts.read_text().splitlines()
+    fields = lines[5].split(",")
+    fields[3] = "oops"
+    lines[5] = ",".join(fields)
+    readouts.write_text("\n".join(lines) + "\n")
+    failed = dvc(repo, "repro", check=False)
+    assert failed.returncode != 0
+    assert "validation_operational_readouts.csv, column '666_0', line 6" in failed.stderr
+    assert not (repo / "data/ingested").exists()
+    assert not list((repo / "data").glob(".ingested*"))

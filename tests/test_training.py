@@ -1,0 +1,137 @@
+"""Training: class weights, checkpoints, exact resume, determinism, clear failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from componentx import training
+from componentx.dataset import WindowSet
+from componentx.metrics import OFFICIAL_COST
+from componentx.models import ModelConfig
+
+COST = np.array(OFFICIAL_COST, dtype=float)
+
+
+def window_set(seed: int, vehicles: int = 120, size: int = 8) -> WindowSet:
+    """Readouts whose last value carries the class, so a model can learn something."""
+    rng = np.random.default_rng(seed)
+    per_vehicle = rng.integers(3, 12, vehicles)
+    rows = per_vehicle.sum()
+    features = torch.tensor(rng.normal(size=(rows + 1, 4)), dtype=torch.float32)
+    features[-1] = 0
+    ends = np.cumsum(per_vehicle)
+    labels = rng.choice(5, vehicles, p=[0.6, 0.1, 0.1, 0.1, 0.1])
+    features[torch.from_numpy(ends - 1), 0] += torch.from_numpy(labels.astype(np.float32))
+    windows = pd.DataFrame({"vehicle_id": np.arange(vehicles), "ref_time": 0.0,
+                            "class_label": labels, "end_row": ends,
+                            "length": np.minimum(per_vehicle, size)})
+    specs = rng.integers(0, 3, (vehicles, 1))
+    return WindowSet(features, np.zeros(rows), windows, specs, size)
+
+
+def configs(tmp_path, **train_overrides):
+    model = ModelConfig(arch="lstm", n_features=5, num_classes=5, spec_cardinalities=[3],
+                        hidden_size=8, head_hidden=8)
+    settings = {"epochs": 4, "batch_size": 16, "lr": 5e-3, "patience": 10, "device": "cpu",
+                "num_threads": 1, "monitor": "macro_f1", **train_overrides}
+    train = training.TrainConfig(**settings)
+    return model, train
+
+
+def run(tmp_path, name, resume_from=None, on_epoch_end=None, **overrides):
+    model, config = configs(tmp_path, **overrides)
+    return training.train(model, config, window_set(0), window_set(1), COST, tmp_path / name,
+                          "fingerprint", resume_from, on_epoch_end)
+
+
+def test_inverse_class_weights():
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    weights = training.class_weight_tensor("inverse", labels, 4)
+    # counts 6, 3, 1, 0 -> 1/6, 1/3, 1 relative; mean over present classes is 1.
+    ratio = weights[:3] / weights[0]
+    assert torch.allclose(ratio, torch.tensor([1.0, 2.0, 6.0]))
+    assert weights[:3].mean() == pytest.approx(1.0) and weights[3] == 0
+    assert training.class_weight_tensor("none", labels, 4) is None
+    assert training.class_weight_tensor([1, 2, 3, 4], labels, 4).tolist() == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="train.class_weights"):
+        training.class_weight_tensor([1, 2], labels, 4)
+
+
+def test_balanced_sampler_draws_classes_evenly():
+    labels = np.array([0] * 900 + [1] * 100)
+    order = training.epoch_order(labels, seed=0, epoch=0, balanced=True)
+    assert 0.4 < labels[order].mean() < 0.6
+    assert (training.epoch_order(labels, 0, 3, False) == training.epoch_order(
+        labels, 0, 3, False)).all()
+
+
+def test_checkpoint_round_trip(tmp_path):
+    state = run(tmp_path, "a", epochs=1)
+    assert state.epoch == 1 and state.finished
+    model, checkpoint = training.load_model(tmp_path / "a" / "best.pt")
+    assert checkpoint["state"]["epoch"] == 1
+    assert set(checkpoint) >= {"config", "model", "optimizer", "scheduler", "rng", "state",
+                               "train_config", "fingerprint"}
+    saved = torch.load(tmp_path / "a" / "best.pt", weights_only=False)["model"]
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, saved[name])
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    straight = run(tmp_path, "straight")
+
+    def interrupt(epoch, *_):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "resumed", on_epoch_end=interrupt)
+    checkpoint = training.resumable_checkpoint(tmp_path / "resumed" / "last.pt", "fingerprint")
+    assert checkpoint is not None and checkpoint["state"]["epoch"] == 2
+    resumed = run(tmp_path, "resumed", resume_from=checkpoint)
+    assert resumed.epoch == 4
+    assert resumed.history == straight.history
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_changed_fingerprint_or_finished_run_starts_fresh(tmp_path):
+    run(tmp_path, "a", epochs=2)
+    assert training.resumable_checkpoint(tmp_path / "a" / "last.pt", "other") is None
+    assert training.resumable_checkpoint(tmp_path / "a" / "last.pt", "fingerprint") is None
+    assert training.resumable_checkpoint(tmp_path / "missing.pt", "fingerprint") is None
+
+
+def test_same_seed_same_metrics(tmp_path):
+    assert run(tmp_path, "a", epochs=2).history == run(tmp_path, "b", epochs=2).history
+    assert run(tmp_path, "c", epochs=2, seed=1).history != run(tmp_path, "a", epochs=2).history
+
+
+def test_corrupt_checkpoint_gives_a_way_forward(tmp_path):
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(training.CheckpointError, match="delete it"):
+        training.resumable_checkpoint(path, "fingerprint")
+    torch.save({"weights": 1}, path)
+    with pytest.raises(training.CheckpointError, match="not a componentx checkpoint"):
+        training.load_model(path)
+
+
+def test_divergence_stops_with_epoch_and_step(tmp_path):
+    model, config = configs(tmp_path, epochs=1)
+    bad = window_set(0)
+    bad.features[:-1, 0] = float("nan")
+    with pytest.raises(training.TrainingDiverged, match="epoch 1, step 1"):
+        training.train(model, config, bad, window_set(1), COST, tmp_path / "m", "f")
+    assert not (tmp_path / "m" / "last.pt").exists()
+
+
+def test_bad_monitor_and_scheduler(tmp_path):
+    with pytest.raises(ValueError, match="train.monitor"):
+        run(tmp_path, "a", monitor="auc")
+    with pytest.raises(ValueError, match="train.scheduler"):
+        run(tmp_path, "b", scheduler="linear")
