@@ -1,15 +1,21 @@
 """evaluate: calibrate on validation, decide, and score validation and test with models/best.pt."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from componentx import evaluation
 from componentx.dataset import load_window_set
-from componentx.decisions import softmax
 from componentx.features import FeatureStats
 from componentx.metrics import check_cost_matrix
-from componentx.runtime import atomic_dir, atomic_write_json, load_params, log, run_stage
+from componentx.runtime import (
+    atomic_dir,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_params,
+    run_stage,
+)
 from componentx.schema import DatasetSummary
 from componentx.training import choose_device, load_model, predict_logits
 
@@ -19,8 +25,9 @@ WINDOW_SIZE = params["window"]["size"]
 NUM_CLASSES = params["labels"]["num_classes"]
 INGESTED, WINDOWS, STATS = Path("data/ingested"), Path("data/windows"), Path("data/stats.json")
 MODEL = Path("models/best.pt")
-PREDICTIONS, PLOTS, METRICS = Path("data/predictions"), Path("plots/evaluate"), Path(
-    "metrics/evaluate.json")
+PREDICTIONS, PLOTS = Path("data/predictions"), Path("plots/evaluate")
+METRICS, BASELINE_METRICS = Path("metrics/evaluate.json"), Path("metrics/baseline.json")
+COMPARISON = Path("metrics/comparison.md")
 
 
 def main() -> None:
@@ -35,29 +42,24 @@ def main() -> None:
         logits[split] = predict_logits(model, windows, device).astype(np.float64)
         labels[split] = windows.labels.numpy()
         vehicles[split] = windows.windows["vehicle_id"].to_numpy()
-    priors = None if EVALUATE["priors"] == "validation" else EVALUATE["priors"]
-    calibrator = evaluation.fit_calibrator(logits["validation"], labels["validation"],
-                                           np.asarray(checkpoint["train_priors"]), priors,
-                                           EVALUATE["calibration"])
-    report = {"temperature": calibrator.temperature}
+    report, scored = evaluation.evaluate_logits(logits, labels,
+                                                np.asarray(checkpoint["train_priors"]),
+                                                cost_matrix, EVALUATE)
     with atomic_dir(PREDICTIONS) as predictions_tmp, atomic_dir(PLOTS) as plots_tmp:
-        for split in ("validation", "test"):
-            raw = softmax(logits[split])
-            probs = calibrator.probabilities(logits[split])
-            report[split] = evaluation.split_report(
-                labels[split], raw, probs, cost_matrix, EVALUATE["decision"],
-                EVALUATE["bootstrap"], EVALUATE["seed"])
-            frame = evaluation.predictions_frame(vehicles[split], labels[split], probs, raw,
-                                                 EVALUATE["decision"], cost_matrix)
+        for split, result in scored.items():
+            frame = evaluation.predictions_frame(vehicles[split], result.y, result.probs,
+                                                 result.raw_probs, EVALUATE["decision"],
+                                                 cost_matrix)
             frame.to_parquet(predictions_tmp / f"{split}.parquet", index=False)
-            evaluation.write_plot_tables(plots_tmp, split, labels[split], raw, probs,
-                                         frame["predicted"].to_numpy(), report[split])
-            r = report[split]
-            log.info("%s: cost %.0f %s (always 0: %.0f; argmax %.0f), macro-F1 %.3f, "
-                     "PR-AUC %.3f, ECE %.3f", split, r["cost_total"],
-                     np.round(r["cost_total_ci"]).tolist(), r["cost_always_0"],
-                     r["argmax"]["cost_total"], r["macro_f1"], r["pr_auc"]["macro"], r["ece"])
+            evaluation.write_plot_tables(plots_tmp, split, result.y, result.raw_probs,
+                                         result.probs, frame["predicted"].to_numpy(),
+                                         report[split])
+            evaluation.log_summary("lstm", split, report[split])
     atomic_write_json(METRICS, report)
+    table = evaluation.comparison_markdown(
+        {"LSTM": report, "GBDT baseline": json.loads(BASELINE_METRICS.read_text())})
+    atomic_write_bytes(COMPARISON, table.encode())
+    print(table)
 
 
 if __name__ == "__main__":

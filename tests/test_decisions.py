@@ -64,3 +64,22 @@ def test_given_priors_are_validated():
         evaluation.fit_calibrator(logits, y, np.full(5, 0.2), [0.5, 0.5], "temperature")
     with pytest.raises(ValueError, match="evaluate.calibration"):
         evaluation.fit_calibrator(logits, y, np.full(5, 0.2), None, "isotonic")
+
+
+def test_evaluation_fits_on_validation_only():
+    rng = np.random.default_rng(5)
+    logits = {s: rng.normal(0, 2, (400, 5)) for s in ("validation", "test")}
+    labels = {s: rng.choice(5, 400, p=[0.9, 0.025, 0.025, 0.025, 0.025])
+              for s in ("validation", "test")}
+    settings = {"priors": "validation", "calibration": "temperature", "decision": "expected_cost",
+                "bootstrap": 50, "seed": 0}
+    priors = np.full(5, 0.2)
+    report, _ = evaluation.evaluate_logits(logits, labels, priors, COST, settings)
+    scrambled = {"validation": logits["validation"], "test": rng.normal(0, 5, (400, 5))}
+    other_labels = {"validation": labels["validation"], "test": rng.permutation(labels["test"])}
+    again, _ = evaluation.evaluate_logits(scrambled, other_labels, priors, COST, settings)
+    assert again["temperature"] == report["temperature"]
+    assert again["validation"] == report["validation"]
+    assert again["test"] != report["test"]
+    table = evaluation.comparison_markdown({"A": report, "B": again})
+    assert table.count("| A |") == 2 and "| B | test |" in table

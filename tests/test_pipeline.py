@@ -88,7 +88,7 @@ def repo(tmp_path_factory) -> Path:
     path = make_repo(tmp_path_factory.mktemp("e2e") / "project", TINY)
     first = dvc(path, "repro")
     assert stages_run(first.stdout) == {"ingest", "labels", "windowing", "stats", "train",
-                                        "evaluate"}
+                                        "baseline", "evaluate", "gate"}
     commit(path, "first run")
     return path
 
@@ -100,6 +100,11 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
         for rule in ("argmax", "expected_cost"):
             assert "cost_total_ci" in report[split][rule]
     assert (repo / "models/best.pt").exists() and (repo / "models/last.pt").exists()
+    baseline = json.loads((repo / "metrics/baseline.json").read_text())
+    assert set(baseline) == set(report)  # same shape: dvc metrics show puts them side by side
+    assert "| LSTM | test |" in (repo / "metrics/comparison.md").read_text()
+    gate = json.loads((repo / "metrics/gate.json").read_text())
+    assert isinstance(gate["passed"], bool) and gate["reference"] == "metrics/baseline.json"
     predictions = pd.read_parquet(repo / "data/predictions/test.parquet")
     assert len(predictions) == 80
     again = dvc(repo, "repro")
@@ -109,9 +114,10 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    ({"train": {"lr": 0.004}}, {"train", "evaluate"}),
-    ({"features": {"transform": "increments"}}, {"stats", "train", "evaluate"}),
-    ({"evaluate": {"bootstrap": 60}}, {"evaluate"}),
+    ({"train": {"lr": 0.004}}, {"train", "evaluate", "gate"}),
+    ({"features": {"transform": "increments"}}, {"stats", "train", "evaluate", "gate"}),
+    ({"baseline": {"k": 3}}, {"baseline", "evaluate", "gate"}),
+    ({"gate": {"ece_tolerance": 0.5}}, {"gate"}),
 ])
 def test_a_param_reruns_only_the_stages_that_read_it(repo, overrides, expected):
     set_params(repo, overrides)
@@ -125,7 +131,7 @@ def test_a_param_reruns_only_the_stages_that_read_it(repo, overrides, expected):
 
 def test_experiments_metrics_diff_and_plots(repo):
     run = dvc(repo, "exp", "run", "-n", "faster", "-S", "train.lr=0.005")
-    assert stages_run(run.stdout) == {"train", "evaluate"}
+    assert stages_run(run.stdout) == {"train", "evaluate", "gate"}
     shown = dvc(repo, "exp", "show", "--csv").stdout
     assert "faster" in shown and "0.005" in shown
     assert "test.expected_cost.cost_total" in shown

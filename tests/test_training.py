@@ -135,3 +135,13 @@ def test_bad_monitor_and_scheduler(tmp_path):
         run(tmp_path, "a", monitor="auc")
     with pytest.raises(ValueError, match="train.scheduler"):
         run(tmp_path, "b", scheduler="linear")
+
+
+def test_effective_priors_follow_weights_and_sampler():
+    labels = np.array([0] * 90 + [1] * 10)
+    frequencies = training.effective_priors(labels, None, False, 2)
+    assert np.allclose(frequencies, [90.5 / 101, 10.5 / 101])
+    weights = training.class_weight_tensor("inverse", labels, 2)
+    assert np.allclose(training.effective_priors(labels, weights, False, 2), [0.5, 0.5],  # smoothed
+                       atol=0.03)
+    assert np.allclose(training.effective_priors(labels, None, True, 2), [0.5, 0.5])

@@ -73,14 +73,21 @@ def load_window_set(windows_dir: Path, ingested_dir: Path, split: str, stats: Fe
     features = torch.from_numpy(np.concatenate(
         [normalised, np.zeros((1, normalised.shape[1]), dtype=np.float32)]))
     windows = pd.read_parquet(windows_dir / f"{split}_windows.parquet")
-    specs = np.zeros((len(windows), 0), dtype=np.int64)
-    if spec_columns:
-        train_specs = pd.read_parquet(ingested_dir / "train_specs.parquet")
-        split_specs = pd.read_parquet(ingested_dir / f"{split}_specs.parquet")
-        codes, _ = encode_specs(train_specs, split_specs, spec_columns)
-        position = pd.Index(split_specs["vehicle_id"]).get_indexer(windows["vehicle_id"])
-        specs = np.where(position[:, None] >= 0, codes[np.maximum(position, 0)], 0)
+    specs = window_spec_codes(ingested_dir, split, spec_columns,
+                              windows["vehicle_id"].to_numpy())
     return WindowSet(features, times, windows, specs, size)
+
+
+def window_spec_codes(ingested_dir: Path, split: str, spec_columns: list[str],
+                      window_vehicles: np.ndarray) -> np.ndarray:
+    """Specification codes (windows, columns), learned on train; 0 where unknown."""
+    if not spec_columns:
+        return np.zeros((len(window_vehicles), 0), dtype=np.int64)
+    train_specs = pd.read_parquet(ingested_dir / "train_specs.parquet")
+    split_specs = pd.read_parquet(ingested_dir / f"{split}_specs.parquet")
+    codes, _ = encode_specs(train_specs, split_specs, spec_columns)
+    position = pd.Index(split_specs["vehicle_id"]).get_indexer(window_vehicles)
+    return np.where(position[:, None] >= 0, codes[np.maximum(position, 0)], 0)
 
 
 def spec_cardinalities(ingested_dir: Path, spec_columns: list[str]) -> list[int]:

@@ -17,8 +17,8 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray, max_iter: int = 200) -> float:
     """Temperature minimising the negative log-likelihood of ``y`` (fit on validation only)."""
-    logits_t = torch.as_tensor(logits, dtype=torch.float64)
-    y_t = torch.as_tensor(y, dtype=torch.long)
+    logits_t = torch.tensor(logits, dtype=torch.float64)
+    y_t = torch.tensor(y, dtype=torch.long)
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter,
                                   line_search_fn="strong_wolfe")

@@ -6,6 +6,7 @@ files have the same shape. Nothing here is fitted on the test split.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from componentx.metrics import (
 )
 
 CALIBRATIONS = ("temperature", "none")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,6 +50,36 @@ def fit_calibrator(val_logits: np.ndarray, val_y: np.ndarray, train_priors: np.n
     ratio = np.log(target / target.sum()) - np.log(np.asarray(train_priors, dtype=float))
     temperature = fit_temperature(val_logits + ratio, val_y) if method == "temperature" else 1.0
     return Calibrator(ratio, temperature)
+
+
+@dataclass
+class ScoredSplit:
+    """One split's labels and probabilities: the model's own and the calibrated ones."""
+
+    y: np.ndarray
+    raw_probs: np.ndarray
+    probs: np.ndarray
+
+
+def evaluate_logits(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                    train_priors: np.ndarray, cost_matrix: np.ndarray, settings: dict
+                    ) -> tuple[dict, dict[str, ScoredSplit]]:
+    """Calibrate on validation, then score every split; ``settings`` is ``params.evaluate``.
+
+    Only ``logits["validation"]`` and ``labels["validation"]`` fit anything.
+    """
+    priors = None if settings["priors"] == "validation" else settings["priors"]
+    calibrator = fit_calibrator(logits["validation"], labels["validation"], train_priors,
+                                priors, settings["calibration"])
+    report: dict = {"temperature": calibrator.temperature}
+    scored = {}
+    for split, split_logits in logits.items():
+        scored[split] = ScoredSplit(labels[split], softmax(split_logits),
+                                    calibrator.probabilities(split_logits))
+        report[split] = split_report(labels[split], scored[split].raw_probs,
+                                     scored[split].probs, cost_matrix, settings["decision"],
+                                     settings["bootstrap"], settings["seed"])
+    return report, scored
 
 
 def reliability_table(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> pd.DataFrame:
@@ -87,6 +119,14 @@ def split_report(y: np.ndarray, raw_probs: np.ndarray, probs: np.ndarray,
     }
 
 
+def log_summary(model: str, split: str, report: dict) -> None:
+    log.info("%s %s: cost %.0f %s (always 0: %.0f; argmax %.0f), macro-F1 %.3f, PR-AUC %.3f, "
+             "ECE %.3f", model, split, report["cost_total"],
+             np.round(report["cost_total_ci"]).tolist(), report["cost_always_0"],
+             report["argmax"]["cost_total"], report["macro_f1"], report["pr_auc"]["macro"],
+             report["ece"])
+
+
 def predictions_frame(vehicle_ids: np.ndarray, y: np.ndarray, probs: np.ndarray,
                       raw_probs: np.ndarray, rule: str, cost_matrix: np.ndarray) -> pd.DataFrame:
     frame = pd.DataFrame({"vehicle_id": vehicle_ids, "class_label": y})
@@ -116,3 +156,21 @@ def write_plot_tables(plots_dir: Path, split: str, y: np.ndarray, raw_probs: np.
         "cost_total": [report["cost_always_0"], report["argmax"]["cost_total"],
                        report["expected_cost"]["cost_total"]],
     }).to_csv(plots_dir / "cost" / f"{split}.csv", index=False)
+
+
+def comparison_markdown(reports: dict[str, dict], splits: tuple[str, ...] = ("validation", "test")
+                        ) -> str:
+    """A small markdown table comparing models' reports (same shape as metrics/evaluate.json)."""
+    lines = ["| model | split | cost (95% CI) | argmax cost | always 0 | macro-F1 (95% CI) | "
+             "PR-AUC | Brier | ECE |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for split in splits:
+        for model, report in reports.items():
+            r = report[split]
+            low, high = r["cost_total_ci"]
+            f1_low, f1_high = r["macro_f1_ci"]
+            lines.append(
+                f"| {model} | {split} | {r['cost_total']:,.0f} ({low:,.0f}–{high:,.0f}) | "
+                f"{r['argmax']['cost_total']:,.0f} | {r['cost_always_0']:,.0f} | "
+                f"{r['macro_f1']:.3f} ({f1_low:.3f}–{f1_high:.3f}) | {r['pr_auc']['macro']:.3f} | "
+                f"{r['brier']:.4f} | {r['ece']:.4f} |")
+    return "\n".join(lines) + "\n"

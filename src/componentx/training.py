@@ -101,6 +101,18 @@ def class_weight_tensor(setting: str | list[float], labels: np.ndarray, num_clas
                      f" numbers, got {setting!r}")
 
 
+def effective_priors(labels: np.ndarray, weights: torch.Tensor | None, balanced: bool,
+                     num_classes: int) -> np.ndarray:
+    """Class priors the model is trained under: frequencies, re-weighted by the loss weights
+    and the sampler. Probabilities are moved from these to the deployment priors later."""
+    counts = np.bincount(labels, minlength=num_classes) + 0.5
+    if balanced:
+        counts = np.ones(num_classes)
+    if weights is not None:
+        counts = counts * np.maximum(weights.numpy().astype(float), 1e-6)
+    return counts / counts.sum()
+
+
 def epoch_order(labels: np.ndarray, seed: int, epoch: int, balanced: bool) -> np.ndarray:
     """Window order of one epoch: a seeded permutation, or a class-balanced draw."""
     rng = np.random.default_rng([seed, epoch])
@@ -262,7 +274,7 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
     num_classes = model_config.num_classes
     weights = class_weight_tensor(config.class_weights, train_labels, num_classes)
     loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
-    train_priors = class_priors(train_labels, num_classes)
+    train_priors = effective_priors(train_labels, weights, config.balanced_sampler, num_classes)
     val_y = val_set.labels.numpy()
     mode = MONITORS[config.monitor]
 

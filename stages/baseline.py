@@ -1,0 +1,64 @@
+"""baseline: gradient-boosted trees on summary features of the same windows, scored exactly
+like the sequence model (same labels, splits, calibration and decisions)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from componentx import baseline, evaluation
+from componentx.dataset import window_spec_codes
+from componentx.metrics import check_cost_matrix
+from componentx.runtime import atomic_dir, atomic_write_json, load_params, log, run_stage
+from componentx.schema import SPLITS, DatasetSummary
+from componentx.training import class_weight_tensor, effective_priors
+
+params = load_params()
+BASELINE, EVALUATE = params["baseline"], params["evaluate"]
+NUM_CLASSES = params["labels"]["num_classes"]
+INGESTED, WINDOWS = Path("data/ingested"), Path("data/windows")
+PREDICTIONS, METRICS = Path("data/baseline_predictions"), Path("metrics/baseline.json")
+
+
+def split_features(split: str, names: list[str], specs: list[str]
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    windows = pd.read_parquet(WINDOWS / f"{split}_windows.parquet")
+    codes = window_spec_codes(INGESTED, split, specs, windows["vehicle_id"].to_numpy())
+    table = baseline.summary_features(
+        np.load(WINDOWS / f"{split}_values.npy", mmap_mode="r"),
+        np.load(WINDOWS / f"{split}_time.npy"), np.load(WINDOWS / f"{split}_vehicle.npy"),
+        windows, names, BASELINE["k"], codes, specs)
+    return table, windows
+
+
+def main() -> None:
+    cost_matrix = check_cost_matrix(EVALUATE["cost_matrix"], NUM_CLASSES)
+    names = json.loads((WINDOWS / "features.json").read_text())
+    specs = DatasetSummary.load(INGESTED / "schema.json").spec_columns
+    data = {split: split_features(split, names, specs) for split in SPLITS}
+    train_y = data["train"][1]["class_label"].to_numpy()
+    weights = class_weight_tensor(BASELINE["class_weights"], train_y, NUM_CLASSES)
+    model = baseline.fit_baseline(
+        data["train"][0], train_y, None if weights is None else weights.numpy()[train_y], specs,
+        BASELINE["seed"], max_iter=BASELINE["max_iter"],
+        learning_rate=BASELINE["learning_rate"], max_leaf_nodes=BASELINE["max_leaf_nodes"])
+    log.info("baseline: %d trees per class on %d windows x %d summary features",
+             model.n_iter_, len(train_y), data["train"][0].shape[1])
+    logits = {s: baseline.baseline_logits(model, data[s][0], NUM_CLASSES)
+              for s in ("validation", "test")}
+    labels = {s: data[s][1]["class_label"].to_numpy() for s in ("validation", "test")}
+    priors = effective_priors(train_y, weights, False, NUM_CLASSES)
+    report, scored = evaluation.evaluate_logits(logits, labels, priors, cost_matrix, EVALUATE)
+    with atomic_dir(PREDICTIONS) as tmp:
+        for split, result in scored.items():
+            evaluation.predictions_frame(
+                data[split][1]["vehicle_id"].to_numpy(), result.y, result.probs,
+                result.raw_probs, EVALUATE["decision"], cost_matrix,
+            ).to_parquet(tmp / f"{split}.parquet", index=False)
+            evaluation.log_summary("baseline", split, report[split])
+    atomic_write_json(METRICS, report)
+
+
+if __name__ == "__main__":
+    run_stage(main)
