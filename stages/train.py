@@ -1,12 +1,20 @@
 """train: fit the sequence model; models/last.pt every epoch, models/best.pt at the best one.
 
-An interrupted run resumes from models/last.pt when params and inputs are unchanged.
+An interrupted run resumes from models/last.pt when params and inputs are unchanged. With
+train.nproc > 1 the stage re-launches itself under torchrun (DistributedDataParallel).
 """
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
+from contextlib import nullcontext
 from pathlib import Path
+
+import torch
+import torch.distributed as dist
 
 from componentx import training
 from componentx.dataset import load_window_set, spec_cardinalities
@@ -25,6 +33,7 @@ NUM_CLASSES = params["labels"]["num_classes"]
 COST_MATRIX = params["evaluate"]["cost_matrix"]
 INGESTED, WINDOWS, STATS = Path("data/ingested"), Path("data/windows"), Path("data/stats.json")
 MODELS, LIVE_DIR = Path("models"), Path("dvclive/train")
+PRETRAINED = MODELS / "pretrained.pt"
 
 
 def fingerprint() -> str:
@@ -33,12 +42,44 @@ def fingerprint() -> str:
     used = {k: v for k, v in params["train"].items() if k != "resume"}
     digest.update(json.dumps([used, MODEL, WINDOW_SIZE, NUM_CLASSES, COST_MATRIX],
                              sort_keys=True).encode())
-    for path in (STATS, WINDOWS / "train_windows.parquet", WINDOWS / "validation_windows.parquet"):
+    inputs = [STATS, WINDOWS / "train_windows.parquet", WINDOWS / "validation_windows.parquet"]
+    for path in inputs + ([PRETRAINED] if TRAIN.init == "pretrained" else []):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
+def pretrained_encoder(model_config: ModelConfig) -> dict | None:
+    if TRAIN.init == "scratch":
+        return None
+    if TRAIN.init != "pretrained":
+        raise ValueError(f"train.init must be 'scratch' or 'pretrained', got {TRAIN.init!r}")
+    checkpoint = training.load_checkpoint(PRETRAINED, required=("encoder",))
+    if checkpoint["encoder"] is None:
+        raise ValueError("train.init is 'pretrained' but pretrain.epochs is 0: set "
+                         "pretrain.epochs > 0 (dvc exp run -S pretrain.epochs=5)")
+    if {k: v for k, v in checkpoint["config"].items() if k != "spec_cardinalities"} != {
+            k: v for k, v in model_config.to_dict().items() if k != "spec_cardinalities"}:
+        raise ValueError(f"{PRETRAINED} was pre-trained with another model config; re-run "
+                         "the pretrain stage (dvc repro pretrain)")
+    return checkpoint["encoder"]
+
+
 def main() -> None:
+    if TRAIN.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={TRAIN.nproc}", __file__]
+        sys.exit(subprocess.run(command, check=False).returncode)
+    if "LOCAL_RANK" in os.environ:
+        dist.init_process_group("nccl" if torch.cuda.is_available() and TRAIN.device != "cpu"
+                                else "gloo")
+    try:
+        run()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run() -> None:
     cost_matrix = check_cost_matrix(COST_MATRIX, NUM_CLASSES)
     stats = FeatureStats.load(STATS)
     specs = DatasetSummary.load(INGESTED / "schema.json").spec_columns
@@ -48,13 +89,18 @@ def main() -> None:
              train_set.n_inputs)
     model_config = ModelConfig(n_features=train_set.n_inputs, num_classes=NUM_CLASSES,
                                spec_cardinalities=spec_cardinalities(INGESTED, specs), **MODEL)
+    encoder = pretrained_encoder(model_config)
     key = fingerprint()
     resume_from = training.resumable_checkpoint(MODELS / "last.pt", key) if TRAIN.resume else None
-    if resume_from is None and LIVE_DIR.exists():
+    main_process = training.distributed_context()[0] == 0
+    if resume_from is None and LIVE_DIR.exists() and main_process:
         shutil.rmtree(LIVE_DIR)
-    with Live(dir=str(LIVE_DIR), resume=resume_from is not None, dvcyaml=None,
-              save_dvc_exp=False) as live:
-        live.log_params({"train": params["train"], "model": MODEL, "window_size": WINDOW_SIZE})
+    live_context = Live(dir=str(LIVE_DIR), resume=resume_from is not None, dvcyaml=None,
+                        save_dvc_exp=False) if main_process else nullcontext()
+    with live_context as live:
+        if live is not None:
+            live.log_params({"train": params["train"], "model": MODEL,
+                             "window_size": WINDOW_SIZE})
 
         def on_epoch_end(epoch: int, train_metrics: dict, val_metrics: dict, lr: float) -> None:
             live.step = epoch - 1
@@ -65,9 +111,10 @@ def main() -> None:
             live.next_step()
 
         state = training.train(model_config, TRAIN, train_set, val_set, cost_matrix, MODELS,
-                               key, resume_from, on_epoch_end)
-    log.info("best validation %s %.4f at epoch %d of %d", TRAIN.monitor, state.best_metric,
-             state.best_epoch, state.epoch)
+                               key, resume_from, on_epoch_end if live else None, encoder)
+    if main_process:
+            log.info("best validation %s %.4f at epoch %d of %d", TRAIN.monitor,
+                 state.best_metric, state.best_epoch, state.epoch)
 
 
 if __name__ == "__main__":

@@ -1,36 +1,41 @@
-"""Model shapes and padding invariance."""
+"""Every architecture: shapes, padding invariance, attention weights, and learning order."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from componentx.models import ModelConfig, build_model, left_to_right_aligned
+from componentx.models import ARCHS, ModelConfig, build_model, left_to_right_aligned
 
 FEATURES, CLASSES = 6, 5
+VARIANTS = [(arch, {}) for arch in ARCHS] + [
+    ("lstm", {"pooling": "mean"}), ("lstm", {"bidirectional": True}),
+    ("lstm", {"num_layers": 2, "bidirectional": True, "pooling": "attention"}),
+    ("cnn_lstm", {"kernel_size": 5, "bidirectional": True}),
+    ("transformer", {"pooling": "attention", "num_layers": 2}),
+]
 
 
-def model(**overrides):
+def model(arch, **overrides):
     torch.manual_seed(0)
-    config = ModelConfig(arch="lstm", n_features=FEATURES, num_classes=CLASSES,
+    config = ModelConfig(arch=arch, n_features=FEATURES, num_classes=CLASSES,
                          spec_cardinalities=[3, 4], hidden_size=16, head_hidden=8, dropout=0.0,
-                         **overrides)
+                         conv_channels=8, num_heads=2, **overrides)
     return build_model(config).eval()
 
 
 def left_pad(sequences, window):
-    x = torch.zeros(len(sequences), window, FEATURES)
+    x = torch.zeros(len(sequences), window, sequences[0].shape[1])
     for i, sequence in enumerate(sequences):
         x[i, window - len(sequence):] = sequence
     return x, torch.tensor([len(s) for s in sequences])
 
 
-@pytest.mark.parametrize("overrides", [
-    {}, {"pooling": "mean"}, {"bidirectional": True}, {"num_layers": 2},
-    {"bidirectional": True, "pooling": "mean", "num_layers": 2},
-])
-def test_shapes_and_padding_invariance(overrides):
-    net = model(**overrides)
+@pytest.mark.parametrize(("arch", "overrides"), VARIANTS,
+                         ids=[f"{a}-{'-'.join(f'{k}={v}' for k, v in o.items())}" for a, o in
+                              VARIANTS])
+def test_shapes_and_padding_invariance(arch, overrides):
+    net = model(arch, **overrides)
     torch.manual_seed(1)
     sequences = [torch.randn(n, FEATURES) for n in (1, 4, 9)]
     specs = torch.tensor([[0, 1], [2, 3], [1, 0]])
@@ -39,23 +44,70 @@ def test_shapes_and_padding_invariance(overrides):
     with torch.no_grad():
         short = net(x_short, lengths, specs)
         long = net(x_long, lengths, specs)
+        x_noisy = x_long.clone()
+        x_noisy[1, : 20 - 4] = 1e3  # the padding's content is never read either
+        noisy = net(x_noisy, lengths, specs)
     assert short.shape == (3, CLASSES)
-    assert torch.allclose(short, long, atol=1e-6)
-    # The padding's content is never read either.
-    x_noisy = x_long.clone()
-    x_noisy[1, : 20 - 4] = 1e3
+    assert torch.allclose(short, long, atol=1e-5)
+    assert torch.allclose(noisy, long, atol=1e-5)
+
+
+def test_attention_weights_are_returned_and_ignore_padding():
+    net = model("attention_lstm")
+    x, lengths = left_pad([torch.randn(3, FEATURES), torch.randn(7, FEATURES)], 10)
     with torch.no_grad():
-        assert torch.allclose(net(x_noisy, lengths, specs), long, atol=1e-6)
+        net(x, lengths, torch.zeros((2, 2), dtype=torch.long))
+    weights = net.attention()
+    assert weights["self"].shape == (2, 10, 10) and weights["pooling"].shape == (2, 10)
+    assert torch.allclose(weights["pooling"].sum(dim=1), torch.ones(2))
+    assert (weights["pooling"][0, 3:] == 0).all()  # right-aligned: steps 3.. are padding
+    assert (weights["self"][0, :3, 3:] == 0).all()
+    assert model("lstm").attention() == {}
 
 
 def test_specifications_change_the_output_and_may_be_absent():
-    net = model()
+    net = model("lstm")
     x, lengths = left_pad([torch.randn(5, FEATURES)] * 2, 8)
     with torch.no_grad():
         out = net(x, lengths, torch.tensor([[0, 0], [2, 3]]))
     assert not torch.allclose(out[0], out[1])
     bare = build_model(ModelConfig(arch="lstm", n_features=FEATURES, num_classes=CLASSES))
     assert bare(x, lengths, torch.zeros((2, 0), dtype=torch.long)).shape == (2, CLASSES)
+
+
+def order_task(n=384, window=10, seed=0):
+    """Label 1 when the first real value exceeds the last: invisible without order."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, window + 1, (n,), generator=generator)
+    sequences = []
+    for length in lengths.tolist():
+        values = torch.randn(length, 1, generator=generator)
+        age = torch.arange(length - 1, -1, -1, dtype=torch.float32)[:, None] / 4
+        sequences.append(torch.cat([values, torch.zeros(length, 1), age], dim=1))
+    x, lengths = left_pad(sequences, window)
+    first = x[torch.arange(n), window - lengths, 0]
+    return x, lengths, (first > x[:, -1, 0]).long()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_each_architecture_learns_a_task_that_needs_order(arch):
+    torch.manual_seed(0)
+    config = ModelConfig(arch=arch, n_features=3, num_classes=2, hidden_size=32, head_hidden=16,
+                         dropout=0.0, conv_channels=16, num_heads=2,
+                         pooling="mean" if arch == "transformer" else "last")
+    net = build_model(config)
+    x, lengths, y = order_task()
+    specs = torch.zeros((len(y), 0), dtype=torch.long)
+    optimizer = torch.optim.Adam(net.parameters(), lr=5e-3)
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x, lengths, specs), y)
+        loss.backward()
+        optimizer.step()
+    x_test, lengths_test, y_test = order_task(seed=1)
+    with torch.no_grad():
+        accuracy = (net.eval()(x_test, lengths_test, specs).argmax(1) == y_test).float().mean()
+    assert accuracy > 0.85, f"{arch}: {accuracy:.2f}"
 
 
 def test_alignment_moves_real_steps_to_the_front():

@@ -1,21 +1,27 @@
 """Sequence classifiers over left-padded windows of readouts.
 
-Every model takes ``x`` (batch, window, features), ``lengths`` (batch,) with the number of
-real (right-aligned) steps, and ``specs`` (batch, n_specs) integer codes, and returns logits
-(batch, classes). Padding never changes the result: the recurrent layers run on packed
-sequences and pooling only looks at real steps.
+Every model takes ``x`` (batch, window, inputs), ``lengths`` (batch,) with the number of real
+steps at the right end of each window, and ``specs`` (batch, n_specs) integer codes, and
+returns logits (batch, classes). The last input channel is the readout's age before the
+reference time (see ``componentx.dataset``); the transformer uses it as its position.
+
+The shared pieces are written once: windows are first right-aligned (real steps first, zeros
+after), an encoder turns them into per-step states, a pooling reads only the real steps, and
+the pooled state joined with specification embeddings goes through an MLP head. Padding
+never changes the result.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-ARCHS = ("lstm",)
-POOLINGS = ("last", "mean")
+ARCHS = ("lstm", "cnn_lstm", "attention_lstm", "transformer")
+POOLINGS = ("last", "mean", "attention")
 
 
 @dataclass
@@ -33,18 +39,154 @@ class ModelConfig:
     pooling: str = "last"
     spec_embedding_dim: int = 4
     head_hidden: int = 64
+    conv_channels: int = 64
+    conv_layers: int = 2
+    kernel_size: int = 3
+    num_heads: int = 4
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def left_to_right_aligned(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Move the real steps of left-padded sequences to the front (for packing)."""
+    """Move the real steps of left-padded sequences to the front, zeros after them."""
     window = x.shape[1]
     steps = torch.arange(window, device=x.device)
+    lengths = lengths.to(x.device)
     source = (steps[None, :] + (window - lengths)[:, None]).clamp(max=window - 1)
     aligned = torch.gather(x, 1, source[:, :, None].expand(-1, -1, x.shape[2]))
     return aligned * (steps[None, :] < lengths[:, None])[:, :, None]
+
+
+class LSTMEncoder(nn.Module):
+    """LSTM over packed sequences: padding is never fed to the recurrence."""
+
+    def __init__(self, in_features: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(in_features, config.hidden_size, config.num_layers,
+                            batch_first=True, bidirectional=config.bidirectional,
+                            dropout=config.dropout if config.num_layers > 1 else 0.0)
+        self.out_features = config.hidden_size * (2 if config.bidirectional else 1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor
+                ) -> torch.Tensor:
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        output, _ = self.lstm(packed)
+        steps, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
+        return steps
+
+
+class ConvLSTMEncoder(nn.Module):
+    """1-D convolutions over time as a feature extractor, then the LSTM.
+
+    Each convolution sees zeros beyond the real steps exactly as it would at the end of an
+    unpadded sequence, and its output is re-masked, so padding never leaks in.
+    """
+
+    def __init__(self, in_features: int, config: ModelConfig) -> None:
+        super().__init__()
+        layers, channels = [], in_features
+        for _ in range(config.conv_layers):
+            layers.append(nn.Conv1d(channels, config.conv_channels, config.kernel_size,
+                                    padding=config.kernel_size // 2))
+            channels = config.conv_channels
+        self.convs = nn.ModuleList(layers)
+        self.activation = nn.GELU()
+        self.lstm = LSTMEncoder(channels, config)
+        self.out_features = self.lstm.out_features
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor
+                ) -> torch.Tensor:
+        h = x.transpose(1, 2)
+        for conv in self.convs:
+            h = self.activation(conv(h)) * mask[:, None, :]
+        return self.lstm(h.transpose(1, 2), lengths, mask)
+
+
+class AttentionLSTMEncoder(nn.Module):
+    """LSTM followed by multi-head self-attention over the real steps (key padding mask)."""
+
+    def __init__(self, in_features: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.lstm = LSTMEncoder(in_features, config)
+        self.out_features = self.lstm.out_features
+        self.attention = nn.MultiheadAttention(self.out_features, config.num_heads,
+                                               dropout=config.dropout, batch_first=True)
+        self.norm = nn.LayerNorm(self.out_features)
+        self.weights: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor
+                ) -> torch.Tensor:
+        h = self.lstm(x, lengths, mask)
+        attended, self.weights = self.attention(h, h, h, key_padding_mask=~mask,
+                                                need_weights=True)
+        return self.norm(h + attended) * mask[:, :, None]
+
+
+class TimeEncoding(nn.Module):
+    """Sinusoidal features of each readout's age, so irregular gaps are seen."""
+
+    def __init__(self, dim: int, scale: float = 48.0) -> None:
+        super().__init__()
+        periods = torch.exp(torch.linspace(math.log(0.5), math.log(1000.0), dim // 2))
+        self.register_buffer("frequencies", 2 * math.pi / periods, persistent=False)
+        self.scale = scale
+        self.project = nn.Linear(2 * (dim // 2), dim)
+
+    def forward(self, age: torch.Tensor) -> torch.Tensor:
+        angles = (age * self.scale)[..., None] * self.frequencies
+        return self.project(torch.cat([angles.sin(), angles.cos()], dim=-1))
+
+
+class TransformerEncoder(nn.Module):
+    """Transformer encoder; positions come from the readouts' ages, not their indices."""
+
+    def __init__(self, in_features: int, config: ModelConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.input = nn.Linear(in_features, d)
+        self.time = TimeEncoding(d)
+        layer = nn.TransformerEncoderLayer(d, config.num_heads, 2 * d, config.dropout,
+                                           activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, config.num_layers,
+                                             enable_nested_tensor=False)
+        self.out_features = d
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor
+                ) -> torch.Tensor:
+        h = self.input(x) + self.time(x[..., -1])
+        return self.encoder(h, src_key_padding_mask=~mask) * mask[:, :, None]
+
+
+ENCODERS = {"lstm": LSTMEncoder, "cnn_lstm": ConvLSTMEncoder,
+            "attention_lstm": AttentionLSTMEncoder, "transformer": TransformerEncoder}
+
+
+class Pooling(nn.Module):
+    """One vector per window from the real steps: last, mean, or learned attention."""
+
+    def __init__(self, kind: str, features: int, bidirectional_lstm: bool) -> None:
+        super().__init__()
+        if kind not in POOLINGS:
+            raise ValueError(f"model.pooling must be one of {POOLINGS}, got {kind!r}")
+        self.kind, self.bidirectional_lstm = kind, bidirectional_lstm
+        self.score = nn.Linear(features, 1) if kind == "attention" else None
+        self.weights: torch.Tensor | None = None
+
+    def forward(self, steps: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor
+                ) -> torch.Tensor:
+        if self.kind == "last":
+            last = steps[torch.arange(len(steps), device=steps.device), lengths - 1]
+            if self.bidirectional_lstm:  # the backward direction ends at the first step
+                half = steps.shape[-1] // 2
+                return torch.cat([last[:, :half], steps[:, 0, half:]], dim=1)
+            return last
+        if self.kind == "mean":
+            return (steps * mask[:, :, None]).sum(dim=1) / lengths[:, None].to(steps.dtype)
+        scores = self.score(steps).squeeze(-1).masked_fill(~mask, float("-inf"))
+        self.weights = torch.softmax(scores, dim=1)
+        return (self.weights[:, :, None] * steps).sum(dim=1)
 
 
 class SpecEmbedding(nn.Module):
@@ -57,54 +199,51 @@ class SpecEmbedding(nn.Module):
 
     def forward(self, specs: torch.Tensor) -> torch.Tensor:
         if not self.tables:
-            return specs.new_zeros((specs.shape[0], 0), dtype=torch.float32)
+            return torch.zeros((specs.shape[0], 0), device=specs.device)
         return torch.cat([table(specs[:, i]) for i, table in enumerate(self.tables)], dim=1)
 
 
-class Head(nn.Module):
-    """MLP from the pooled sequence and the specification embeddings to class logits."""
+class SequenceClassifier(nn.Module):
+    """Encoder + pooling + specification embeddings + MLP head."""
 
-    def __init__(self, in_features: int, hidden: int, num_classes: int, dropout: float) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, num_classes))
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.net(pooled)
-
-
-class LSTMClassifier(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.pooling not in POOLINGS:
-            raise ValueError(f"model.pooling must be one of {POOLINGS}, got {config.pooling!r}")
+        if config.arch not in ENCODERS:
+            raise ValueError(f"model.arch must be one of {ARCHS}, got {config.arch!r}")
         self.config = config
-        self.lstm = nn.LSTM(config.n_features, config.hidden_size, config.num_layers,
-                            batch_first=True, bidirectional=config.bidirectional,
-                            dropout=config.dropout if config.num_layers > 1 else 0.0)
-        directions = 2 if config.bidirectional else 1
+        self.encoder = ENCODERS[config.arch](config.n_features, config)
+        pooling = "attention" if config.arch == "attention_lstm" else config.pooling
+        self.pool = Pooling(pooling, self.encoder.out_features,
+                            config.bidirectional and config.arch in ("lstm", "cnn_lstm"))
         self.specs = SpecEmbedding(config.spec_cardinalities, config.spec_embedding_dim)
-        self.head = Head(config.hidden_size * directions + self.specs.out_features,
-                         config.head_hidden, config.num_classes, config.dropout)
+        self.head = nn.Sequential(
+            nn.Linear(self.encoder.out_features + self.specs.out_features, config.head_hidden),
+            nn.GELU(), nn.Dropout(config.dropout), nn.Linear(config.head_hidden,
+                                                             config.num_classes))
 
-    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Pooled sequence representation (batch, hidden * directions)."""
-        packed = pack_padded_sequence(left_to_right_aligned(x, lengths), lengths.cpu(),
-                                      batch_first=True, enforce_sorted=False)
-        output, (h_n, _) = self.lstm(packed)
-        if self.config.pooling == "last":
-            directions = 2 if self.config.bidirectional else 1
-            return torch.cat(list(h_n[-directions:]), dim=1)
-        padded, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
-        return padded.sum(dim=1) / lengths[:, None].to(padded.dtype)
+    def steps(self, x: torch.Tensor, lengths: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-step encoder states of the right-aligned windows, and their real-step mask."""
+        lengths = lengths.to(x.device)
+        mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+        return self.encoder(left_to_right_aligned(x, lengths), lengths, mask), mask
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, specs: torch.Tensor
                 ) -> torch.Tensor:
-        pooled = torch.cat([self.encode(x, lengths), self.specs(specs)], dim=1)
-        return self.head(pooled)
+        steps, mask = self.steps(x, lengths)
+        pooled = self.pool(steps, mask, lengths.to(x.device))
+        return self.head(torch.cat([pooled, self.specs(specs)], dim=1))
+
+    def attention(self) -> dict[str, torch.Tensor]:
+        """Attention weights of the last forward pass (right-aligned steps), where the model
+        has them: ``self`` (batch, window, window) and ``pooling`` (batch, window)."""
+        weights = {}
+        if getattr(self.encoder, "weights", None) is not None:
+            weights["self"] = self.encoder.weights
+        if self.pool.weights is not None:
+            weights["pooling"] = self.pool.weights
+        return weights
 
 
-def build_model(config: ModelConfig) -> nn.Module:
-    if config.arch == "lstm":
-        return LSTMClassifier(config)
-    raise ValueError(f"model.arch must be one of {ARCHS}, got {config.arch!r}")
+def build_model(config: ModelConfig) -> SequenceClassifier:
+    return SequenceClassifier(config)

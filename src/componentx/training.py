@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -26,6 +27,7 @@ from componentx.models import ModelConfig, build_model
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("none", "step", "cosine", "plateau")
+LOSSES = ("cross_entropy", "focal")
 MONITORS = {"loss": "min", "accuracy": "max", "macro_f1": "max", "cost": "min",
             "expected_cost": "min"}
 
@@ -58,6 +60,13 @@ class TrainConfig:
     patience: int = 5
     monitor: str = "expected_cost"
     resume: bool = True
+    loss: str = "cross_entropy"
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.0
+    compile: bool = False
+    nproc: int = 1
+    init: str = "scratch"
+    freeze_epochs: int = 0
 
 
 @dataclass
@@ -72,9 +81,11 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def choose_device(name: str) -> torch.device:
+def choose_device(name: str, rank: int = 0) -> torch.device:
+    """The device, chosen once; under several processes each rank takes its own GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{rank % torch.cuda.device_count()}"
+                            if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"train.device={name!r} but CUDA is not available")
     return torch.device(name)
@@ -176,7 +187,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, required: tuple[str, ...] = ("config", "model", "state")
+                    ) -> dict[str, Any]:
     """Read a checkpoint, turning a damaged or foreign file into a clear error."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
@@ -184,8 +196,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} cannot be read ({type(error).__name__}: {error}); delete it to start "
             "training from scratch") from None
-    missing = {"config", "model", "state"} - set(payload) if isinstance(payload, dict) else {
-        "config"}
+    missing = set(required) - set(payload) if isinstance(payload, dict) else set(required)
     if missing:
         raise CheckpointError(f"{path} is not a componentx checkpoint (missing {sorted(missing)});"
                               " delete it to start training from scratch")
@@ -247,23 +258,79 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
 EpochCallback = Callable[[int, dict[str, float], dict[str, float], float], None]
 
 
+class ClassificationLoss(nn.Module):
+    """Weighted cross-entropy, or focal loss (``gamma`` > 0), with optional label smoothing.
+
+    :meth:`terms` returns the weighted sum over a batch and its normaliser (the sum of the
+    weights of the batch's labels), so shards of one batch on several processes add up to
+    exactly the loss of the whole batch.
+    """
+
+    def __init__(self, weight: torch.Tensor | None, gamma: float = 0.0,
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight if weight is not None else torch.ones(0))
+        self.gamma, self.label_smoothing = gamma, label_smoothing
+
+    def sample_weights(self, y: torch.Tensor) -> torch.Tensor:
+        return self.weight[y] if len(self.weight) else torch.ones_like(y, dtype=torch.float32)
+
+    def terms(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        losses = nn.functional.cross_entropy(logits, y, reduction="none",
+                                             label_smoothing=self.label_smoothing)
+        if self.gamma > 0:
+            p_true = torch.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
+            losses = (1 - p_true).clamp(min=0) ** self.gamma * losses
+        return (losses * self.sample_weights(y)).sum()
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.terms(logits, y) / self.sample_weights(y).sum().clamp(min=1e-12)
+
+
+def make_loss(config: TrainConfig, weights: torch.Tensor | None) -> ClassificationLoss:
+    if config.loss not in LOSSES:
+        raise ValueError(f"train.loss must be one of {LOSSES}, got {config.loss!r}")
+    gamma = config.focal_gamma if config.loss == "focal" else 0.0
+    return ClassificationLoss(weights, gamma, config.label_smoothing)
+
+
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def set_encoder_frozen(model: nn.Module, frozen: bool) -> None:
+    for parameter in model.encoder.parameters():
+        parameter.requires_grad_(not frozen)
+
+
 def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
           val_set: WindowSet, cost_matrix: np.ndarray, models_dir: Path, fingerprint: str,
           resume_from: dict[str, Any] | None = None,
-          on_epoch_end: EpochCallback | None = None) -> TrainState:
+          on_epoch_end: EpochCallback | None = None,
+          encoder_state: dict[str, torch.Tensor] | None = None) -> TrainState:
     """Train with early stopping; ``models_dir`` receives best.pt and last.pt every epoch.
 
     ``resume_from`` is a checkpoint from :func:`resumable_checkpoint`: training continues
     after its last completed epoch with its weights, optimiser, scheduler and RNG states.
+    ``encoder_state`` starts the encoder from pre-trained weights; it stays frozen for
+    ``config.freeze_epochs`` epochs. Under torch.distributed every process trains on its
+    share of each batch (gradients are averaged, so the result equals one process) and only
+    rank 0 writes checkpoints and calls ``on_epoch_end``.
     """
     if config.monitor not in MONITORS:
         raise ValueError(f"train.monitor must be one of {sorted(MONITORS)}, got "
                          f"{config.monitor!r}")
-    device = choose_device(config.device)
+    rank, world = distributed_context()
+    device = choose_device(config.device, rank)
     if device.type == "cpu":
-        torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
+        torch.set_num_threads(config.num_threads or max((os.cpu_count() or 1) // world, 1))
     seed_everything(config.seed)
     model = build_model(model_config).to(device)
+    if encoder_state is not None:
+        model.encoder.load_state_dict(encoder_state)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     scheduler = make_scheduler(config, optimizer)
@@ -273,7 +340,7 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
     train_labels = train_set.labels.numpy()
     num_classes = model_config.num_classes
     weights = class_weight_tensor(config.class_weights, train_labels, num_classes)
-    loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+    loss_fn = make_loss(config, weights).to(device)
     train_priors = effective_priors(train_labels, weights, config.balanced_sampler, num_classes)
     val_y = val_set.labels.numpy()
     mode = MONITORS[config.monitor]
@@ -288,8 +355,14 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
         _set_rng_state(resume_from["rng"])
         state = TrainState(**resume_from["state"])
         log.info("resuming from %s after epoch %d", last_path, state.epoch)
-    else:
+    elif rank == 0:
         best_path.unlink(missing_ok=True)
+    step_model: nn.Module = model
+    if world > 1:
+        step_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile and device.type == "cuda":
+        step_model = torch.compile(step_model)
 
     def payload() -> dict[str, Any]:
         return {"config": model_config.to_dict(), "train_config": asdict(config),
@@ -298,20 +371,24 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
                 "rng": _rng_state(), "state": asdict(state), "fingerprint": fingerprint,
                 "train_priors": train_priors.tolist()}
 
-    show_bar = sys.stderr.isatty()
+    show_bar = sys.stderr.isatty() and rank == 0
     while state.epoch < config.epochs and not state.finished:
         epoch = state.epoch
+        set_encoder_frozen(model, config.init == "pretrained" and epoch < config.freeze_epochs)
         model.train()
         order = epoch_order(train_labels, config.seed, epoch, config.balanced_sampler)
-        steps = range(0, len(order), config.batch_size)
-        total_loss, seen, predictions = 0.0, 0, []
+        steps = range(0, len(order) - world + 1, config.batch_size)
+        total_loss, seen, predictions, truth = 0.0, 0, [], []
         for step, start in enumerate(tqdm(steps, desc=f"epoch {epoch + 1}/{config.epochs}",
                                           unit="batch", disable=not show_bar, leave=False)):
             index = order[start:start + config.batch_size]
-            batch = train_set.batch(index).to(device)
+            normaliser = loss_fn.sample_weights(torch.from_numpy(
+                train_labels[index]).to(device)).sum().clamp(min=1e-12)
+            shard = index[rank::world]
+            batch = train_set.batch(shard).to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(batch.x, batch.lengths, batch.specs)
-                loss = loss_fn(logits.float(), batch.y)
+                logits = step_model(batch.x, batch.lengths, batch.specs)
+                loss = loss_fn.terms(logits.float(), batch.y) / normaliser * world
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, step "
                                        f"{step + 1}; no checkpoint was written for this epoch "
@@ -325,11 +402,12 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
                                        f"step {step + 1}; no checkpoint was written")
             scaler.step(optimizer)
             scaler.update()
-            total_loss += loss.item() * len(index)
+            total_loss += loss.item() / world * len(index)
             seen += len(index)
             predictions.append(logits.detach().argmax(dim=1).cpu().numpy())
-        train_pred = np.concatenate(predictions)
-        train_scores = decision_metrics(train_labels[order], train_pred, cost_matrix)
+            truth.append(train_labels[shard])
+        train_scores = decision_metrics(np.concatenate(truth), np.concatenate(predictions),
+                                        cost_matrix)
         train_metrics = {"loss": total_loss / max(seen, 1), "accuracy": train_scores["accuracy"],
                          "macro_f1": train_scores["macro_f1"],
                          "cost": train_scores["cost_per_vehicle"]}
@@ -350,18 +428,19 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
         state.finished = state.bad_epochs >= config.patience or state.epoch >= config.epochs
         state.history.append({"epoch": epoch + 1, "lr": lr, "train": train_metrics,
                               "validation": val_metrics})
-        checkpoint = payload()
-        if state.best_epoch == epoch + 1:
-            save_checkpoint(best_path, checkpoint)
-        save_checkpoint(last_path, checkpoint)
-        log.info("epoch %d/%d  train loss %.4f  val loss %.4f  macro-F1 %.3f  cost %.2f  "
-                 "expected cost %.2f  lr %.2g%s", epoch + 1, config.epochs,
-                 train_metrics["loss"], val_metrics["loss"], val_metrics["macro_f1"],
-                 val_metrics["cost"], val_metrics["expected_cost"], lr,
-                 "  *best*" if state.best_epoch == epoch + 1 else "")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, train_metrics, val_metrics, lr)
-    if state.bad_epochs >= config.patience:
+        if rank == 0:
+            checkpoint = payload()
+            if state.best_epoch == epoch + 1:
+                save_checkpoint(best_path, checkpoint)
+            save_checkpoint(last_path, checkpoint)
+            log.info("epoch %d/%d  train loss %.4f  val loss %.4f  macro-F1 %.3f  cost %.2f  "
+                     "expected cost %.2f  lr %.2g%s", epoch + 1, config.epochs,
+                     train_metrics["loss"], val_metrics["loss"], val_metrics["macro_f1"],
+                     val_metrics["cost"], val_metrics["expected_cost"], lr,
+                     "  *best*" if state.best_epoch == epoch + 1 else "")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, train_metrics, val_metrics, lr)
+    if state.bad_epochs >= config.patience and rank == 0:
         log.info("early stop: no %s improvement for %d epochs (best %.4f at epoch %d)",
                  config.monitor, config.patience, state.best_metric, state.best_epoch)
     return state

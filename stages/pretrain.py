@@ -1,0 +1,39 @@
+"""pretrain: self-supervised masked reconstruction of readouts for the sequence encoder.
+
+With pretrain.epochs: 0 (the default) it only records that there is no pre-trained encoder;
+train.init: pretrained then refuses to start.
+"""
+
+from pathlib import Path
+
+from componentx import pretraining
+from componentx.dataset import load_window_set
+from componentx.features import FeatureStats
+from componentx.models import ModelConfig
+from componentx.runtime import load_params, log, run_stage
+from componentx.schema import DatasetSummary
+from componentx.training import save_checkpoint
+
+params = load_params()
+PRETRAIN = pretraining.PretrainConfig(**params["pretrain"])
+MODEL, WINDOW_SIZE = params["model"], params["window"]["size"]
+NUM_CLASSES = params["labels"]["num_classes"]
+INGESTED, WINDOWS, STATS = Path("data/ingested"), Path("data/windows"), Path("data/stats.json")
+OUT = Path("models/pretrained.pt")
+
+
+def main() -> None:
+    if PRETRAIN.epochs == 0:
+        save_checkpoint(OUT, {"config": None, "encoder": None, "history": []})
+        log.info("pretrain.epochs is 0: no pre-training")
+        return
+    stats = FeatureStats.load(STATS)
+    specs = DatasetSummary.load(INGESTED / "schema.json").spec_columns
+    windows = load_window_set(WINDOWS, INGESTED, "train", stats, specs, WINDOW_SIZE)
+    config = ModelConfig(n_features=windows.n_inputs, num_classes=NUM_CLASSES, **MODEL)
+    encoder, history = pretraining.pretrain(config, PRETRAIN, windows)
+    save_checkpoint(OUT, {"config": config.to_dict(), "encoder": encoder, "history": history})
+
+
+if __name__ == "__main__":
+    run_stage(main)
