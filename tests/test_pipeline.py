@@ -197,3 +197,43 @@ def test_csv_dataset_with_train_labels(tmp_path):
     assert "validation_operational_readouts.csv, column '666_0', line 6" in failed.stderr
     assert not (repo / "data/ingested").exists()
     assert not list((repo / "data").glob(".ingested*"))
+
+
+def test_sigkill_mid_epoch_then_repro_resumes_to_the_same_metrics(tmp_path):
+    import psutil
+    import torch
+
+    overrides = {**TINY, "synthetic": {"n_train": 400, "n_validation": 80, "n_test": 80},
+                 "train": {"epochs": 6, "batch_size": 16, "patience": 10, "monitor": "loss"}}
+    repo = make_repo(tmp_path / "killed", overrides)
+    env = {**ENV, "COMPONENTX_LOG": "INFO"}
+    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = repo / "models/last.pt"
+    deadline = time.time() + 300
+    killed = None
+    while time.time() < deadline and process.poll() is None and killed is None:
+        if last.exists():
+            epoch = torch.load(last, weights_only=False)["state"]["epoch"]
+            if 1 <= epoch < 6:
+                for child in psutil.Process(process.pid).children(recursive=True):
+                    if "stages/train.py" in " ".join(child.cmdline()):
+                        child.kill()  # SIGKILL
+                        killed = epoch
+        time.sleep(0.05)
+    output = process.communicate()[0]
+    assert killed is not None, output
+    assert process.returncode != 0
+    resumed = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env,
+                             capture_output=True, text=True)
+    logs = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, logs
+    assert f"resuming from models/last.pt after epoch {killed}" in logs
+    interrupted_metrics = (repo / "metrics/evaluate.json").read_text()
+    history = torch.load(last, weights_only=False)["state"]["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 7))
+
+    dvc(repo, "repro", "-f", "-s", "train")  # a finished last.pt: trains from scratch
+    dvc(repo, "repro")
+    assert (repo / "metrics/evaluate.json").read_text() == interrupted_metrics
+    assert torch.load(last, weights_only=False)["state"]["history"] == history

@@ -145,3 +145,32 @@ def test_effective_priors_follow_weights_and_sampler():
     assert np.allclose(training.effective_priors(labels, weights, False, 2), [0.5, 0.5],  # smoothed
                        atol=0.03)
     assert np.allclose(training.effective_priors(labels, None, True, 2), [0.5, 0.5])
+
+
+def test_focal_loss_and_label_smoothing():
+    torch.manual_seed(0)
+    logits, y = torch.randn(64, 5) * 3, torch.randint(0, 5, (64,))
+    weights = torch.tensor([0.2, 1.0, 2.0, 1.5, 3.0])
+    plain = torch.nn.functional.cross_entropy(logits, y, weight=weights)
+    assert torch.allclose(training.ClassificationLoss(weights)(logits, y), plain)
+    focal = training.ClassificationLoss(None, gamma=2.0)
+    easy = torch.tensor([[8.0, 0, 0, 0, 0]])
+    hard = torch.tensor([[0.0, 0, 0, 0, 0]])
+    zero = torch.tensor([0])
+    ce = training.ClassificationLoss(None)
+    assert focal(easy, zero) < 0.01 * ce(easy, zero)  # easy examples are down-weighted
+    assert focal(hard, zero) > 0.6 * ce(hard, zero)
+    smooth = training.ClassificationLoss(None, label_smoothing=0.1)
+    expected = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+    assert torch.allclose(smooth(logits, y), expected)
+    with pytest.raises(ValueError, match="train.loss"):
+        training.make_loss(training.TrainConfig(loss="hinge"), None)
+
+
+@pytest.mark.parametrize("arch", ["cnn_lstm", "attention_lstm", "transformer"])
+def test_every_architecture_trains_through_the_loop(tmp_path, arch):
+    model = ModelConfig(arch=arch, n_features=5, num_classes=5, spec_cardinalities=[3],
+                        hidden_size=8, head_hidden=8, conv_channels=4, num_heads=2)
+    _, config = configs(tmp_path, epochs=1, loss="focal")
+    state = training.train(model, config, window_set(0), window_set(1), COST, tmp_path, "f")
+    assert state.epoch == 1 and np.isfinite(state.history[0]["train"]["loss"])

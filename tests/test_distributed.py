@@ -1,0 +1,41 @@
+"""Two processes with DistributedDataParallel (gloo, CPU) train exactly like one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from test_training import COST, window_set
+
+from componentx import training
+from componentx.models import ModelConfig
+
+MODEL = ModelConfig(arch="lstm", n_features=5, num_classes=5, spec_cardinalities=[3],
+                    hidden_size=8, head_hidden=8, dropout=0.0)
+CONFIG = training.TrainConfig(epochs=2, batch_size=16, lr=5e-3, device="cpu", num_threads=1,
+                              monitor="loss", class_weights="inverse")
+
+
+def worker(rank: int, world: int, store: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        training.train(MODEL, CONFIG, window_set(0), window_set(1), COST,
+                       Path(out), "f")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_match_one(tmp_path):
+    single = training.train(MODEL, CONFIG, window_set(0), window_set(1), COST,
+                            tmp_path / "one", "f")
+    mp.spawn(worker, args=(2, str(tmp_path / "store"), str(tmp_path / "two")), nprocs=2)
+    one = torch.load(tmp_path / "one" / "last.pt", weights_only=False)
+    two = torch.load(tmp_path / "two" / "last.pt", weights_only=False)
+    for name, tensor in one["model"].items():
+        assert torch.allclose(tensor, two["model"][name], atol=1e-5), name
+    val_one = [h["validation"]["loss"] for h in single.history]
+    val_two = [h["validation"]["loss"] for h in two["state"]["history"]]
+    assert val_one == pytest.approx(val_two, rel=1e-5)
