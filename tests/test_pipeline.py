@@ -29,6 +29,7 @@ TINY = {
     "model": {"hidden_size": 8, "head_hidden": 8},
     "train": {"epochs": 2, "batch_size": 64},
     "evaluate": {"bootstrap": 50},
+    "explain": {"vehicles": 2, "steps": 4},
 }
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
@@ -87,8 +88,8 @@ def commit(repo: Path, message: str) -> None:
 def repo(tmp_path_factory) -> Path:
     path = make_repo(tmp_path_factory.mktemp("e2e") / "project", TINY)
     first = dvc(path, "repro")
-    assert stages_run(first.stdout) == {"ingest", "labels", "windowing", "stats", "train",
-                                        "baseline", "evaluate", "gate"}
+    assert stages_run(first.stdout) == {"ingest", "labels", "windowing", "stats", "pretrain",
+                                        "train", "baseline", "evaluate", "explain", "gate"}
     commit(path, "first run")
     return path
 
@@ -114,8 +115,9 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    ({"train": {"lr": 0.004}}, {"train", "evaluate", "gate"}),
-    ({"features": {"transform": "increments"}}, {"stats", "train", "evaluate", "gate"}),
+    ({"train": {"lr": 0.004}}, {"train", "evaluate", "explain", "gate"}),
+    ({"features": {"transform": "increments"}},
+     {"stats", "pretrain", "train", "evaluate", "explain", "gate"}),
     ({"baseline": {"k": 3}}, {"baseline", "evaluate", "gate"}),
     ({"gate": {"ece_tolerance": 0.5}}, {"gate"}),
 ])
@@ -131,7 +133,7 @@ def test_a_param_reruns_only_the_stages_that_read_it(repo, overrides, expected):
 
 def test_experiments_metrics_diff_and_plots(repo):
     run = dvc(repo, "exp", "run", "-n", "faster", "-S", "train.lr=0.005")
-    assert stages_run(run.stdout) == {"train", "evaluate", "gate"}
+    assert stages_run(run.stdout) == {"train", "evaluate", "explain", "gate"}
     shown = dvc(repo, "exp", "show", "--csv").stdout
     assert "faster" in shown and "0.005" in shown
     assert "test.expected_cost.cost_total" in shown
@@ -143,7 +145,7 @@ def test_experiments_metrics_diff_and_plots(repo):
     dvc(repo, "plots", "show", "-o", str(out))
     html = (out / "index.html").read_text()
     for plot in ("confusion_test", "pr_validation", "roc_test", "reliability_validation",
-                 "cost_test", "loss", "learning_rate"):
+                 "cost_test", "loss", "learning_rate", "attributions.png"):
         assert plot in html
 
 
