@@ -239,3 +239,24 @@ def test_sigkill_mid_epoch_then_repro_resumes_to_the_same_metrics(tmp_path):
     dvc(repo, "repro")
     assert (repo / "metrics/evaluate.json").read_text() == interrupted_metrics
     assert torch.load(last, weights_only=False)["state"]["history"] == history
+
+
+def test_two_processes_through_torchrun(repo):
+    sh(repo, "git", "checkout", "--", ".")
+    run = dvc(repo, "exp", "run", "-n", "two-procs", "-S", "train.nproc=2")
+    assert "train" in stages_run(run.stdout)
+    import torch
+
+    checkpoint = torch.load(repo / "models/last.pt", weights_only=False)
+    assert checkpoint["train_config"]["nproc"] == 2
+    assert checkpoint["state"]["epoch"] == TINY["train"]["epochs"]
+    assert json.loads((repo / "dvclive/train/metrics.json").read_text())["step"] == 1
+
+
+def test_corrupt_checkpoint_is_one_clear_line(repo):
+    sh(repo, "git", "checkout", "--", ".")
+    (repo / "models/last.pt").write_bytes(b"\x00 half-written")
+    failed = dvc(repo, "repro", "-f", "-s", "train", check=False)
+    assert failed.returncode != 0
+    assert "models/last.pt cannot be read" in failed.stderr
+    assert "delete it" in failed.stderr and "Traceback" not in failed.stderr

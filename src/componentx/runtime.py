@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from componentx.schema import DatasetError
+from componentx.errors import StageError
 
 log = logging.getLogger("componentx")
 
@@ -69,7 +69,7 @@ def run_stage(main: Callable[[], None]) -> None:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         main()
-    except (DatasetError, ValueError, FileNotFoundError) as error:
+    except (StageError, ValueError, FileNotFoundError) as error:
         if os.environ.get("COMPONENTX_DEBUG"):
             raise
         print(f"error: {error}", file=sys.stderr)

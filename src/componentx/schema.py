@@ -20,6 +20,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from componentx.errors import StageError
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
@@ -30,7 +32,7 @@ LABEL_COLUMNS = (ID, "class_label")
 READ_BLOCK_BYTES = 16 << 20
 
 
-class DatasetError(ValueError):
+class DatasetError(StageError, ValueError):
     """Bad input, located as precisely as possible."""
 
     def __init__(self, file: Path | str, message: str, column: str | None = None,

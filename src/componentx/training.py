@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
 import random
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,8 +21,10 @@ from tqdm.auto import tqdm
 
 from componentx.dataset import WindowSet
 from componentx.decisions import class_priors, expected_cost_decision, shift_priors
+from componentx.errors import StageError
 from componentx.metrics import decision_metrics
 from componentx.models import ModelConfig, build_model
+from componentx.runtime import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +34,11 @@ MONITORS = {"loss": "min", "accuracy": "max", "macro_f1": "max", "cost": "min",
             "expected_cost": "min"}
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(StageError):
     """A checkpoint that cannot be used, with what to do about it."""
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(StageError):
     """The loss or the gradients stopped being finite."""
 
 
@@ -174,17 +176,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write a checkpoint atomically: a kill during the save leaves the old file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path, required: tuple[str, ...] = ("config", "model", "state")

@@ -1,0 +1,84 @@
+"""Train every architecture (and a few recipes) on the default synthetic data and tabulate them.
+
+    python bench/compare_architectures.py --run   # queue the experiments and run the queue
+    python bench/compare_architectures.py         # print the table from finished experiments
+
+The experiments are ordinary DVC experiments (`dvc exp show` lists them); the table reads
+each one's metrics/evaluate.json and dvclive summary from its git ref. The row `lstm` is the
+committed workspace run (HEAD).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+
+EXPERIMENTS = {
+    "arch-cnn_lstm": ["model.arch=cnn_lstm"],
+    "arch-attention_lstm": ["model.arch=attention_lstm"],
+    "arch-transformer": ["model.arch=transformer"],
+    "lstm-bidirectional": ["model.bidirectional=true"],
+    "lstm-pretrained": ["pretrain.epochs=5", "train.init=pretrained", "train.freeze_epochs=2"],
+    "lstm-focal": ["train.loss=focal"],
+    "features-cumulative": ["features.transform=cumulative"],
+    "features-increments": ["features.transform=increments"],
+}
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
+
+
+def run_queue() -> None:
+    for name, overrides in EXPERIMENTS.items():
+        command = ["dvc", "exp", "run", "--queue", "-n", name]
+        for override in overrides:
+            command += ["-S", override]
+        subprocess.run(command, check=True)
+    subprocess.run(["dvc", "queue", "start", "-j", "1"], check=True)
+    while "Running" in (status := subprocess.run(["dvc", "queue", "status"], capture_output=True,
+                                                text=True).stdout) or "Queued" in status:
+        time.sleep(10)
+    print(status)
+
+
+def refs() -> dict[str, str]:
+    """Experiment name -> git ref, plus the HEAD run as `lstm`."""
+    found = {"lstm": "HEAD"}
+    for line in git("for-each-ref", "--format=%(refname)", "refs/exps").split():
+        name = line.rsplit("/", 1)[-1]
+        if name in EXPERIMENTS:
+            found[name] = line
+    return found
+
+
+def row(name: str, ref: str) -> str:
+    report = json.loads(git("show", f"{ref}:metrics/evaluate.json"))
+    live = json.loads(git("show", f"{ref}:dvclive/train/metrics.json"))
+    test = report["test"]
+    low, high = test["cost_total_ci"]
+    f1_low, f1_high = test["macro_f1_ci"]
+    return (f"| {name} | {test['cost_total']:,.0f} ({low:,.0f}–{high:,.0f}) | "
+            f"{test['argmax']['cost_total']:,.0f} | {test['macro_f1']:.3f} "
+            f"({f1_low:.3f}–{f1_high:.3f}) | {test['pr_auc']['macro']:.3f} | "
+            f"{test['brier']:.4f} | {live.get('step', 0) + 1} | "
+            f"{live.get('epoch_seconds', float('nan')):.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", action="store_true", help="queue and run the experiments")
+    args = parser.parse_args()
+    if args.run:
+        run_queue()
+    print("| experiment | test cost, expected-cost decision (95% CI) | test cost, argmax | "
+          "test macro-F1 (95% CI) | PR-AUC | Brier | epochs | s/epoch |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, ref in refs().items():
+        print(row(name, ref))
+
+
+if __name__ == "__main__":
+    main()
