@@ -79,10 +79,6 @@ def feature_columns() -> list[str]:
     return columns
 
 
-def counter_columns() -> list[str]:
-    return list(COUNTERS)
-
-
 @dataclass
 class Vehicles:
     """Per-vehicle latent variables of one chunk."""
