@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from componentx.dataset import AGE_SCALE, WindowSet
 from componentx.features import compute_stats, normalise
-from componentx.models import ModelConfig, build_model
+from componentx.models import ARCHS, ModelConfig, build_model
 
-FEATURES = 105
+FEATURES = 210  # the default pipeline: 105 cumulative values + 105 increments
 
 
 def fleet(rows: int, windows: int, size: int, seed: int = 0):
@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--archs", action="store_true",
+                        help="also time one epoch of every architecture with this project's loader")
     args = parser.parse_args()
     ids, times, values, meta = fleet(args.rows, args.windows, args.size)
     names = [str(i) for i in range(FEATURES)]
@@ -136,6 +138,16 @@ def main() -> None:
         print(f"{label:32} {ours:>10.0f} {theirs:>10.0f} {ours / theirs:>7.1f}x")
     print(f"\nproject one-off normalisation of {args.rows} readouts: {normalise_seconds:.2f} s "
           "(once per run, not per epoch)")
+    if args.archs:
+        print(f"\n{'model.arch (defaults of params.yaml)':36} {'windows/s':>10} {'s/epoch':>8}")
+        for arch in ARCHS:
+            torch.manual_seed(0)
+            model = build_model(ModelConfig(arch=arch, n_features=FEATURES + 1, num_classes=5))
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            start = time.perf_counter()
+            seen = epoch(model, optimizer, project_batches())
+            seconds = time.perf_counter() - start
+            print(f"{arch:36} {seen / seconds:>10.0f} {seconds:>8.1f}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -103,13 +102,8 @@ def run() -> None:
             live.log_params({"train": params["train"], "model": MODEL,
                              "window_size": WINDOW_SIZE})
 
-        clock = [time.perf_counter()]
-
         def on_epoch_end(epoch: int, train_metrics: dict, val_metrics: dict, lr: float) -> None:
             live.step = epoch - 1
-            now = time.perf_counter()
-            live.log_metric("epoch_seconds", now - clock[0], plot=False)
-            clock[0] = now
             for split, metrics in (("train", train_metrics), ("validation", val_metrics)):
                 for name, value in metrics.items():
                     live.log_metric(f"{split}/{name}", value)
