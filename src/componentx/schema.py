@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -105,13 +106,12 @@ def check_columns(path: Path, header: list[str], expected: list[str] | tuple[str
                            column=extra[0], line=1)
 
 
-_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*[-+]?(inf|nan)\s*$", re.I)
-_INTEGER = re.compile(r"^\s*[-+]?\d+\s*$")
+_NUMBER = r"(?i)^\s*[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?\s*$|^\s*[-+]?(inf|nan)\s*$"
+_INTEGER = r"^\s*[-+]?\d+\s*$"
 
 
 def _locate_bad_value(path: Path, column: str, integer: bool) -> DatasetError:
     """Find the first value of ``column`` that does not parse; only runs on the error path."""
-    pattern = _INTEGER if integer else _NUMBER
     reader = pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES),
@@ -120,11 +120,16 @@ def _locate_bad_value(path: Path, column: str, integer: bool) -> DatasetError:
     )
     offset = 0
     for batch in reader:
-        for i, value in enumerate(batch.column(0).to_pylist()):
-            if value is not None and value.strip() and not pattern.match(value):
-                kind = "an integer" if integer else "a number"
-                return DatasetError(path, f"value {value!r} is not {kind}", column=column,
-                                    line=offset + i + 2)
+        text = batch.column(0)
+        blank = pc.match_substring_regex(text, r"^\s*$")
+        numeric = pc.match_substring_regex(text, _INTEGER if integer else _NUMBER)
+        bad = pc.and_(pc.invert(blank), pc.invert(numeric)).fill_null(False).to_numpy(
+            zero_copy_only=False)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            kind = "an integer" if integer else "a number"
+            return DatasetError(path, f"value {text[row].as_py()!r} is not {kind}",
+                                column=column, line=offset + row + 2)
         offset += batch.num_rows
     return DatasetError(path, "values do not parse as numbers", column=column)
 
