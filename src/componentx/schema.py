@@ -329,12 +329,13 @@ def ingest(csv_dir: Path, out_dir: Path, num_classes: int) -> DatasetSummary:
     csv_dir, out_dir = Path(csv_dir), Path(out_dir)
     if not csv_dir.is_dir():
         raise DatasetError(csv_dir, "dataset folder not found (set data.csv_dir)")
+    missing = [readouts_file(s) for s in SPLITS if not (csv_dir / readouts_file(s)).is_file()]
+    if missing:
+        raise DatasetError(csv_dir / missing[0], f"file not found (missing: {', '.join(missing)};"
+                           " the expected layout is in data/raw/README.md)")
     tte_path, train_labels_path = csv_dir / "train_tte.csv", csv_dir / labels_file("train")
     if tte_path.exists() == train_labels_path.exists():
         raise DatasetError(csv_dir, "expected exactly one of train_tte.csv and train_labels.csv")
-    for split in SPLITS:
-        if not (csv_dir / readouts_file(split)).is_file():
-            raise DatasetError(csv_dir / readouts_file(split), "file not found")
     has_specs = (csv_dir / specifications_file("train")).exists()
 
     summary = None
