@@ -113,7 +113,7 @@ def run() -> None:
         state = training.train(model_config, TRAIN, train_set, val_set, cost_matrix, MODELS,
                                key, resume_from, on_epoch_end if live else None, encoder)
     if main_process:
-            log.info("best validation %s %.4f at epoch %d of %d", TRAIN.monitor,
+        log.info("best validation %s %.4f at epoch %d of %d", TRAIN.monitor,
                  state.best_metric, state.best_epoch, state.epoch)
 
 

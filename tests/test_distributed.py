@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -19,19 +20,33 @@ CONFIG = training.TrainConfig(epochs=2, batch_size=16, lr=5e-3, device="cpu", nu
                               monitor="loss", class_weights="inverse")
 
 
-def worker(rank: int, world: int, store: str, out: str) -> None:
+FROZEN = dataclasses.replace(CONFIG, init="pretrained", freeze_epochs=1)
+
+
+def encoder_state(config: training.TrainConfig) -> dict | None:
+    if config.init != "pretrained":
+        return None
+    torch.manual_seed(123)
+    return training.build_model(MODEL).encoder.state_dict()
+
+
+def run(config: training.TrainConfig, out: Path) -> training.TrainState:
+    return training.train(MODEL, config, window_set(0), window_set(1), COST, out, "f",
+                          encoder_state=encoder_state(config))
+
+
+def worker(rank: int, world: int, store: str, out: str, config: training.TrainConfig) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        training.train(MODEL, CONFIG, window_set(0), window_set(1), COST,
-                       Path(out), "f")
+        run(config, Path(out))
     finally:
         dist.destroy_process_group()
 
 
-def test_two_processes_match_one(tmp_path):
-    single = training.train(MODEL, CONFIG, window_set(0), window_set(1), COST,
-                            tmp_path / "one", "f")
-    mp.spawn(worker, args=(2, str(tmp_path / "store"), str(tmp_path / "two")), nprocs=2)
+@pytest.mark.parametrize("config", [CONFIG, FROZEN], ids=["scratch", "pretrained-frozen"])
+def test_two_processes_match_one(tmp_path, config):
+    single = run(config, tmp_path / "one")
+    mp.spawn(worker, args=(2, str(tmp_path / "store"), str(tmp_path / "two"), config), nprocs=2)
     one = torch.load(tmp_path / "one" / "last.pt", weights_only=False)
     two = torch.load(tmp_path / "two" / "last.pt", weights_only=False)
     for name, tensor in one["model"].items():

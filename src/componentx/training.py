@@ -354,7 +354,8 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
     step_model: nn.Module = model
     if world > 1:
         step_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=config.init == "pretrained" and config.freeze_epochs > 0)
     if config.compile and device.type == "cuda":
         step_model = torch.compile(step_model)
 
