@@ -10,13 +10,13 @@ from componentx import pretraining
 from componentx.dataset import load_window_set
 from componentx.features import FeatureStats
 from componentx.models import ModelConfig
-from componentx.runtime import load_params, log, run_stage
+from componentx.runtime import load_params, log, run_stage, section_config
 from componentx.schema import DatasetSummary
 from componentx.training import save_checkpoint
 
 params = load_params()
-PRETRAIN = pretraining.PretrainConfig(**params["pretrain"])
-MODEL, WINDOW_SIZE = params["model"], params["window"]["size"]
+PRETRAIN = section_config(pretraining.PretrainConfig, params, "pretrain")
+WINDOW_SIZE = params["window"]["size"]
 NUM_CLASSES = params["labels"]["num_classes"]
 INGESTED, WINDOWS, STATS = Path("data/ingested"), Path("data/windows"), Path("data/stats.json")
 OUT = Path("models/pretrained.pt")
@@ -30,7 +30,8 @@ def main() -> None:
     stats = FeatureStats.load(STATS)
     specs = DatasetSummary.load(INGESTED / "schema.json").spec_columns
     windows = load_window_set(WINDOWS, INGESTED, "train", stats, specs, WINDOW_SIZE)
-    config = ModelConfig(n_features=windows.n_inputs, num_classes=NUM_CLASSES, **MODEL)
+    config = section_config(ModelConfig, params, "model", n_features=windows.n_inputs,
+                            num_classes=NUM_CLASSES)
     encoder, history = pretraining.pretrain(config, PRETRAIN, windows)
     save_checkpoint(OUT, {"config": config.to_dict(), "encoder": encoder, "history": history})
 

@@ -21,12 +21,12 @@ from componentx.dataset import load_window_set, spec_cardinalities
 from componentx.features import FeatureStats
 from componentx.metrics import check_cost_matrix
 from componentx.models import ModelConfig
-from componentx.runtime import load_params, log, run_stage
+from componentx.runtime import load_params, log, run_stage, section_config
 from componentx.schema import DatasetSummary
 from dvclive import Live
 
 params = load_params()
-TRAIN = training.TrainConfig(**params["train"])
+TRAIN = section_config(training.TrainConfig, params, "train")
 MODEL = params["model"]
 WINDOW_SIZE = params["window"]["size"]
 NUM_CLASSES = params["labels"]["num_classes"]
@@ -87,8 +87,9 @@ def run() -> None:
     val_set = load_window_set(WINDOWS, INGESTED, "validation", stats, specs, WINDOW_SIZE)
     log.info("train windows %d, validation windows %d, inputs %d", len(train_set), len(val_set),
              train_set.n_inputs)
-    model_config = ModelConfig(n_features=train_set.n_inputs, num_classes=NUM_CLASSES,
-                               spec_cardinalities=spec_cardinalities(INGESTED, specs), **MODEL)
+    model_config = section_config(ModelConfig, params, "model", n_features=train_set.n_inputs,
+                                  num_classes=NUM_CLASSES,
+                                  spec_cardinalities=spec_cardinalities(INGESTED, specs))
     encoder = pretrained_encoder(model_config)
     key = fingerprint()
     resume_from = training.resumable_checkpoint(MODELS / "last.pt", key) if TRAIN.resume else None

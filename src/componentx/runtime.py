@@ -10,6 +10,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,18 @@ log = logging.getLogger("componentx")
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     with open(path) as handle:
         return yaml.safe_load(handle)
+
+
+def section_config(cls: type, params: dict[str, Any], section: str, **set_by_code: Any) -> Any:
+    """Build a config dataclass from a params section; an unknown key (a typo in
+    ``dvc exp run -S``) exits 1 with one line naming it and the known keys."""
+    known = {f.name for f in fields(cls)} - set(set_by_code)
+    unknown = sorted(set(params[section]) - known)
+    if unknown:
+        print(f"error: params.yaml: unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}"
+              f"; known: {', '.join(sorted(known))}", file=sys.stderr)
+        sys.exit(1)
+    return cls(**params[section], **set_by_code)
 
 
 @contextmanager
