@@ -82,9 +82,17 @@ class FeatureStats:
         return np.isin(self.source_features, self.counters)
 
 
-def _blocks(n_rows: int, block_rows: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, n_rows, block_rows):
-        yield start, min(start + block_rows, n_rows)
+def _transformed_blocks(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
+                        is_counter: np.ndarray, transform: str, block_rows: int
+                        ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(start, stop, transformed rows) per block; each block sees the previous block's last
+    row, so increments carry across block boundaries."""
+    for start in range(0, len(values), block_rows):
+        stop = min(start + block_rows, len(values))
+        first = max(start - 1, 0)
+        block = transform_features(np.asarray(values[first:stop]), times[first:stop],
+                                   vehicle_ids[first:stop], is_counter, transform)
+        yield start, stop, block[start - first:]
 
 
 def compute_stats(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
@@ -103,10 +111,8 @@ def compute_stats(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray
     count = np.zeros(len(names))
     mean = np.zeros(len(names))
     m2 = np.zeros(len(names))
-    for start, stop in _blocks(len(values), block_rows):
-        first = max(start - 1, 0)  # carry the previous row for increments
-        block = transform_features(np.asarray(values[first:stop]), times[first:stop],
-                                   vehicle_ids[first:stop], is_counter, transform)[start - first:]
+    for _, _, block in _transformed_blocks(values, times, vehicle_ids, is_counter, transform,
+                                           block_rows):
         if not np.isfinite(block[~np.isnan(block)]).all():
             raise ValueError("transformed features contain inf (are there duplicate times?)")
         n_b = (~np.isnan(block)).sum(axis=0)
@@ -130,12 +136,9 @@ def normalise(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
     mean = np.asarray(stats.mean)
     std = np.asarray(stats.std)
     out = np.empty((len(values), len(stats.names)), dtype=np.float32)
-    is_counter = stats.is_counter()
-    for start, stop in _blocks(len(values), block_rows):
-        first = max(start - 1, 0)
-        block = transform_features(np.asarray(values[first:stop]), times[first:stop],
-                                   vehicle_ids[first:stop], is_counter,
-                                   stats.transform)[start - first:]
+    blocks = _transformed_blocks(values, times, vehicle_ids, stats.is_counter(), stats.transform,
+                                 block_rows)
+    for start, stop, block in blocks:
         out[start:stop] = np.nan_to_num((block - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
     return out
 
