@@ -16,7 +16,6 @@ import tracemalloc
 
 import numpy as np
 import pandas as pd
-import torch
 
 from componentx import labels as labels_module
 from componentx import synthetic
@@ -45,13 +44,13 @@ def readouts(vehicles: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 def project_windows(ids, times, values, labels, size, batch=256) -> int:
     """Index every window, then gather them batch by batch as training does."""
     meta = build_windows(ids, times, labels, size)
-    features = torch.from_numpy(np.concatenate([values, np.zeros((1, FEATURES), np.float32)]))
+    features = np.concatenate([values, np.zeros((1, FEATURES), np.float32)])
     end, length = meta["end_row"].to_numpy(), meta["length"].to_numpy()
     checksum = 0.0
     for start in range(0, len(meta), batch):
         rows = gather_rows(end[start:start + batch], length[start:start + batch], size,
                            len(values))
-        checksum += float(features[torch.from_numpy(rows)][:, -1, 0].sum())
+        checksum += float(features[rows][:, -1, 0].sum())
     return len(meta)
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from componentx.models import ARCHS, ModelConfig, build_model, left_to_right_aligned
+from componentx.models import (
+    ARCHS,
+    ModelConfig,
+    build_model,
+    left_to_right_aligned,
+    packed_lstm,
+    reverse_real_steps,
+)
 
 FEATURES, CLASSES = 6, 5
 VARIANTS = [(arch, {}) for arch in ARCHS] + [
@@ -121,3 +128,50 @@ def test_unknown_architecture_and_pooling():
         build_model(ModelConfig(arch="gru", n_features=2, num_classes=2))
     with pytest.raises(ValueError, match="model.pooling"):
         build_model(ModelConfig(arch="lstm", n_features=2, num_classes=2, pooling="max"))
+
+
+def right_aligned_batch(window=12, batch=16, features=FEATURES, seed=2):
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, window + 1, (batch,), generator=generator)
+    lengths[0] = window
+    mask = torch.arange(window)[None, :] < lengths[:, None]
+    x = torch.randn(batch, window, features, generator=generator) * mask[:, :, None]
+    return x, lengths, mask
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_dense_lstm_matches_the_packed_path(num_layers):
+    """The dense kernel over right-aligned windows gives the packed outputs (to 1e-5)."""
+    encoder = model("lstm", num_layers=num_layers).encoder
+    x, lengths, mask = right_aligned_batch()
+    with torch.no_grad():
+        dense = encoder(x, lengths, mask)
+        packed = packed_lstm(encoder.lstm, x, lengths)
+    assert dense.shape == packed.shape
+    assert (dense - packed).abs().max() <= 1e-5
+    assert (dense[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_bidirectional_by_reversal_matches_a_packed_bidirectional_lstm(num_layers):
+    encoder = model("lstm", num_layers=num_layers, bidirectional=True).encoder
+    reference = torch.nn.LSTM(FEATURES, 16, num_layers, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for layer, (forward, backward) in enumerate(zip(encoder.forward_layers,
+                                                        encoder.backward_layers, strict=True)):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(reference, f"{name}_l{layer}").copy_(getattr(forward, f"{name}_l0"))
+                getattr(reference, f"{name}_l{layer}_reverse").copy_(
+                    getattr(backward, f"{name}_l0"))
+        x, lengths, mask = right_aligned_batch()
+        ours = encoder(x, lengths, mask)
+        packed = packed_lstm(reference, x, lengths)
+    assert (ours - packed).abs().max() <= 1e-5
+
+
+def test_reversing_real_steps_keeps_padding_in_place():
+    x = torch.arange(1.0, 5.0).reshape(1, 4, 1).repeat(2, 1, 1) * torch.tensor(
+        [[1, 1, 0, 0], [1, 1, 1, 1]])[:, :, None]
+    reversed_ = reverse_real_steps(x, torch.tensor([2, 4]))
+    assert reversed_[..., 0].tolist() == [[2.0, 1.0, 0.0, 0.0], [4.0, 3.0, 2.0, 1.0]]
+    assert torch.equal(reverse_real_steps(reversed_, torch.tensor([2, 4])), x)

@@ -20,11 +20,11 @@ def window_set(seed: int, vehicles: int = 120, size: int = 8) -> WindowSet:
     rng = np.random.default_rng(seed)
     per_vehicle = rng.integers(3, 12, vehicles)
     rows = per_vehicle.sum()
-    features = torch.tensor(rng.normal(size=(rows + 1, 4)), dtype=torch.float32)
+    features = rng.normal(size=(rows + 1, 4)).astype(np.float32)
     features[-1] = 0
     ends = np.cumsum(per_vehicle)
     labels = rng.choice(5, vehicles, p=[0.6, 0.1, 0.1, 0.1, 0.1])
-    features[torch.from_numpy(ends - 1), 0] += torch.from_numpy(labels.astype(np.float32))
+    features[ends - 1, 0] += labels
     windows = pd.DataFrame({"vehicle_id": np.arange(vehicles), "ref_time": 0.0,
                             "class_label": labels, "end_row": ends,
                             "length": np.minimum(per_vehicle, size)})

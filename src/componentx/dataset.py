@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,17 +29,23 @@ class Batch:
         return Batch(self.x.to(device, non_blocking=True), self.lengths,
                      self.specs.to(device, non_blocking=True), self.y.to(device, non_blocking=True))
 
+    def pin_memory(self) -> Batch:
+        """Page-locked copies, so the copy to a GPU can overlap with compute."""
+        return Batch(self.x.pin_memory(), self.lengths, self.specs.pin_memory(),
+                     self.y.pin_memory())
+
 
 class WindowSet:
     """One split's windows over its normalised readouts.
 
-    The readouts are normalised once into a float32 tensor with a zero padding row at the
-    end; :meth:`batch` gathers a batch of windows with one index operation.
+    The readouts are normalised once into a float32 array with a zero padding row at the
+    end; :meth:`batch` gathers a batch of windows with one numpy index operation (no torch
+    threads, so a background thread can gather while torch computes).
     """
 
-    def __init__(self, features: torch.Tensor, times: np.ndarray, windows: pd.DataFrame,
+    def __init__(self, features: np.ndarray, times: np.ndarray, windows: pd.DataFrame,
                  specs: np.ndarray, size: int) -> None:
-        self.features = features
+        self.features = np.asarray(features, dtype=np.float32)
         self.times = np.r_[times, 0.0]
         self.windows = windows
         self.end_row = windows["end_row"].to_numpy()
@@ -56,11 +65,31 @@ class WindowSet:
     def batch(self, index: np.ndarray) -> Batch:
         pad = len(self.features) - 1
         rows = gather_rows(self.end_row[index], self.length[index], self.size, pad)
-        age = np.where(rows != pad, self.ref_time[index][:, None] - self.times[rows], 0.0)
-        x = torch.cat([self.features[torch.from_numpy(rows)],
-                       torch.from_numpy((age / AGE_SCALE).astype(np.float32))[:, :, None]], dim=2)
-        return Batch(x, torch.from_numpy(self.length[index]), self.specs[index],
-                     self.labels[index])
+        x = np.empty((*rows.shape, self.n_inputs), dtype=np.float32)
+        x[:, :, :-1] = self.features[rows]
+        x[:, :, -1] = np.where(rows != pad, self.ref_time[index][:, None] - self.times[rows],
+                               0.0) / AGE_SCALE
+        return Batch(torch.from_numpy(x), torch.from_numpy(self.length[index]),
+                     self.specs[index], self.labels[index])
+
+
+def prefetched_batches(windows: WindowSet, indices: Iterable[np.ndarray], pin: bool = False,
+                       depth: int = 2) -> Iterator[Batch]:
+    """The batches of ``indices`` in order, each gathered by a background thread while the
+    caller trains on the one before (``pin``: in page-locked memory, for CUDA)."""
+
+    def gather(index: np.ndarray) -> Batch:
+        batch = windows.batch(index)
+        return batch.pin_memory() if pin else batch
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="componentx-batches") as pool:
+        pending: deque = deque()
+        for index in indices:
+            pending.append(pool.submit(gather, index))
+            if len(pending) > depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def load_window_set(windows_dir: Path, ingested_dir: Path, split: str, stats: FeatureStats,
@@ -70,8 +99,7 @@ def load_window_set(windows_dir: Path, ingested_dir: Path, split: str, stats: Fe
     times = np.load(windows_dir / f"{split}_time.npy")
     vehicles = np.load(windows_dir / f"{split}_vehicle.npy")
     normalised = normalise(values, times, vehicles, stats)
-    features = torch.from_numpy(np.concatenate(
-        [normalised, np.zeros((1, normalised.shape[1]), dtype=np.float32)]))
+    features = np.concatenate([normalised, np.zeros((1, normalised.shape[1]), np.float32)])
     windows = pd.read_parquet(windows_dir / f"{split}_windows.parquet")
     specs = window_spec_codes(ingested_dir, split, spec_columns,
                               windows["vehicle_id"].to_numpy())

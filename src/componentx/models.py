@@ -58,22 +58,66 @@ def left_to_right_aligned(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
     return aligned * (steps[None, :] < lengths[:, None])[:, :, None]
 
 
+def reverse_real_steps(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse the real steps of right-aligned sequences in place; padding stays after them.
+
+    Its own inverse. Running a forward LSTM over the result is the backward direction of a
+    bidirectional LSTM, exactly as packed sequences would give it.
+    """
+    steps = torch.arange(x.shape[1], device=x.device)[None, :]
+    lengths = lengths.to(x.device)[:, None]
+    source = torch.where(steps < lengths, lengths - 1 - steps, steps)
+    return torch.gather(x, 1, source[:, :, None].expand(-1, -1, x.shape[2]))
+
+
 class LSTMEncoder(nn.Module):
-    """LSTM over packed sequences: padding is never fed to the recurrence."""
+    """LSTM over right-aligned windows with the dense (oneDNN / cuDNN) kernel.
+
+    Real steps come first, so the forward direction's outputs at real steps never see the
+    padding after them: no packing is needed. The backward direction of a bidirectional LSTM
+    runs forward over each window's reversed real steps (:func:`reverse_real_steps`), layer
+    by layer. Outputs at padded steps are zeroed.
+    """
 
     def __init__(self, in_features: int, config: ModelConfig) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(in_features, config.hidden_size, config.num_layers,
-                            batch_first=True, bidirectional=config.bidirectional,
-                            dropout=config.dropout if config.num_layers > 1 else 0.0)
+        dropout = config.dropout if config.num_layers > 1 else 0.0
+        self.bidirectional = config.bidirectional
+        if self.bidirectional:
+            sizes = [in_features] + [2 * config.hidden_size] * (config.num_layers - 1)
+            self.forward_layers = nn.ModuleList(
+                nn.LSTM(size, config.hidden_size, batch_first=True) for size in sizes)
+            self.backward_layers = nn.ModuleList(
+                nn.LSTM(size, config.hidden_size, batch_first=True) for size in sizes)
+            self.between_layers = nn.Dropout(dropout)
+        else:
+            self.lstm = nn.LSTM(in_features, config.hidden_size, config.num_layers,
+                                batch_first=True, dropout=dropout)
         self.out_features = config.hidden_size * (2 if config.bidirectional else 1)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor
                 ) -> torch.Tensor:
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        output, _ = self.lstm(packed)
-        steps, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
-        return steps
+        if not self.bidirectional:
+            return self.lstm(x)[0] * mask[:, :, None]
+        h = x
+        for i, (forward, backward) in enumerate(zip(self.forward_layers, self.backward_layers,
+                                                   strict=True)):
+            if i:
+                h = self.between_layers(h)
+            reverse = reverse_real_steps(backward(reverse_real_steps(h, lengths))[0], lengths)
+            h = torch.cat([forward(h)[0], reverse], dim=2) * mask[:, :, None]
+        return h
+
+
+def packed_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reference path: ``lstm`` over packed right-aligned sequences, zeros at padded steps.
+
+    Slower than the dense kernel (a per-step loop); tests and the throughput benchmark use it
+    to check and measure the dense path.
+    """
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    output, _ = lstm(packed)
+    return pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])[0]
 
 
 class ConvLSTMEncoder(nn.Module):

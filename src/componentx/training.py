@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from componentx.dataset import WindowSet
+from componentx.dataset import WindowSet, prefetched_batches
 from componentx.decisions import class_priors, expected_cost_decision, shift_priors
 from componentx.errors import StageError
 from componentx.metrics import decision_metrics
@@ -221,13 +221,23 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
     return model.to(device).eval(), checkpoint
 
 
+def set_cpu_threads(requested: int, world: int = 1) -> int:
+    """Intra-op threads for the CPU, chosen once: ``requested``, or the cores shared out
+    among the processes of a distributed run."""
+    threads = requested or max((os.cpu_count() or 1) // world, 1)
+    torch.set_num_threads(threads)
+    return threads
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, windows: WindowSet, device: torch.device,
                    batch_size: int = 2048) -> np.ndarray:
     model.eval()
     outputs = []
-    for start in range(0, len(windows), batch_size):
-        batch = windows.batch(np.arange(start, min(start + batch_size, len(windows)))).to(device)
+    chunks = (np.arange(start, min(start + batch_size, len(windows)))
+              for start in range(0, len(windows), batch_size))
+    for batch in prefetched_batches(windows, chunks, pin=device.type == "cuda"):
+        batch = batch.to(device)
         outputs.append(model(batch.x, batch.lengths, batch.specs).float().cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), dtype=np.float32)
 
@@ -320,7 +330,12 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
     rank, world = distributed_context()
     device = choose_device(config.device, rank)
     if device.type == "cpu":
-        torch.set_num_threads(config.num_threads or max((os.cpu_count() or 1) // world, 1))
+        threads = set_cpu_threads(config.num_threads, world)
+        log.info("device cpu: %d intra-op threads, %d inter-op, 1 batch-prefetch thread",
+                 threads, torch.get_num_interop_threads())
+    else:
+        log.info("device %s (%s), 1 batch-prefetch thread", device, "bf16 autocast"
+                 if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp16 autocast")
     seed_everything(config.seed)
     model = build_model(model_config).to(device)
     if encoder_state is not None:
@@ -372,15 +387,18 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
         set_encoder_frozen(model, config.init == "pretrained" and epoch < config.freeze_epochs)
         model.train()
         order = epoch_order(train_labels, config.seed, epoch, config.balanced_sampler)
-        steps = range(0, len(order) - world + 1, config.batch_size)
+        batches = [order[start:start + config.batch_size]
+                   for start in range(0, len(order) - world + 1, config.batch_size)]
+        shards = prefetched_batches(train_set, (index[rank::world] for index in batches),
+                                    pin=device.type == "cuda")
         total_loss, seen, predictions, truth = 0.0, 0, [], []
-        for step, start in enumerate(tqdm(steps, desc=f"epoch {epoch + 1}/{config.epochs}",
-                                          unit="batch", disable=not show_bar, leave=False)):
-            index = order[start:start + config.batch_size]
+        for step, (index, batch) in enumerate(tqdm(
+                zip(batches, shards, strict=True), total=len(batches), unit="batch",
+                desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show_bar, leave=False)):
             normaliser = loss_fn.sample_weights(torch.from_numpy(
                 train_labels[index]).to(device)).sum().clamp(min=1e-12)
             shard = index[rank::world]
-            batch = train_set.batch(shard).to(device)
+            batch = batch.to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = step_model(batch.x, batch.lengths, batch.specs)
                 loss = loss_fn.terms(logits.float(), batch.y) / normaliser * world
