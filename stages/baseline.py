@@ -38,24 +38,26 @@ def main() -> None:
     specs = DatasetSummary.load(INGESTED / "schema.json").spec_columns
     data = {split: split_features(split, names, specs) for split in SPLITS}
     train_y = data["train"][1]["class_label"].to_numpy()
+    val_x, val_y = data["validation"][0], data["validation"][1]["class_label"].to_numpy()
     weights = class_weight_tensor(BASELINE["class_weights"], train_y, NUM_CLASSES)
-    model = baseline.fit_baseline(
-        data["train"][0], train_y, None if weights is None else weights.numpy()[train_y], specs,
-        BASELINE["seed"], max_iter=BASELINE["max_iter"],
-        learning_rate=BASELINE["learning_rate"], max_leaf_nodes=BASELINE["max_leaf_nodes"])
-    log.info("baseline: %d trees per class on %d windows x %d summary features",
-             model.n_iter_, len(train_y), data["train"][0].shape[1])
-    logits = {s: baseline.baseline_logits(model, data[s][0], NUM_CLASSES)
-              for s in ("validation", "test")}
-    labels = {s: data[s][1]["class_label"].to_numpy() for s in ("validation", "test")}
+    sample_weight = None if weights is None else weights.numpy()[train_y]
     priors = effective_priors(train_y, weights, False, NUM_CLASSES)
-    report, scored = evaluation.evaluate_logits(logits, labels, priors, cost_matrix, EVALUATE)
+    fitted = baseline.fit_baseline(data["train"][0], train_y, sample_weight, val_x, val_y,
+                                   priors, cost_matrix, specs, BASELINE)
+    log.info("baseline (%s): %d windows x %d summary features; validation expected cost is "
+             "lowest after %d of %d iterations (%.0f, smoothed over %d)", BASELINE["library"],
+             len(train_y), data["train"][0].shape[1], fitted.iterations,
+             len(fitted.validation_costs), fitted.validation_costs[fitted.iterations - 1],
+             baseline.SMOOTHING)
+    logits = {s: fitted.logits(data[s][0], NUM_CLASSES) for s in ("validation", "test")}
+    labels = {s: data[s][1]["class_label"].to_numpy() for s in ("validation", "test")}
+    report, scored, _ = evaluation.evaluate_logits(logits, labels, priors, cost_matrix, EVALUATE)
+    report["iterations"] = fitted.iterations
     with atomic_dir(PREDICTIONS) as tmp:
         for split, result in scored.items():
-            evaluation.predictions_frame(
-                data[split][1]["vehicle_id"].to_numpy(), result.y, result.probs,
-                result.raw_probs, EVALUATE["decision"], cost_matrix,
-            ).to_parquet(tmp / f"{split}.parquet", index=False)
+            evaluation.predictions_frame(data[split][1]["vehicle_id"].to_numpy(), result,
+                                         EVALUATE["decision"], cost_matrix,
+                                         ).to_parquet(tmp / f"{split}.parquet", index=False)
             evaluation.log_summary("baseline", split, report[split])
     atomic_write_json(METRICS, report)
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from componentx import evaluation
 from componentx.dataset import load_window_set
@@ -27,7 +28,21 @@ INGESTED, WINDOWS, STATS = Path("data/ingested"), Path("data/windows"), Path("da
 MODEL = Path("models/best.pt")
 PREDICTIONS, PLOTS = Path("data/predictions"), Path("plots/evaluate")
 METRICS, BASELINE_METRICS = Path("metrics/evaluate.json"), Path("metrics/baseline.json")
+BASELINE_PREDICTIONS = Path("data/baseline_predictions")
 COMPARISON = Path("metrics/comparison.md")
+
+
+def paired_with_baseline(split: str, ours: pd.DataFrame, cost_matrix: np.ndarray) -> dict:
+    """Sequence model minus baseline on the same vehicles, resampled together."""
+    theirs = pd.read_parquet(BASELINE_PREDICTIONS / f"{split}.parquet")
+    if not np.array_equal(ours["vehicle_id"].to_numpy(), theirs["vehicle_id"].to_numpy()):
+        raise ValueError(f"{BASELINE_PREDICTIONS / split}.parquet holds other vehicles than the "
+                         "sequence model's predictions (re-run the baseline stage)")
+    prob_columns = [c for c in ours.columns if c.startswith("prob_")]
+    return evaluation.paired_comparison(
+        ours["class_label"].to_numpy(), ours["predicted"].to_numpy(),
+        theirs["predicted"].to_numpy(), ours[prob_columns].to_numpy(),
+        theirs[prob_columns].to_numpy(), cost_matrix, EVALUATE["bootstrap"], EVALUATE["seed"])
 
 
 def main() -> None:
@@ -42,22 +57,27 @@ def main() -> None:
         logits[split] = predict_logits(model, windows, device).astype(np.float64)
         labels[split] = windows.labels.numpy()
         vehicles[split] = windows.windows["vehicle_id"].to_numpy()
-    report, scored = evaluation.evaluate_logits(logits, labels,
-                                                np.asarray(checkpoint["train_priors"]),
-                                                cost_matrix, EVALUATE)
+    trained = checkpoint["train_config"]
+    method = evaluation.calibration_method(EVALUATE["calibration"], trained["loss"],
+                                           trained["label_smoothing"])
+    report, scored, _ = evaluation.evaluate_logits(
+        logits, labels, np.asarray(checkpoint["train_priors"]), cost_matrix, EVALUATE, method)
+    report["paired_vs_baseline"] = {}
     with atomic_dir(PREDICTIONS) as predictions_tmp, atomic_dir(PLOTS) as plots_tmp:
         for split, result in scored.items():
-            frame = evaluation.predictions_frame(vehicles[split], result.y, result.probs,
-                                                 result.raw_probs, EVALUATE["decision"],
+            frame = evaluation.predictions_frame(vehicles[split], result, EVALUATE["decision"],
                                                  cost_matrix)
             frame.to_parquet(predictions_tmp / f"{split}.parquet", index=False)
             evaluation.write_plot_tables(plots_tmp, split, result.y, result.raw_probs,
                                          result.probs, frame["predicted"].to_numpy(),
                                          report[split])
-            evaluation.log_summary("lstm", split, report[split])
+            evaluation.log_summary("sequence model", split, report[split])
+            report["paired_vs_baseline"][split] = paired_with_baseline(split, frame,
+                                                                       cost_matrix)
     atomic_write_json(METRICS, report)
     table = evaluation.comparison_markdown(
-        {"LSTM": report, "GBDT baseline": json.loads(BASELINE_METRICS.read_text())})
+        {"sequence model": report, "GBDT baseline": json.loads(BASELINE_METRICS.read_text())},
+        report["paired_vs_baseline"])
     atomic_write_bytes(COMPARISON, table.encode())
     print(table)
 

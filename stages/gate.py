@@ -1,26 +1,36 @@
-"""gate: compare this run's metrics with a reference and record the verdict."""
+"""gate: decide on validation, with paired intervals, whether this run's sequence model beats
+the reference (the baseline by default), and record the verdict."""
 
-import json
 from pathlib import Path
 
+import pandas as pd
+
 from componentx.gate import format_verdict, gate_verdict
+from componentx.metrics import check_cost_matrix
 from componentx.runtime import atomic_write_json, load_params, run_stage
 
-GATE = load_params()["gate"]
-RUN, OUT = Path("metrics/evaluate.json"), Path("metrics/gate.json")
+params = load_params()
+GATE = params["gate"]
+COST_MATRIX = check_cost_matrix(params["evaluate"]["cost_matrix"],
+                                params["labels"]["num_classes"])
+RUN, OUT = Path("data/predictions"), Path("metrics/gate.json")
 
 
 def main() -> None:
     reference = Path(GATE["reference"])
-    if not reference.exists():
-        raise FileNotFoundError(f"gate.reference {reference} does not exist (promote a run "
-                                "with `python -m componentx.promote`, or use the baseline's "
-                                "metrics/baseline.json)")
-    verdict = gate_verdict(json.loads(RUN.read_text()), json.loads(reference.read_text()),
-                           GATE["split"], GATE["ece_tolerance"])
-    verdict["reference"] = str(reference)
+    split = GATE["split"]
+    if split not in ("validation", "test"):
+        raise ValueError(f"gate.split must be 'validation' or 'test', got {split!r}")
+    table = reference / f"{split}.parquet"
+    if not table.exists():
+        raise FileNotFoundError(f"gate.reference {reference} has no {split}.parquet (use the "
+                                "baseline's data/baseline_predictions, or promote a run with "
+                                "`python -m componentx.promote` and use promoted/predictions)")
+    verdict = gate_verdict(pd.read_parquet(RUN / f"{split}.parquet"), pd.read_parquet(table),
+                           COST_MATRIX, GATE["ece_tolerance"], GATE["bootstrap"], GATE["seed"])
+    verdict.update(run="sequence model", reference=str(reference), split=split)
     atomic_write_json(OUT, verdict)
-    print(format_verdict(verdict, str(reference)))
+    print(format_verdict(verdict))
 
 
 if __name__ == "__main__":

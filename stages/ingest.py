@@ -7,12 +7,12 @@ files in the same layout, and read through the same reader.
 import shutil
 from pathlib import Path
 
-from componentx import schema, synthetic
+from componentx import labels, schema, synthetic
 from componentx.runtime import atomic_dir, load_params, log, run_stage
 
 params = load_params()
 DATA, SYNTHETIC = params["data"], params["synthetic"]
-NUM_CLASSES = params["labels"]["num_classes"]
+NUM_CLASSES, WINDOWS = params["labels"]["num_classes"], params["labels"]["windows"]
 OUT = Path("data/ingested")
 
 
@@ -21,7 +21,9 @@ def main() -> None:
         if DATA["source"] == "synthetic":
             csv_dir = tmp / "csv"
             synthetic.generate(csv_dir, SYNTHETIC["n_train"], SYNTHETIC["n_validation"],
-                               SYNTHETIC["n_test"], SYNTHETIC["seed"])
+                               SYNTHETIC["n_test"], SYNTHETIC["seed"],
+                               tuple(labels.check_windows(WINDOWS, NUM_CLASSES)),
+                               SYNTHETIC["signal"], SYNTHETIC["strength"])
         elif DATA["source"] == "csv":
             csv_dir = Path(DATA["csv_dir"])
         else:

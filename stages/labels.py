@@ -27,7 +27,7 @@ def main() -> None:
                 frame = labels.labels_from_tte(
                     ids, times, pd.read_parquet(INGESTED / "train_tte.parquet"), windows,
                     params["event_refs"], params["censored"], params["censored_refs"],
-                    params["seed"])
+                    params["seed"], params["test_like_refs"])
             else:
                 given = pd.read_parquet(INGESTED / f"{split}_labels.parquet")
                 frame = labels.labels_at_last_readout(ids, times, given)

@@ -4,40 +4,87 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from componentx import baseline
+from componentx.features import signed_log1p
+from componentx.metrics import OFFICIAL_COST
+
+
+def hand_made():
+    """Vehicle 5: readouts at t = 0, 2, 4, 10 (histogram h missing at t = 2); vehicle 6: one
+    readout at t = 1. Features: a counter c and a two-bin histogram h."""
+    values = np.array([[0.0, 1, 1], [2, np.nan, np.nan], [4, 3, 1], [16, 5, 3], [7, 7, 1]])
+    times = np.array([0.0, 2, 4, 10, 1])
+    ids = np.array([5, 5, 5, 5, 6])
+    windows = pd.DataFrame({"end_row": [4, 2, 5], "length": [4, 2, 1]})
+    return baseline.summary_features(values, times, ids, windows, ["c", "h_0", "h_1"], 3,
+                                     np.array([[1], [1], [2]]), ["s"])
+
+
+def test_families_group_histogram_bins():
+    assert baseline.families(["171_0", "167_0", "167_1", "x"]) == {
+        "171_0": [0], "167": [1, 2], "x": [3]}
 
 
 def test_summary_features_by_hand():
-    # Vehicle 5: readouts at t = 0, 2, 4, 10; vehicle 6: one readout at t = 1.
-    values = np.array([[0.0, 1.0], [2.0, np.nan], [4.0, 3.0], [16.0, 5.0], [7.0, 7.0]])
-    times = np.array([0.0, 2.0, 4.0, 10.0, 1.0])
-    ids = np.array([5, 5, 5, 5, 6])
-    windows = pd.DataFrame({"end_row": [4, 2, 5], "length": [4, 2, 1]})
-    specs = np.array([[1], [1], [2]])
-    table = baseline.summary_features(values, times, ids, windows, ["a", "b"], 3, specs, ["s"])
-    first = table.iloc[0]
-    # Last 3 readouts of the first window: rows 1..3 (t = 2, 4, 10).
-    assert first["last_a"] == 16.0 and first["increment_a"] == 14.0
-    assert first["slope_a"] == 14.0 / 8.0
-    assert np.isnan(first["increment_b"])  # b is missing at the window's first recent readout
-    assert first["time_since_first"] == 10.0 and first["readouts_so_far"] == 4
-    assert first["missing_last"] == 0 and first["missing_recent"] == 1
-    second = table.iloc[1]  # two readouts: t = 0, 2
-    assert second["increment_a"] == 2.0 and second["missing_last"] == 1
-    third = table.iloc[2]  # a single readout: no increment, no slope
-    assert third["increment_a"] == 0.0 and np.isnan(third["slope_a"])
-    assert third["time_since_first"] == 0.0 and third["s"] == 2
+    table = hand_made()
+    first = table.iloc[0]  # reference t = 10; recent horizon (k = 3) starts at t = 2
+    assert first["last_c"] == 16
+    assert first["rate1_c"] == 2.0 and first["ratek_c"] == 1.75 and first["rateall_c"] == 1.6
+    assert first["relative_rate_c"] == pytest.approx(signed_log1p(1.75) - signed_log1p(1.6))
+    # h is missing at t = 2: the last known value (t = 0) and its time are used instead.
+    assert first["rate1_h"] == pytest.approx(4 / 6) and first["ratek_h"] == pytest.approx(0.6)
+    assert first["share_h_0"] == pytest.approx(5 / 8)
+    assert first["recent_share_h_0"] == pytest.approx(4 / 6 - 5 / 8)
+    assert first["missing_h"] == 0 and first["missing_c"] == 0
+    assert first["time_since_first"] == 10 and first["time_since_previous"] == 6
+    assert first["readouts_so_far"] == 4
+    second = table.iloc[1]  # reference t = 2, where h is missing
+    assert second["rate1_c"] == 1.0 and second["missing_h"] == 1
+    assert second["last_h_0"] == 1 and np.isnan(second["rate1_h"])
+    third = table.iloc[2]  # a single readout: no rates, no previous readout
+    assert np.isnan(third["rate1_c"]) and np.isnan(third["time_since_previous"])
+    assert third["time_since_first"] == 0 and third["readouts_so_far"] == 1 and third["s"] == 2
 
 
-def test_fit_and_logits_cover_every_class():
+def test_features_never_look_after_the_reference_readout():
+    table = hand_made()
+    values = np.array([[0.0, 1, 1], [2, np.nan, np.nan], [4, 3, 1], [16, 5, 3], [7, 7, 1]])
+    later = values.copy()
+    later[3] = [1e6, 1e6, 1e6]  # a change after the second window's reference readout
+    moved = baseline.summary_features(later, np.array([0.0, 2, 4, 10, 1]),
+                                      np.array([5, 5, 5, 5, 6]),
+                                      pd.DataFrame({"end_row": [4, 2, 5], "length": [4, 2, 1]}),
+                                      ["c", "h_0", "h_1"], 3, np.array([[1], [1], [2]]), ["s"])
+    pd.testing.assert_series_equal(table.iloc[1], moved.iloc[1])
+    assert not table.iloc[0].equals(moved.iloc[0])
+
+
+@pytest.mark.parametrize("library", ["lightgbm", "sklearn"])
+def test_fit_keeps_the_best_validation_iteration_and_covers_every_class(library):
     rng = np.random.default_rng(0)
-    features = pd.DataFrame({"x": rng.normal(size=300), "s": rng.integers(0, 3, 300)})
-    labels = (features["x"] > 0).astype(int).to_numpy() * 2  # classes 0 and 2 only
-    model = baseline.fit_baseline(features, labels, None, ["s"], seed=0, max_iter=20)
-    logits = baseline.baseline_logits(model, features, num_classes=4)
+    n = 600
+    features = pd.DataFrame({"x": rng.normal(size=n), "s": rng.integers(0, 3, n)})
+    labels = np.where(features["x"] > 1.0, 4, np.where(features["x"] > 0.5, 2, 0))
+    cost = np.array(OFFICIAL_COST, dtype=float)
+    priors = np.bincount(labels, minlength=5) + 0.5
+    settings = {"library": library, "max_iter": 60, "learning_rate": 0.2, "max_leaf_nodes": 7,
+                "min_samples_leaf": 5, "l2_regularization": 0.0, "seed": 0, "patience": 20}
+    fitted = baseline.fit_baseline(features[:400], labels[:400], None, features[400:],
+                                   labels[400:], priors / priors.sum(), cost, ["s"], settings)
+    assert fitted.iterations == baseline.best_iteration(fitted.validation_costs)
+    kept = fitted.probabilities(features[400:], num_classes=5)
+    assert baseline.validation_cost(kept, labels[400:], priors / priors.sum(), cost) == \
+        fitted.validation_costs[fitted.iterations - 1]
+    logits = fitted.logits(features, num_classes=5)
     probs = np.exp(logits)
-    assert logits.shape == (300, 4)
-    assert np.allclose(probs.sum(axis=1), 1.0)
-    assert (probs[:, 1] < 1e-6).all() and (probs[:, 3] < 1e-6).all()
+    assert logits.shape == (n, 5) and np.allclose(probs.sum(axis=1), 1.0)
+    assert (probs[:, 1] < 0.05).all() and (probs[:, 3] < 0.05).all()  # never seen
     assert (probs.argmax(axis=1) == labels).mean() > 0.9
+
+
+def test_best_iteration_is_smoothed():
+    noisy = np.array([10.0, 9, 1, 9, 8, 7, 6, 6, 6, 6, 6, 6])  # a lone dip at iteration 3
+    assert baseline.best_iteration(noisy, smoothing=1) == 3
+    assert baseline.best_iteration(noisy, smoothing=5) > 6

@@ -1,58 +1,92 @@
-"""Promotion gate verdicts and the promote command."""
+"""Promotion gate verdicts on paired predictions, and the promote command."""
 
 from __future__ import annotations
 
-import copy
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from componentx.gate import format_verdict, gate_verdict, promote
+from componentx.metrics import OFFICIAL_COST
 
-REFERENCE = {"test": {"cost_total": 100.0, "pr_auc": {"macro": 0.3}, "brier": 0.05,
-                      "ece": 0.01}}
-
-
-def run_with(**changes):
-    run = copy.deepcopy(REFERENCE)
-    for key, value in changes.items():
-        if key == "pr_auc":
-            run["test"]["pr_auc"]["macro"] = value
-        else:
-            run["test"][key] = value
-    return run
+COST = np.array(OFFICIAL_COST, dtype=float)
 
 
-@pytest.mark.parametrize(("changes", "passed", "failing"), [
-    ({"cost_total": 90.0}, True, None),
-    ({"cost_total": 100.0}, False, "cost_total"),  # cost must be strictly lower
-    ({"cost_total": 90.0, "pr_auc": 0.29}, False, "pr_auc_macro"),
-    ({"cost_total": 90.0, "brier": 0.051}, False, "brier"),
-    ({"cost_total": 90.0, "ece": 0.03}, True, None),  # within the 0.02 tolerance
-    ({"cost_total": 90.0, "ece": 0.031}, False, "ece"),
-])
-def test_gate_rules(changes, passed, failing):
-    verdict = gate_verdict(run_with(**changes), REFERENCE, "test", 0.02)
-    assert verdict["passed"] is passed
-    failed = [name for name, check in verdict["checks"].items() if not check["passed"]]
-    assert failed == ([failing] if failing else [])
-    assert ("PASSED" if passed else "FAILED") in format_verdict(verdict, "ref.json")
+def predictions(y, predicted, probs) -> pd.DataFrame:
+    frame = pd.DataFrame({"vehicle_id": np.arange(len(y)), "class_label": y})
+    for c in range(5):
+        frame[f"prob_{c}"] = probs[:, c]
+    frame["predicted"] = predicted
+    return frame
 
 
-def test_missing_split_is_an_error():
-    with pytest.raises(ValueError, match="gate.split"):
-        gate_verdict(REFERENCE, REFERENCE, "validation", 0.02)
+def fleet(seed=0, n=3000):
+    rng = np.random.default_rng(seed)
+    y = rng.choice(5, n, p=[0.95, 0.0125, 0.0125, 0.0125, 0.0125])
+    probs = np.full((n, 5), 0.01)
+    probs[np.arange(n), y] = 0.96
+    return rng, y, probs
+
+
+def verdict_of(run, reference):
+    verdict = gate_verdict(run, reference, COST, ece_tolerance=0.02, n_boot=300)
+    return verdict | {"run": "sequence model", "reference": "baseline", "split": "validation"}
+
+
+def test_a_clearly_cheaper_model_passes_and_is_shipped():
+    rng, y, probs = fleet()
+    reference = predictions(y, np.where(rng.random(len(y)) < 0.5, y, 0), probs)
+    run = predictions(y, y, probs)
+    verdict = verdict_of(run, reference)
+    assert verdict["passed"] and verdict["ship"] == "run"
+    assert verdict["checks"]["cost_total"]["ci"][1] < 0
+    assert "PASSED" in format_verdict(verdict)
+
+
+def test_a_model_cheaper_only_by_noise_does_not_replace_the_reference():
+    rng, y, probs = fleet(1)
+    reference_pred = np.where(rng.random(len(y)) < 0.5, y, 0)
+    run_pred = reference_pred.copy()
+    run_pred[np.flatnonzero(reference_pred != y)[:1]] = y[reference_pred != y][:1]  # one fix
+    verdict = verdict_of(predictions(y, run_pred, probs), predictions(y, reference_pred, probs))
+    cost = verdict["checks"]["cost_total"]
+    assert cost["difference"] < 0 and cost["ci"][1] >= 0
+    assert not verdict["passed"] and verdict["ship"] == "reference"
+    assert "ship the reference" in format_verdict(verdict)
+
+
+def test_worse_calibration_fails_even_when_cheaper():
+    rng, y, probs = fleet(2)
+    reference = predictions(y, np.where(rng.random(len(y)) < 0.5, y, 0), probs)
+    flat = np.full_like(probs, 0.2)  # right decisions, useless probabilities
+    verdict = verdict_of(predictions(y, y, flat), reference)
+    assert verdict["checks"]["cost_total"]["passed"]
+    assert not verdict["checks"]["brier"]["passed"] and not verdict["checks"]["ece"]["passed"]
+    assert not verdict["passed"]
+
+
+def test_other_vehicles_are_an_error():
+    _, y, probs = fleet(3)
+    run = predictions(y, y, probs)
+    other = run.assign(vehicle_id=run["vehicle_id"] + 1)
+    with pytest.raises(ValueError, match="same vehicles"):
+        gate_verdict(run, other, COST, 0.02)
 
 
 def test_promote_only_what_passed(tmp_path):
     model, metrics, gate = tmp_path / "best.pt", tmp_path / "evaluate.json", tmp_path / "g.json"
+    predicted = tmp_path / "predictions"
+    predicted.mkdir()
+    (predicted / "validation.parquet").write_bytes(b"table")
     model.write_bytes(b"weights")
-    metrics.write_text(json.dumps(REFERENCE))
+    metrics.write_text(json.dumps({"validation": {}}))
     gate.write_text(json.dumps({"passed": False}))
     with pytest.raises(ValueError, match="gate failed"):
-        promote(model, metrics, gate, tmp_path / "promoted")
+        promote(model, metrics, gate, predicted, tmp_path / "promoted")
     assert not (tmp_path / "promoted").exists()
     gate.write_text(json.dumps({"passed": True}))
-    promote(model, metrics, gate, tmp_path / "promoted")
+    promote(model, metrics, gate, predicted, tmp_path / "promoted")
     assert (tmp_path / "promoted" / "model.pt").read_bytes() == b"weights"
-    assert json.loads((tmp_path / "promoted" / "evaluate.json").read_text()) == REFERENCE
+    assert (tmp_path / "promoted" / "predictions" / "validation.parquet").read_bytes() == b"table"

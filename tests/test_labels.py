@@ -100,3 +100,24 @@ def test_given_labels_sit_on_the_last_readout():
     assert result["class_label"].tolist() == [3, 0]
     assert labels.class_distribution(result, 5) == {
         "class_0": 1, "class_1": 0, "class_2": 0, "class_3": 1, "class_4": 0}
+
+
+def test_test_like_references_are_uniform_over_every_readout():
+    ids, times, tte = fleet()
+    result = labels.labels_from_tte(ids, times, tte, WINDOWS, "test_like", "test_like",
+                                    seed=3, test_like_refs=6)
+    assert result.groupby("vehicle_id").size().tolist() == [6, 6]
+    repaired, censored = result[result["vehicle_id"] == 1], result[result["vehicle_id"] == 2]
+    expected = labels.class_from_ttf(100.0 - repaired["ref_time"].to_numpy(), WINDOWS)
+    assert (repaired["class_label"].to_numpy() == expected).all()
+    # A censored vehicle is class 0 wherever it is cut, its last 48 units included.
+    assert (censored["class_label"] == 0).all()
+    assert set(censored["ref_time"]) <= set(times[ids == 2])
+    # Over many seeds every readout is drawn about equally often.
+    drawn = pd.concat([labels.labels_from_tte(ids, times, tte, WINDOWS, "test_like",
+                                              "test_like", seed=s, test_like_refs=1)
+                       for s in range(400)])
+    counts = drawn[drawn["vehicle_id"] == 2]["ref_time"].value_counts()
+    assert len(counts) == (ids == 2).sum() and counts.max() < 3 * counts.min()
+    with pytest.raises(ValueError, match="test_like_refs"):
+        labels.labels_from_tte(ids, times, tte, WINDOWS, "test_like", test_like_refs=0)

@@ -45,10 +45,42 @@ def test_probability_metrics_on_a_perfect_and_a_flat_model():
     good = metrics.probability_metrics(y, perfect)
     assert good["brier"] == 0 and good["ece"] == 0
     assert good["roc_auc"]["macro"] == 1 and good["pr_auc"]["macro"] == 1
+    assert good["classwise_ece"]["macro"] == 0
     flat = metrics.probability_metrics(y, np.full((4, 3), 1 / 3))
     assert flat["brier"] == pytest.approx(2 / 3)
     assert flat["log_loss"] == pytest.approx(np.log(3))
     assert flat["ece"] == pytest.approx(abs(0.5 - 1 / 3))  # top label is class 0: half right
+    # Per class: class 0 is half the vehicles, classes 1 and 2 a quarter each, all at 1/3.
+    assert flat["classwise_ece"]["class_0"] == pytest.approx(0.5 - 1 / 3)
+    assert flat["classwise_ece"]["class_2"] == pytest.approx(1 / 3 - 0.25)
+
+
+def test_macro_auc_leaves_out_class_0():
+    y = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    probs = np.array([[0.9, 0.05, 0.05]] * 4 + [[0.2, 0.3, 0.5], [0.2, 0.7, 0.1],
+                                                [0.3, 0.1, 0.6], [0.2, 0.6, 0.2]])
+    result = metrics.probability_metrics(y, probs)
+    assert result["pr_auc"]["class_0"] == 1.0  # easy, and no longer lifts the macro
+    assert result["pr_auc"]["macro"] == pytest.approx(
+        (result["pr_auc"]["class_1"] + result["pr_auc"]["class_2"]) / 2)
+    assert result["pr_auc"]["macro"] < 1.0
+
+
+def test_paired_interval_resamples_the_same_vehicles():
+    rng = np.random.default_rng(3)
+    shared = rng.exponential(100, 2000)  # what both models get wrong alike
+    a, b = shared + rng.normal(0, 1, 2000), shared + rng.normal(0.5, 1, 2000)
+    paired = metrics.paired_interval(a, b, n_boot=500, seed=0)
+    assert paired["difference"] == pytest.approx((a - b).sum())
+    low, high = paired["ci"]
+    assert low < paired["difference"] < high < 0 and paired["share_first_lower"] == 1.0
+    # Unpaired, the two totals' intervals overlap widely: pairing is what detects this.
+    unpaired_a = metrics.paired_interval(a, np.zeros_like(a), n_boot=500, seed=0)["ci"]
+    unpaired_b = metrics.paired_interval(b, np.zeros_like(b), n_boot=500, seed=1)["ci"]
+    assert unpaired_a[1] > unpaired_b[0]
+    assert metrics.paired_interval(a, a, n_boot=50)["ci"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="same vehicles"):
+        metrics.paired_interval(a, b[:-1])
 
 
 def test_bootstrap_is_seeded_and_brackets_the_estimate():

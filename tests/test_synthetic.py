@@ -9,7 +9,11 @@ import pandas as pd
 import pytest
 
 from componentx import synthetic
+from componentx.labels import class_from_ttf
 from componentx.schema import SPLITS, readouts_file
+
+# The real validation and test label counts (classes 0..4), from the dataset's reference.
+REAL_CLASS_COUNTS = {"validation": (4910, 16, 14, 30, 76), "test": (4903, 26, 15, 41, 60)}
 
 
 def digest(folder) -> str:
@@ -63,10 +67,21 @@ def test_readouts_look_like_the_reference(fleet, train):
     assert 0.08 <= tte["in_study_repair"].mean() <= 0.115  # reference 9.65%
 
 
-def test_values_are_cumulative_and_typed_like_the_real_ones(train):
+def test_values_are_cumulative_with_rare_counter_resets(train):
     features = train.columns[2:]
     steps = train.groupby("vehicle_id")[list(features)].diff()
-    assert int((steps < 0).sum().sum()) == 0
+    histograms = [c for c in features if c not in synthetic.COUNTERS]
+    assert int((steps[histograms] < 0).sum().sum()) == 0
+    decreasing = steps[list(synthetic.COUNTERS)] < 0
+    reset_vehicles = train.loc[decreasing.any(axis=1), "vehicle_id"].nunique()
+    assert 0 < reset_vehicles <= 3 * synthetic.RESET_VEHICLE_SHARE * train["vehicle_id"].nunique()
+    # Each such vehicle restarts once: at most one decreasing step per counter.
+    per_vehicle = decreasing.groupby(train["vehicle_id"]).sum()
+    assert per_vehicle.to_numpy().max() == 1
+
+
+def test_values_are_typed_like_the_real_ones(train):
+    features = train.columns[2:]
     integer_columns = [c for c in features if not c.startswith("459_")]
     values = train[integer_columns].to_numpy()
     assert np.all(np.isnan(values) | (values == np.floor(values)))
@@ -91,13 +106,89 @@ def test_values_go_missing_by_family(train):
 
 
 @pytest.mark.parametrize("split", ["validation", "test"])
-def test_validation_and_test_have_the_reference_classes(fleet, split):
+def test_validation_and_test_have_the_real_class_counts(fleet, split):
     labels = pd.read_csv(fleet / f"{split}_labels.csv")
-    counts = tuple(np.bincount(labels["class_label"], minlength=5))
-    assert counts == synthetic.REFERENCE_CLASS_COUNTS[split]
+    assert tuple(np.bincount(labels["class_label"], minlength=5)) == REAL_CLASS_COUNTS[split]
     readouts = pd.read_csv(fleet / readouts_file(split), usecols=["vehicle_id", "time_step"])
     per_vehicle = readouts.groupby("vehicle_id").size()
-    assert 30 <= per_vehicle.mean() <= 46  # reference: 196,227 rows for 5,046 vehicles
+    assert 20 <= per_vehicle.mean() <= 30  # a uniform cut keeps about half of ~50 readouts
+
+
+def evaluation_truth(seed, n_train, sizes, windows=synthetic.CLASS_WINDOWS):
+    """The hidden truth (study length, repair) of the validation and test vehicles."""
+    spec_probs = synthetic.spec_probabilities(np.random.default_rng([seed, 0]))
+    truth, first = {}, n_train
+    for index, (split, n) in enumerate(sizes.items(), start=2):
+        vehicles, _, _ = synthetic.evaluation_split(seed, index, split, n, spec_probs, windows)
+        truth[split] = pd.DataFrame({"vehicle_id": vehicles.ids + first,
+                                     "study": np.round(vehicles.study_ticks * synthetic.TICK, 1),
+                                     "event": vehicles.event})
+        first += n
+    return truth
+
+
+def check_labels_match_the_last_readout(folder, truth, windows):
+    for split, hidden in truth.items():
+        labels = pd.read_csv(folder / f"{split}_labels.csv")
+        last = pd.read_csv(folder / readouts_file(split), usecols=["vehicle_id", "time_step"]
+                           ).groupby("vehicle_id")["time_step"].max()
+        frame = hidden.merge(labels, on="vehicle_id", validate="one_to_one")
+        ttf = frame["study"].to_numpy() - last.loc[frame["vehicle_id"]].to_numpy()
+        expected = np.where(frame["event"], class_from_ttf(ttf, windows), 0)
+        assert (frame["class_label"].to_numpy() == expected).all()
+        # Some class-0 vehicles fail later in their study, as in any random cut.
+        assert (frame["event"] & (frame["class_label"] == 0)).sum() > 0
+
+
+def test_every_label_is_the_class_of_the_last_readout(fleet):
+    truth = evaluation_truth(11, 3000, {"validation": 5046, "test": 5045})
+    check_labels_match_the_last_readout(fleet, truth, synthetic.CLASS_WINDOWS)
+
+
+def test_labels_follow_the_windows_param(tmp_path):
+    windows = (5.0, 10.0, 20.0, 40.0)
+    synthetic.generate(tmp_path, 50, 600, 600, seed=4, windows=windows, progress=False)
+    truth = evaluation_truth(4, 50, {"validation": 600, "test": 600}, windows)
+    check_labels_match_the_last_readout(tmp_path, truth, windows)
+
+
+def logistic_fit(x: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum-likelihood logistic regression (Newton steps): coefficients and their SEs."""
+    design = np.column_stack([np.ones(len(x)), x])
+    beta = np.zeros(design.shape[1])
+    for _ in range(25):
+        p = 1 / (1 + np.exp(-design @ beta))
+        information = design.T @ (design * (p * (1 - p))[:, None])
+        beta += np.linalg.solve(information, design.T @ (event - p))
+    return beta[1:], np.sqrt(np.diag(np.linalg.inv(information)))[1:]
+
+
+def risk_factors(vehicles) -> np.ndarray:
+    specs = vehicles.specs
+    return np.column_stack([np.log(vehicles.usage), specs[:, 1] % 4 == 1, specs[:, 4] == 1,
+                            specs[:, 6] < 3]).astype(float)
+
+
+def test_the_risk_relation_is_the_same_in_train_validation_and_test():
+    """Usage and specifications drive failure alike in every split: validation and test are
+    selected on their label only, which keeps these odds ratios (as a case-control sample)."""
+    seed = 13
+    spec_probs = synthetic.spec_probabilities(np.random.default_rng([seed, 0]))
+    train = synthetic.sample_vehicles(np.random.default_rng([seed, 1]), np.arange(20_000),
+                                      spec_probs)
+    held_out = synthetic.concat([
+        synthetic.evaluation_split(seed, index, split, 5046, spec_probs,
+                                   synthetic.CLASS_WINDOWS)[0]
+        for index, split in ((2, "validation"), (3, "test"))])
+    train_beta, train_se = logistic_fit(risk_factors(train), train.event)
+    held_beta, held_se = logistic_fit(risk_factors(held_out), held_out.event)
+    assert train_beta[0] == pytest.approx(1.5, abs=3 * train_se[0])  # the generator's slope
+    assert (np.abs(train_beta - held_beta) < 3 * np.hypot(train_se, held_se)).all()
+
+
+def test_unknown_signal_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="synthetic.signal"):
+        synthetic.generate(tmp_path, 5, 5, 5, seed=0, signal="loud", progress=False)
 
 
 def test_specifications_have_the_reference_cardinalities(fleet):

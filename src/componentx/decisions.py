@@ -15,22 +15,33 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray, max_iter: int = 200) -> float:
-    """Temperature minimising the negative log-likelihood of ``y`` (fit on validation only)."""
+def fit_scaling(logits: np.ndarray, y: np.ndarray, offset: np.ndarray, fit_bias: bool,
+                max_iter: int = 200) -> tuple[float, np.ndarray]:
+    """Temperature ``T`` (and per-class biases ``b``, the first fixed at 0) minimising the
+    negative log-likelihood of ``softmax(logits / T + offset + b)`` on ``y``.
+
+    ``offset`` is the known log prior ratio of the fitting sample, so only the model's own
+    miscalibration is fitted. Fit on validation only.
+    """
+    k = logits.shape[1]
     logits_t = torch.tensor(logits, dtype=torch.float64)
+    offset_t = torch.tensor(np.broadcast_to(offset, (k,)), dtype=torch.float64)
     y_t = torch.tensor(y, dtype=torch.long)
-    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter,
+    params = torch.zeros(k if fit_bias else 1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([params], lr=0.1, max_iter=max_iter,
                                   line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(logits_t / log_t.exp(), y_t)
+        bias = torch.cat([params.new_zeros(1), params[1:]])
+        loss = torch.nn.functional.cross_entropy(logits_t / params[0].exp() + offset_t + bias,
+                                                 y_t)
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    return float(log_t.exp().item())
+    fitted = params.detach().numpy()
+    return float(np.exp(fitted[0])), np.r_[0.0, fitted[1:]] if fit_bias else np.zeros(k)
 
 
 def class_priors(y: np.ndarray, num_classes: int, smoothing: float = 0.5) -> np.ndarray:

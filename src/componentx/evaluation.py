@@ -13,73 +13,162 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from componentx.decisions import DECISION_RULES, class_priors, decide, fit_temperature, softmax
+from componentx.decisions import DECISION_RULES, class_priors, decide, fit_scaling, softmax
 from componentx.metrics import (
     bootstrap_intervals,
     curves_on_grid,
     decision_metrics,
+    paired_interval,
     probability_metrics,
     total_cost,
+    vehicle_costs,
 )
 
-CALIBRATIONS = ("temperature", "none")
+CALIBRATIONS = ("temperature", "bias_temperature", "none")
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Calibrator:
-    """Prior correction then temperature scaling of logits, both fitted on validation."""
+    """Calibrated probabilities ``softmax(z / T + b + r)``.
 
-    log_prior_ratio: np.ndarray
+    ``T`` (and with ``bias_temperature`` the per-class biases ``b``) are fitted on validation;
+    ``r = log π_deploy - log π_train`` moves the model from the class priors it was trained
+    under to the deployment priors. The prior shift is not divided by the temperature.
+    """
+
+    method: str
     temperature: float
+    bias: np.ndarray
+    log_prior_ratio: np.ndarray
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        return softmax(logits + self.log_prior_ratio[None, :], self.temperature)
+        return softmax(logits / self.temperature + self.bias + self.log_prior_ratio)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "temperature": self.temperature,
+                "bias": self.bias.tolist(), "log_prior_ratio": self.log_prior_ratio.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Calibrator:
+        return cls(data["method"], float(data["temperature"]), np.asarray(data["bias"]),
+                   np.asarray(data["log_prior_ratio"]))
 
 
 def fit_calibrator(val_logits: np.ndarray, val_y: np.ndarray, train_priors: np.ndarray,
                    deployment_priors: np.ndarray | None, method: str) -> Calibrator:
-    """Shift from training to deployment priors (validation's when not given), then fit T."""
+    """Fit the calibration on validation.
+
+    ``train_priors`` are the priors the model was trained under; ``deployment_priors`` those
+    it will meet (validation's own when None). The fit sees validation's prior shift as a
+    known offset, so ``T`` and the biases only absorb the model's miscalibration.
+    """
     if method not in CALIBRATIONS:
         raise ValueError(f"evaluate.calibration must be one of {CALIBRATIONS}, got {method!r}")
     k = val_logits.shape[1]
-    target = class_priors(val_y, k) if deployment_priors is None else np.asarray(
+    validation_priors = class_priors(val_y, k)
+    target = validation_priors if deployment_priors is None else np.asarray(
         deployment_priors, dtype=float)
     if target.shape != (k,) or (target <= 0).any():
         raise ValueError(f"evaluate.priors must be 'validation' or {k} positive numbers")
-    ratio = np.log(target / target.sum()) - np.log(np.asarray(train_priors, dtype=float))
-    temperature = fit_temperature(val_logits + ratio, val_y) if method == "temperature" else 1.0
-    return Calibrator(ratio, temperature)
+    train_log = np.log(np.asarray(train_priors, dtype=float))
+    ratio = np.log(target / target.sum()) - train_log
+    if method == "none":
+        return Calibrator(method, 1.0, np.zeros(k), ratio)
+    temperature, bias = fit_scaling(val_logits, val_y, np.log(validation_priors) - train_log,
+                                    fit_bias=method == "bias_temperature")
+    return Calibrator(method, temperature, bias, ratio)
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A fold number per sample, every class spread evenly over the folds (seeded)."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        fold[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+    return fold
+
+
+def crossfit_probabilities(val_logits: np.ndarray, val_y: np.ndarray, train_priors: np.ndarray,
+                           deployment_priors: np.ndarray | None, method: str, folds: int,
+                           seed: int) -> np.ndarray:
+    """Validation probabilities in which each vehicle is calibrated by a fit on the other
+    folds, so validation scores do not reward a calibration for fitting its own sample."""
+    fold = stratified_folds(val_y, folds, seed)
+    probs = np.empty_like(val_logits, dtype=float)
+    for f in range(folds):
+        held = fold == f
+        calibrator = fit_calibrator(val_logits[~held], val_y[~held], train_priors,
+                                    deployment_priors, method)
+        probs[held] = calibrator.probabilities(val_logits[held])
+    return probs
+
+
+def calibration_method(method: str, loss: str, label_smoothing: float) -> str:
+    """Focal loss and label smoothing do not learn prior-shifted posteriors: a plain prior
+    shift is then wrong, so the per-class biases fitted on validation take over."""
+    if method == "bias_temperature" or (loss != "focal" and not label_smoothing):
+        return method
+    log.warning("train.loss=%s, label_smoothing=%g: the model's probabilities are not the "
+                "training posteriors, so a prior shift alone cannot correct them; using "
+                "evaluate.calibration=bias_temperature instead of %s", loss, label_smoothing,
+                method)
+    return "bias_temperature"
 
 
 @dataclass
 class ScoredSplit:
-    """One split's labels and probabilities: the model's own and the calibrated ones."""
+    """One split's labels, raw logits and probabilities: the model's own and calibrated."""
 
     y: np.ndarray
+    logits: np.ndarray
     raw_probs: np.ndarray
     probs: np.ndarray
 
 
 def evaluate_logits(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                    train_priors: np.ndarray, cost_matrix: np.ndarray, settings: dict
-                    ) -> tuple[dict, dict[str, ScoredSplit]]:
-    """Calibrate on validation, then score every split; ``settings`` is ``params.evaluate``.
+                    train_priors: np.ndarray, cost_matrix: np.ndarray, settings: dict,
+                    method: str | None = None
+                    ) -> tuple[dict, dict[str, ScoredSplit], Calibrator]:
+    """Calibrate on validation, then score every split; ``settings`` is ``params.evaluate``
+    (``method`` overrides its calibration, see :func:`calibration_method`).
 
-    Only ``logits["validation"]`` and ``labels["validation"]`` fit anything.
+    Only ``logits["validation"]`` and ``labels["validation"]`` fit anything. With
+    ``settings["folds"]`` > 1 the validation split is scored with cross-fitted calibration.
     """
+    method = method or settings["calibration"]
     priors = None if settings["priors"] == "validation" else settings["priors"]
     calibrator = fit_calibrator(logits["validation"], labels["validation"], train_priors,
-                                priors, settings["calibration"])
-    report: dict = {"temperature": calibrator.temperature}
+                                priors, method)
+    report: dict = {"calibration": calibrator.to_dict()}
     scored = {}
     for split, split_logits in logits.items():
-        scored[split] = ScoredSplit(labels[split], softmax(split_logits),
-                                    calibrator.probabilities(split_logits))
+        if split == "validation" and settings["folds"] > 1:
+            probs = crossfit_probabilities(split_logits, labels[split], train_priors, priors,
+                                           method, settings["folds"], settings["seed"])
+        else:
+            probs = calibrator.probabilities(split_logits)
+        scored[split] = ScoredSplit(labels[split], split_logits, softmax(split_logits), probs)
         report[split] = split_report(labels[split], scored[split].raw_probs,
                                      scored[split].probs, cost_matrix, settings["decision"],
                                      settings["bootstrap"], settings["seed"])
-    return report, scored
+    return report, scored, calibrator
+
+
+def paired_comparison(y: np.ndarray, pred: np.ndarray, other_pred: np.ndarray,
+                      probs: np.ndarray, other_probs: np.ndarray, cost_matrix: np.ndarray,
+                      n_boot: int, seed: int) -> dict:
+    """This model minus another on the same vehicles: total cost and Brier score, with
+    paired bootstrap intervals (negative: this model is better)."""
+    onehot = np.eye(probs.shape[1])[y]
+    return {
+        "cost_total": paired_interval(vehicle_costs(y, pred, cost_matrix),
+                                      vehicle_costs(y, other_pred, cost_matrix), n_boot, seed),
+        "brier": paired_interval(((probs - onehot) ** 2).sum(axis=1),
+                                 ((other_probs - onehot) ** 2).sum(axis=1), n_boot, seed,
+                                 reduce="mean"),
+    }
 
 
 def reliability_table(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> pd.DataFrame:
@@ -113,26 +202,31 @@ def split_report(y: np.ndarray, raw_probs: np.ndarray, probs: np.ndarray,
     return {
         **blocks[rule],
         **probability_metrics(y, probs),
-        "uncalibrated": {k: uncalibrated[k] for k in ("brier", "ece", "log_loss")},
+        "uncalibrated": {k: uncalibrated[k] for k in ("brier", "ece", "log_loss")}
+        | {"classwise_ece": uncalibrated["classwise_ece"]["macro"]},
         "cost_always_0": total_cost(y, np.zeros_like(y), cost_matrix),
         **blocks,
     }
 
 
 def log_summary(model: str, split: str, report: dict) -> None:
-    log.info("%s %s: cost %.0f %s (always 0: %.0f; argmax %.0f), macro-F1 %.3f, PR-AUC %.3f, "
-             "ECE %.3f", model, split, report["cost_total"],
+    log.info("%s %s: cost %.0f %s (always 0: %.0f; argmax %.0f), macro-F1 %.3f, failure "
+             "PR-AUC %.3f, ECE %.3f (classwise %.4f)", model, split, report["cost_total"],
              np.round(report["cost_total_ci"]).tolist(), report["cost_always_0"],
              report["argmax"]["cost_total"], report["macro_f1"], report["pr_auc"]["macro"],
-             report["ece"])
+             report["ece"], report["classwise_ece"]["macro"])
 
 
-def predictions_frame(vehicle_ids: np.ndarray, y: np.ndarray, probs: np.ndarray,
-                      raw_probs: np.ndarray, rule: str, cost_matrix: np.ndarray) -> pd.DataFrame:
-    frame = pd.DataFrame({"vehicle_id": vehicle_ids, "class_label": y})
+def predictions_frame(vehicle_ids: np.ndarray, scored: ScoredSplit, rule: str,
+                      cost_matrix: np.ndarray) -> pd.DataFrame:
+    """One row per vehicle: label, raw logits, calibrated probabilities and decisions."""
+    frame = pd.DataFrame({"vehicle_id": vehicle_ids, "class_label": scored.y})
+    for c in range(scored.probs.shape[1]):
+        frame[f"logit_{c}"] = scored.logits[:, c]
+    probs = scored.probs
     for c in range(probs.shape[1]):
         frame[f"prob_{c}"] = probs[:, c]
-    frame["predicted_argmax"] = decide(raw_probs, "argmax", cost_matrix)
+    frame["predicted_argmax"] = decide(scored.raw_probs, "argmax", cost_matrix)
     frame["predicted_expected_cost"] = decide(probs, "expected_cost", cost_matrix)
     frame["predicted"] = frame[f"predicted_{rule}"]
     return frame
@@ -158,11 +252,13 @@ def write_plot_tables(plots_dir: Path, split: str, y: np.ndarray, raw_probs: np.
     }).to_csv(plots_dir / "cost" / f"{split}.csv", index=False)
 
 
-def comparison_markdown(reports: dict[str, dict], splits: tuple[str, ...] = ("validation", "test")
-                        ) -> str:
-    """A small markdown table comparing models' reports (same shape as metrics/evaluate.json)."""
+def comparison_markdown(reports: dict[str, dict], paired: dict[str, dict] | None = None,
+                        splits: tuple[str, ...] = ("validation", "test")) -> str:
+    """Markdown tables comparing models' reports (the shape of metrics/evaluate.json), and
+    the paired differences of the first model against the second, per split."""
     lines = ["| model | split | cost (95% CI) | argmax cost | always 0 | macro-F1 (95% CI) | "
-             "PR-AUC | Brier | ECE |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "failure PR-AUC | Brier | ECE | classwise ECE |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for split in splits:
         for model, report in reports.items():
             r = report[split]
@@ -172,5 +268,17 @@ def comparison_markdown(reports: dict[str, dict], splits: tuple[str, ...] = ("va
                 f"| {model} | {split} | {r['cost_total']:,.0f} ({low:,.0f}–{high:,.0f}) | "
                 f"{r['argmax']['cost_total']:,.0f} | {r['cost_always_0']:,.0f} | "
                 f"{r['macro_f1']:.3f} ({f1_low:.3f}–{f1_high:.3f}) | {r['pr_auc']['macro']:.3f} | "
-                f"{r['brier']:.4f} | {r['ece']:.4f} |")
+                f"{r['brier']:.4f} | {r['ece']:.4f} | {r['classwise_ece']['macro']:.4f} |")
+    if paired:
+        first, second = list(reports)[:2]
+        lines += ["", f"Paired on the same vehicles, {first} minus {second} (negative: "
+                  f"{first} better; 95% paired bootstrap interval):", "",
+                  "| split | cost difference (95% CI) | share of resamples where "
+                  f"{first} is cheaper | Brier difference (95% CI) |", "| --- | --- | --- | --- |"]
+        for split in splits:
+            cost, brier = paired[split]["cost_total"], paired[split]["brier"]
+            lines.append(f"| {split} | {cost['difference']:+,.0f} ({cost['ci'][0]:+,.0f} to "
+                         f"{cost['ci'][1]:+,.0f}) | {cost['share_first_lower']:.2f} | "
+                         f"{brier['difference']:+.4f} ({brier['ci'][0]:+.4f} to "
+                         f"{brier['ci'][1]:+.4f}) |")
     return "\n".join(lines) + "\n"

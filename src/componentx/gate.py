@@ -1,4 +1,7 @@
-"""Promotion gate: is a run better than a reference (the baseline, or a promoted run)?"""
+"""Promotion gate: should the run's model replace a reference (the baseline, or a promoted
+model)? Decided on validation by default, from both models' predictions on the same
+vehicles, with paired bootstrap intervals; the test split is reported, never used to choose.
+"""
 
 from __future__ import annotations
 
@@ -6,42 +9,71 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from componentx.evaluation import paired_comparison
+from componentx.metrics import probability_metrics, total_cost
 from componentx.runtime import atomic_dir
 
 
-def gate_verdict(run: dict, reference: dict, split: str, ece_tolerance: float) -> dict:
-    """Pass when cost is lower, macro PR-AUC not lower, Brier not higher, and ECE at most the
-    reference's plus ``ece_tolerance``, all on ``split``."""
-    if split not in run or split not in reference:
-        raise ValueError(f"gate.split {split!r} is missing from the run or the reference metrics")
-    ours, theirs = run[split], reference[split]
+def _probabilities(frame: pd.DataFrame) -> np.ndarray:
+    return frame[[c for c in frame.columns if c.startswith("prob_")]].to_numpy()
+
+
+def gate_verdict(run: pd.DataFrame, reference: pd.DataFrame, cost_matrix: np.ndarray,
+                 ece_tolerance: float, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Compare two prediction tables of one split (``data/predictions/{split}.parquet``).
+
+    The run passes, and is the model to ship, when on the same vehicles
+    - its total cost is lower, with the whole 95% paired interval of the difference below 0;
+    - its Brier score is not significantly higher (paired interval reaches 0 or below);
+    - its top-label ECE is at most the reference's plus ``ece_tolerance``.
+    Otherwise the reference stays: a model that is not clearly cheaper does not replace it.
+    """
+    if not np.array_equal(run["vehicle_id"].to_numpy(), reference["vehicle_id"].to_numpy()):
+        raise ValueError("the gate compares predictions on the same vehicles, but the run's and "
+                         "the reference's vehicles differ (was the reference made on another "
+                         "dataset?)")
+    y = run["class_label"].to_numpy()
+    probs, reference_probs = _probabilities(run), _probabilities(reference)
+    paired = paired_comparison(y, run["predicted"].to_numpy(), reference["predicted"].to_numpy(),
+                               probs, reference_probs, cost_matrix, n_boot, seed)
+    ours, theirs = probability_metrics(y, probs), probability_metrics(y, reference_probs)
+    cost, brier = paired["cost_total"], paired["brier"]
     checks = {
-        "cost_total": (ours["cost_total"], theirs["cost_total"],
-                       ours["cost_total"] < theirs["cost_total"]),
-        "pr_auc_macro": (ours["pr_auc"]["macro"], theirs["pr_auc"]["macro"],
-                         ours["pr_auc"]["macro"] >= theirs["pr_auc"]["macro"]),
-        "brier": (ours["brier"], theirs["brier"], ours["brier"] <= theirs["brier"]),
-        "ece": (ours["ece"], theirs["ece"], ours["ece"] <= theirs["ece"] + ece_tolerance),
+        "cost_total": {"run": total_cost(y, run["predicted"].to_numpy(), cost_matrix),
+                       "reference": total_cost(y, reference["predicted"].to_numpy(), cost_matrix),
+                       "difference": cost["difference"], "ci": cost["ci"],
+                       "passed": cost["ci"][1] < 0},
+        "brier": {"run": ours["brier"], "reference": theirs["brier"],
+                  "difference": brier["difference"], "ci": brier["ci"],
+                  "passed": brier["ci"][0] <= 0},
+        "ece": {"run": ours["ece"], "reference": theirs["ece"],
+                "passed": ours["ece"] <= theirs["ece"] + ece_tolerance},
     }
-    return {
-        "passed": all(passed for *_, passed in checks.values()),
-        "split": split,
-        "checks": {name: {"run": run_value, "reference": reference_value, "passed": passed}
-                   for name, (run_value, reference_value, passed) in checks.items()},
-    }
+    passed = all(check["passed"] for check in checks.values())
+    return {"passed": passed, "ship": "run" if passed else "reference", "checks": checks,
+            "failure_pr_auc": {"run": ours["pr_auc"]["macro"],
+                               "reference": theirs["pr_auc"]["macro"]}}
 
 
-def format_verdict(verdict: dict, reference: str) -> str:
-    lines = [f"gate {'PASSED' if verdict['passed'] else 'FAILED'} against {reference} "
-             f"({verdict['split']}):"]
+def format_verdict(verdict: dict) -> str:
+    lines = [f"gate {'PASSED' if verdict['passed'] else 'FAILED'}: the {verdict['run']} "
+             f"against {verdict['reference']} on {verdict['split']}; ship the "
+             f"{verdict['run'] if verdict['ship'] == 'run' else 'reference'}"]
     for name, check in verdict["checks"].items():
-        lines.append(f"  {'ok  ' if check['passed'] else 'FAIL'} {name:13} run "
-                     f"{check['run']:.4g}  reference {check['reference']:.4g}")
+        paired = (f"  difference {check['difference']:+.4g} (95% paired CI {check['ci'][0]:+.4g}"
+                  f" to {check['ci'][1]:+.4g})" if "ci" in check else "")
+        lines.append(f"  {'ok  ' if check['passed'] else 'FAIL'} {name:10} run "
+                     f"{check['run']:.4g}  reference {check['reference']:.4g}{paired}")
     return "\n".join(lines)
 
 
-def promote(model: Path, metrics: Path, gate: Path, target: Path, force: bool = False) -> None:
-    """Copy a model that passed the gate, with its metrics, to ``target`` (atomically)."""
+def promote(model: Path, metrics: Path, gate: Path, predictions: Path, target: Path,
+            force: bool = False) -> None:
+    """Copy a model that passed the gate, with its metrics and predictions, to ``target``
+    (atomically); ``gate.reference: <target>/predictions`` then gates later runs against it."""
     verdict = json.loads(gate.read_text())
     if not verdict["passed"] and not force:
         raise ValueError(f"{gate} says the gate failed; nothing promoted (use --force to "
@@ -50,3 +82,4 @@ def promote(model: Path, metrics: Path, gate: Path, target: Path, force: bool = 
         shutil.copy2(model, tmp / "model.pt")
         shutil.copy2(metrics, tmp / "evaluate.json")
         shutil.copy2(gate, tmp / "gate.json")
+        shutil.copytree(predictions, tmp / "predictions")

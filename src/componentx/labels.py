@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-EVENT_REFS = ("one_per_class", "all")
-CENSORED_POLICIES = ("known_class0", "end_of_study")
+EVENT_REFS = ("one_per_class", "all", "test_like")
+CENSORED_POLICIES = ("known_class0", "end_of_study", "test_like")
 LABEL_COLUMNS = ["vehicle_id", "ref_time", "class_label", "ttf"]
 
 
@@ -49,15 +49,18 @@ def _first_per_group(keys: list[np.ndarray], rng: np.random.Generator, per_group
 
 def labels_from_tte(vehicle_ids: np.ndarray, times: np.ndarray, tte: pd.DataFrame,
                     windows: Sequence[float], event_refs: str = "one_per_class",
-                    censored: str = "known_class0", censored_refs: int = 2, seed: int = 0
-                    ) -> pd.DataFrame:
+                    censored: str = "known_class0", censored_refs: int = 2, seed: int = 0,
+                    test_like_refs: int = 4) -> pd.DataFrame:
     """Train labels from time-to-event.
 
     ``vehicle_ids``/``times`` are the readouts sorted by vehicle then time. Repaired vehicles
-    give one reference readout per class they visit (``one_per_class``, seeded) or every
-    readout (``all``). Censored vehicles give up to ``censored_refs`` random readouts more
-    than ``max(windows)`` before the end of study (``known_class0``), or one reference at the
-    end of study labelled 0 (``end_of_study``, the original journal's policy).
+    give one reference readout per class they visit (``one_per_class``, seeded), every
+    readout (``all``), or ``test_like_refs`` readouts drawn uniformly (``test_like``: the
+    official validation/test cut, repeated). Censored vehicles give up to ``censored_refs``
+    random readouts more than ``max(windows)`` before the end of study (``known_class0``),
+    one reference at the end of study labelled 0 (``end_of_study``, the original journal's
+    policy), or ``test_like_refs`` uniform readouts labelled 0, as validation and test label
+    a censored vehicle wherever it is cut (``test_like``).
     """
     if event_refs not in EVENT_REFS:
         raise ValueError(f"labels.event_refs must be one of {EVENT_REFS}, got {event_refs!r}")
@@ -71,16 +74,26 @@ def labels_from_tte(vehicle_ids: np.ndarray, times: np.ndarray, tte: pd.DataFram
     ttf = study - times
     row_class = class_from_ttf(ttf, windows)
 
+    if test_like_refs < 1:
+        raise ValueError(f"labels.test_like_refs must be at least 1, got {test_like_refs}")
     event_rows = np.flatnonzero(repaired)
     if event_refs == "one_per_class":
         event_rows = event_rows[_first_per_group(
             [vehicle_ids[event_rows], row_class[event_rows]], rng, 1)]
+    elif event_refs == "test_like":
+        event_rows = event_rows[_first_per_group([vehicle_ids[event_rows]], rng,
+                                                 test_like_refs)]
     events = pd.DataFrame({"vehicle_id": vehicle_ids[event_rows], "ref_time": times[event_rows],
                            "class_label": row_class[event_rows], "ttf": ttf[event_rows]})
 
     if censored == "known_class0":
         known = np.flatnonzero(~repaired & (np.round(ttf, 6) > max(windows)))
         rows = known[_first_per_group([vehicle_ids[known]], rng, censored_refs)]
+        censored_labels = pd.DataFrame({"vehicle_id": vehicle_ids[rows], "ref_time": times[rows],
+                                        "class_label": 0, "ttf": np.nan})
+    elif censored == "test_like":
+        rows = np.flatnonzero(~repaired)
+        rows = rows[_first_per_group([vehicle_ids[rows]], rng, test_like_refs)]
         censored_labels = pd.DataFrame({"vehicle_id": vehicle_ids[rows], "ref_time": times[rows],
                                         "class_label": 0, "ttf": np.nan})
     else:

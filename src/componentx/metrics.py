@@ -33,6 +33,11 @@ def total_cost(y: np.ndarray, pred: np.ndarray, cost_matrix: np.ndarray) -> floa
     return float((confusion(y, pred, len(cost_matrix)) * cost_matrix).sum())
 
 
+def vehicle_costs(y: np.ndarray, pred: np.ndarray, cost_matrix: np.ndarray) -> np.ndarray:
+    """The cost of each vehicle's decision, COST[actual][predicted]."""
+    return np.asarray(cost_matrix, dtype=float)[np.asarray(y), np.asarray(pred)]
+
+
 def _f1_from_confusion(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision, recall and F1 per class along the last two axes (0 where undefined)."""
     tp = np.diagonal(counts, axis1=-2, axis2=-1).astype(float)
@@ -66,31 +71,67 @@ def decision_metrics(y: np.ndarray, pred: np.ndarray, cost_matrix: np.ndarray) -
     }
 
 
+def _binned_calibration_error(confidence: np.ndarray, hit: np.ndarray, bins: int) -> float:
+    """Sum over equal-width confidence bins of |mean hit - mean confidence| x bin share."""
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    gap = np.bincount(which, hit, bins) - np.bincount(which, confidence, bins)
+    return float(np.abs(gap).sum() / max(len(confidence), 1))
+
+
 def probability_metrics(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict:
-    """Brier score, top-label ECE, log loss, one-vs-rest ROC-AUC and PR-AUC."""
+    """Brier score, calibration errors, log loss, one-vs-rest ROC-AUC and PR-AUC.
+
+    ``ece`` is top-label (it mostly measures class 0 on a fleet); ``classwise_ece`` bins each
+    class's own probability. The ``macro`` AUCs average the failure classes 1..K-1 only;
+    class 0 is reported apart.
+    """
     k = probs.shape[1]
     onehot = np.eye(k)[y]
-    confidence, top = probs.max(axis=1), probs.argmax(axis=1)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    correct = (top == y).astype(float)
-    ece = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    classwise = {f"class_{c}": _binned_calibration_error(probs[:, c], onehot[:, c], bins)
+                 for c in range(k)}
     roc, pr = {}, {}
     for c in range(k):
         positives = onehot[:, c]
         if 0 < positives.sum() < len(y):
             roc[f"class_{c}"] = float(roc_auc_score(positives, probs[:, c]))
             pr[f"class_{c}"] = float(average_precision_score(positives, probs[:, c]))
+
+    def failure_macro(scores: dict[str, float]) -> float | None:
+        failures = [v for name, v in scores.items() if name != "class_0"]
+        return float(np.mean(failures)) if failures else None
+
     return {
         "brier": float(((probs - onehot) ** 2).sum(axis=1).mean()),
-        "ece": float(ece),
+        "ece": _binned_calibration_error(probs.max(axis=1),
+                                         (probs.argmax(axis=1) == y).astype(float), bins),
+        "classwise_ece": {**classwise, "macro": float(np.mean(list(classwise.values())))},
         "log_loss": float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean()),
-        "roc_auc": {**roc, "macro": float(np.mean(list(roc.values()))) if roc else None},
-        "pr_auc": {**pr, "macro": float(np.mean(list(pr.values()))) if pr else None},
+        "roc_auc": {**roc, "macro": failure_macro(roc)},
+        "pr_auc": {**pr, "macro": failure_macro(pr)},
+    }
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                    level: float = 0.95, reduce: str = "sum") -> dict:
+    """Paired bootstrap of ``reduce(a) - reduce(b)`` over the same resampled vehicles.
+
+    ``a`` and ``b`` are per-vehicle losses of two models on the same vehicles (e.g. the cost of
+    each vehicle's decision). Returns the observed difference, its percentile interval and
+    the share of resamples in which ``a`` is lower.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired comparison needs the same vehicles, got {a.shape} and {b.shape}")
+    difference = a - b
+    sample = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
+    resampled = difference[sample].sum(axis=1)
+    if reduce == "mean":
+        resampled = resampled / len(a)
+    tail = (1 - level) / 2 * 100
+    return {
+        "difference": float(difference.sum() if reduce == "sum" else difference.mean()),
+        "ci": np.percentile(resampled, [tail, 100 - tail]).tolist(),
+        "share_first_lower": float((resampled < 0).mean()),
     }
 
 

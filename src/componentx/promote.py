@@ -14,12 +14,13 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("models/best.pt"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
     parser.add_argument("--gate", type=Path, default=Path("metrics/gate.json"))
+    parser.add_argument("--predictions", type=Path, default=Path("data/predictions"))
     parser.add_argument("--to", type=Path, default=Path("promoted"))
     parser.add_argument("--force", action="store_true", help="promote even if the gate failed")
     args = parser.parse_args()
-    promote(args.model, args.metrics, args.gate, args.to, args.force)
-    log.info("promoted %s with its metrics to %s/ (use gate.reference=%s/evaluate.json to "
-             "gate later runs against it)", args.model, args.to, args.to)
+    promote(args.model, args.metrics, args.gate, args.predictions, args.to, args.force)
+    log.info("promoted %s with its metrics and predictions to %s/ (use gate.reference=%s/"
+             "predictions to gate later runs against it)", args.model, args.to, args.to)
 
 
 if __name__ == "__main__":

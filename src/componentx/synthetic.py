@@ -6,7 +6,7 @@ chunks, each chunk vectorised over its rows, so the real sizes fit in a few GiB.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +15,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm.auto import tqdm
 
+from componentx.labels import class_from_ttf
 from componentx.schema import ID, TIME, labels_file, readouts_file, specifications_file
 
 TICK = 0.2  # time_step grid
 MAX_READOUTS = 400  # upper bound of readouts per vehicle
 FIRST_READOUT_MAX_TICKS = 75  # the first readout comes within 15 time units
 CHUNK_VEHICLES = 2000
+MAX_POOL_VEHICLES = 2_000_000  # validation/test: give up looking for rare classes beyond this
 EVENT_RATE = 0.0965  # train: 2,272 repairs among 23,550 vehicles
 STUDY_MEAN, STUDY_STD, STUDY_MIN, STUDY_MAX = 240.0, 89.0, 73.4, 510.0
 CLASS_WINDOWS = (6.0, 12.0, 24.0, 48.0)
@@ -66,6 +68,12 @@ MISSING_TOGETHER = ("427_0", "370_0", "100_0")
 # Share of vehicles with a missing stretch, per missing-value group.
 MISSING_VEHICLE_SHARE = {"trio": 0.7, "167": 1.0, "291": 0.1, "459": 0.1}
 SIGNAL_STRENGTH = 0.7
+# Where the failure precursor shows (docs/synthetic.md): relative to each vehicle's own level
+# and histogram shape, in absolute amounts comparable across vehicles, or counters relative
+# and histograms absolute.
+SIGNALS = ("relative", "absolute", "mixed")
+ABSOLUTE_BIN_SHARE = 0.02  # absolute histogram signal: share of a readout's mass at p(t) = 1
+RESET_VEHICLE_SHARE = 0.01  # vehicles whose counters restart once (an ECU update)
 
 
 def feature_columns() -> list[str]:
@@ -120,19 +128,18 @@ def _intercept_for_rate(logit: np.ndarray, rate: float) -> float:
 
 
 def sample_vehicles(rng: np.random.Generator, ids: np.ndarray, spec_probs: list[np.ndarray],
-                    event: np.ndarray | None = None) -> Vehicles:
-    """Draw specifications, usage, study length and failure of each vehicle."""
+                    strength: float = SIGNAL_STRENGTH) -> Vehicles:
+    """Draw specifications, usage, study length and failure of each vehicle (every split)."""
     n = len(ids)
     specs = np.stack([rng.choice(len(p), size=n, p=p) for p in spec_probs], axis=1)
     usage = np.exp(rng.normal(0.0, 0.35, n)) * np.array([1.0, 1.15, 0.85])[specs[:, 0]]
     study = np.clip(rng.normal(STUDY_MEAN, STUDY_STD, n), STUDY_MIN, STUDY_MAX)
     study_ticks = np.round(study / TICK).astype(np.int64)
-    if event is None:
-        logit = _risk_logit(specs, usage)
-        probability = 1 / (1 + np.exp(-(logit + _intercept_for_rate(logit, EVENT_RATE))))
-        event = rng.random(n) < probability
+    logit = _risk_logit(specs, usage)
+    probability = 1 / (1 + np.exp(-(logit + _intercept_for_rate(logit, EVENT_RATE))))
+    event = rng.random(n) < probability
     silent = rng.random(n) < 0.2
-    amplitude = np.where(event & ~silent, np.exp(rng.normal(0.0, 0.5, n)), 0.0) * SIGNAL_STRENGTH
+    amplitude = np.where(event & ~silent, np.exp(rng.normal(0.0, 0.5, n)), 0.0) * strength
     horizon = rng.uniform(25.0, 80.0, n)
     return Vehicles(ids, specs, usage, study_ticks, event, amplitude, horizon)
 
@@ -150,7 +157,7 @@ def sample_gaps(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def readout_ticks(rng: np.random.Generator, vehicles: Vehicles) -> np.ndarray:
-    """Readout times in ticks, (V, MAX_READOUTS + 1), -1 where there is no readout.
+    """Readout times in ticks, (V, MAX_READOUTS), -1 where there is no readout.
 
     Repaired vehicles are read before the repair; censored ones up to the end of study.
     """
@@ -158,42 +165,89 @@ def readout_ticks(rng: np.random.Generator, vehicles: Vehicles) -> np.ndarray:
     gaps[:, 0] = np.minimum(gaps[:, 0], FIRST_READOUT_MAX_TICKS)  # every vehicle is read
     ticks = np.cumsum(gaps, axis=1)
     limit = vehicles.study_ticks - vehicles.event.astype(np.int64)
-    ticks = np.where(ticks <= limit[:, None], ticks, -1)
-    return np.concatenate([ticks, np.full((len(ticks), 1), -1)], axis=1)
+    return np.where(ticks <= limit[:, None], ticks, -1)
 
 
-def choose_cut(rng: np.random.Generator, vehicles: Vehicles, ticks: np.ndarray,
-               target: np.ndarray) -> np.ndarray:
-    """Make one readout per vehicle the last one, with the class given by ``target``.
+def uniform_cut(rng: np.random.Generator, ticks: np.ndarray) -> np.ndarray:
+    """The official protocol: one of each vehicle's readouts, uniformly at random, becomes its
+    last; later readouts are withheld. Returns the ticks with those removed (-1)."""
+    count = (ticks >= 0).sum(axis=1)
+    cut = np.floor(rng.random(len(ticks)) * count).astype(np.int64)
+    return np.where(np.arange(ticks.shape[1])[None, :] <= cut[:, None], ticks, -1)
 
-    A readout time inside the target's window is added, then the cut is drawn among the
-    readouts inside the window, so it is one of the vehicle's own readouts.
-    Returns the ticks array with later readouts removed (-1).
+
+def last_readout_class(vehicles: Vehicles, ticks: np.ndarray, windows: tuple[float, ...]
+                       ) -> np.ndarray:
+    """Class of each vehicle's last readout: time to its repair binned by ``windows``; 0 for
+    vehicles not repaired in the study. Times as written to the CSV files (0.1 rounding)."""
+    last = ticks.max(axis=1)
+    ttf = np.round(vehicles.study_ticks * TICK, 1) - np.round(last * TICK, 1)
+    return np.where(vehicles.event, class_from_ttf(ttf, windows), 0)
+
+
+def class_counts(split: str, n: int, num_classes: int) -> np.ndarray | None:
+    """Class counts of a validation or test split: the reference tables scaled to ``n`` by
+    largest remainder; None when the class count differs from Component X's five."""
+    if num_classes != len(REFERENCE_CLASS_COUNTS[split]):
+        return None
+    reference = np.array(REFERENCE_CLASS_COUNTS[split], dtype=float)
+    share = reference * n / reference.sum()
+    counts = np.floor(share).astype(np.int64)
+    counts[np.argsort(counts - share, kind="stable")[: n - counts.sum()]] += 1
+    return counts
+
+
+def subset(vehicles: Vehicles, index: np.ndarray) -> Vehicles:
+    return Vehicles(*(getattr(vehicles, f.name)[index] for f in fields(Vehicles)))
+
+
+def concat(parts: list[Vehicles]) -> Vehicles:
+    return Vehicles(*(np.concatenate([getattr(p, f.name) for p in parts])
+                      for f in fields(Vehicles)))
+
+
+def evaluation_split(seed: int, split_index: int, split: str, n: int,
+                     spec_probs: list[np.ndarray], windows: tuple[float, ...],
+                     strength: float = SIGNAL_STRENGTH
+                     ) -> tuple[Vehicles, np.ndarray, np.ndarray]:
+    """Validation or test vehicles: drawn like train, cut at a uniform readout, then selected
+    by their resulting class to meet the reference class counts (selection on the label only,
+    so within a class the vehicles look exactly like the train population's).
+
+    Returns the selected vehicles (ids 0..n-1, to be offset), their ticks up to the cut, and
+    their labels.
     """
-    edges = np.round(np.array((0.0, *CLASS_WINDOWS)) / TICK).astype(np.int64)
-    k, study = len(CLASS_WINDOWS), vehicles.study_ticks
-    # Time to failure of the cut, in ticks, drawn in [low, high).
-    low = np.where(target > 0, edges[np.clip(k - target, 0, k)] + 1,
-                   np.where(vehicles.event, edges[-1] + 1, 0))
-    high = np.where(target > 0, edges[np.clip(k + 1 - target, 0, k)] + 1, study)
-    ttf = rng.integers(low, high)
-    extra = np.clip(study - ttf, 1, None)
-    ticks = ticks.copy()
-    ticks[:, -1] = extra
-    ticks = np.sort(np.where(ticks < 0, np.iinfo(np.int64).max, ticks), axis=1)
-    duplicate = np.zeros_like(ticks, dtype=bool)
-    duplicate[:, 1:] = ticks[:, 1:] == ticks[:, :-1]
-    valid = (ticks != np.iinfo(np.int64).max) & ~duplicate
-    ttf_rows = study[:, None] - ticks
-    eligible = valid & (ttf_rows >= low[:, None]) & (ttf_rows < high[:, None])
-    eligible |= valid & (ticks == extra[:, None])
-    # Later readouts are likelier cuts (weight rank**3): the real validation and test files keep
-    # about 39 of a vehicle's ~48 readouts.
-    weight = np.cumsum(valid, axis=1) ** 3.0
-    key = rng.random(ticks.shape) ** (1.0 / np.maximum(weight, 1.0))
-    cut = np.argmax(np.where(eligible, key, -1.0), axis=1)
-    keep = valid & (np.arange(ticks.shape[1])[None, :] <= cut[:, None])
-    return np.where(keep, ticks, -1)
+    num_classes = len(windows) + 1
+    targets = class_counts(split, n, num_classes)
+    pools, ticks, labels = [], [], []
+    found = np.zeros(num_classes, dtype=np.int64)
+    chunk = 0
+    while (found < targets).any() if targets is not None else found.sum() < n:
+        if chunk * CHUNK_VEHICLES >= MAX_POOL_VEHICLES:
+            short = int(np.flatnonzero(found < targets)[0])
+            raise ValueError(f"synthetic {split}: only {found[short]} of {targets[short]} "
+                             f"vehicles of class {short} among {MAX_POOL_VEHICLES} drawn "
+                             f"(labels.windows {list(windows)} too narrow?)")
+        rng = np.random.default_rng([seed, split_index, chunk])
+        vehicles = sample_vehicles(rng, np.arange(CHUNK_VEHICLES), spec_probs, strength)
+        cut = uniform_cut(rng, readout_ticks(rng, vehicles))
+        label = last_readout_class(vehicles, cut, windows)
+        pools.append(vehicles)
+        ticks.append(cut)
+        labels.append(label)
+        found += np.bincount(label, minlength=num_classes)
+        chunk += 1
+    pool, ticks, labels = concat(pools), np.concatenate(ticks), np.concatenate(labels)
+    if targets is None:
+        chosen = np.arange(n)
+    else:
+        select = np.random.default_rng([seed, split_index, MAX_POOL_VEHICLES])
+        chosen = np.sort(np.concatenate([
+            select.choice(np.flatnonzero(labels == c), size=count, replace=False)
+            for c, count in enumerate(targets)]))
+    selected = subset(pool, chosen)
+    selected.ids = np.arange(n)
+    return selected, ticks[chosen], labels[chosen]
 
 
 def _segment_cumsum(increments: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -204,9 +258,30 @@ def _segment_cumsum(increments: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.maximum(total - np.repeat(before, lengths, axis=0), 0.0)
 
 
-def simulate_readouts(rng: np.random.Generator, vehicles: Vehicles,
-                      ticks: np.ndarray) -> dict[str, np.ndarray]:
-    """Cumulative counters and histograms at every readout, with missing stretches."""
+def _restart_counters(rng: np.random.Generator, values: dict[str, np.ndarray],
+                      row_vehicle: np.ndarray, time: np.ndarray, study: np.ndarray,
+                      starts: np.ndarray) -> None:
+    """Rare ECU updates: for a few vehicles every counter restarts from 0 at one moment."""
+    n_vehicles = len(starts)
+    resets = rng.random(n_vehicles) < RESET_VEHICLE_SHARE
+    when = rng.uniform(0.2, 0.9, n_vehicles) * study
+    after = resets[row_vehicle] & (time >= when[row_vehicle])
+    if not after.any():
+        return
+    for name in COUNTERS:
+        before = np.where(after, 0.0, np.nan_to_num(values[name]))
+        offset = np.maximum.reduceat(before, starts)  # cumulative: the last value before
+        values[name] = np.where(after, values[name] - offset[row_vehicle], values[name])
+
+
+def simulate_readouts(rng: np.random.Generator, vehicles: Vehicles, ticks: np.ndarray,
+                      signal: str = "relative") -> dict[str, np.ndarray]:
+    """Cumulative counters and histograms at every readout, with missing stretches.
+
+    ``signal`` says where the failure precursor shows (see :data:`SIGNALS`).
+    """
+    if signal not in SIGNALS:
+        raise ValueError(f"synthetic.signal must be one of {SIGNALS}, got {signal!r}")
     valid = ticks >= 0
     counts = valid.sum(axis=1)
     row_vehicle = np.repeat(np.arange(len(counts)), counts)
@@ -232,6 +307,8 @@ def simulate_readouts(rng: np.random.Generator, vehicles: Vehicles,
     episode = (height[row_vehicle] * np.exp(
         -(((midpoint[:, None] - centre[row_vehicle]) / width[row_vehicle]) ** 2))).sum(axis=1)
     usage = vehicles.usage[row_vehicle]
+    relative_counters = signal in ("relative", "mixed")
+    relative_histograms = signal == "relative"
 
     values: dict[str, np.ndarray] = {ID: vehicles.ids[row_vehicle], TIME: time}
     for name, (rate, spread, gain, episode_gain) in COUNTERS.items():
@@ -240,17 +317,26 @@ def simulate_readouts(rng: np.random.Generator, vehicles: Vehicles,
             level = (rng.random(n_vehicles) < 0.05)[row_vehicle] * 0.5
             rate = 1.0
         noise = rng.lognormal(0.0, 0.25, n_rows)
-        increment = rate * usage * level * noise * (1 + gain * precursor + episode_gain * episode)
+        own = rate * usage * level * noise
+        if relative_counters:  # a change of the vehicle's own rate
+            increment = own * (1 + gain * precursor + episode_gain * episode)
+        else:  # an amount on top, the same for every vehicle whatever its own level
+            increment = own + rate * usage * noise * (gain * precursor + episode_gain * episode)
         values[name] = np.floor(_segment_cumsum(increment * dt, starts))
     for family, (rate, proportions, shift, integer) in HISTOGRAMS.items():
         base = np.log(np.maximum(np.array(proportions), 1e-12))
         direction = np.linspace(-1.0, 1.0, len(proportions))
         vehicle_shape = rng.normal(0.0, 0.3, (n_vehicles, len(proportions)))
         logits = base[None, :] + vehicle_shape[row_vehicle]
-        logits += shift * (precursor + 0.6 * episode)[:, None] * direction[None, :]
+        push = shift * (precursor + 0.6 * episode)
+        if relative_histograms:  # the vehicle's own shape leans towards the upper bins
+            logits += push[:, None] * direction[None, :]
         weights = np.exp(logits - logits.max(axis=1, keepdims=True))
         weights *= np.array(proportions) > 0
         weights /= weights.sum(axis=1, keepdims=True)
+        if not relative_histograms:  # mass in the (normally near-empty) top bins
+            top = np.flatnonzero(np.array(proportions) > 0)[-2:]
+            weights[:, top] += ABSOLUTE_BIN_SHARE * push[:, None] / len(top)
         level = np.exp(rng.normal(0.0, 0.3, n_vehicles))[row_vehicle]
         total = rate * usage * level * rng.lognormal(0.0, 0.2, n_rows) * dt
         increment = total[:, None] * weights * rng.lognormal(0.0, 0.15, weights.shape)
@@ -259,6 +345,7 @@ def simulate_readouts(rng: np.random.Generator, vehicles: Vehicles,
             cumulative = np.floor(cumulative)
         for i in range(len(proportions)):
             values[f"{family}_{i}"] = cumulative[:, i]
+    _restart_counters(rng, values, row_vehicle, time, vehicles.study_ticks * TICK, starts)
     _apply_missing(rng, values, row_vehicle, time, vehicles.study_ticks * TICK, n_vehicles)
     return {name: values[name] for name in (ID, TIME, *feature_columns())}
 
@@ -302,18 +389,18 @@ def _write_csv(path: Path, columns: dict[str, np.ndarray], append: bool) -> None
                                                           quoting_style="none"))
 
 
-def target_classes(rng: np.random.Generator, split: str, n: int) -> np.ndarray:
-    """Labels of a validation or test split in the reference proportions (largest remainder)."""
-    reference = np.array(REFERENCE_CLASS_COUNTS[split], dtype=float)
-    share = reference * n / reference.sum()
-    counts = np.floor(share).astype(np.int64)
-    counts[np.argsort(counts - share)[: n - counts.sum()]] += 1
-    return rng.permutation(np.repeat(np.arange(len(counts)), counts))
-
-
 def generate(out_dir: Path, n_train: int, n_validation: int, n_test: int, seed: int,
-             progress: bool = True) -> None:
-    """Write the nine Component X CSV files for a synthetic fleet into ``out_dir``."""
+             windows: tuple[float, ...] = CLASS_WINDOWS, signal: str = "relative",
+             strength: float = SIGNAL_STRENGTH, progress: bool = True) -> None:
+    """Write the nine Component X CSV files for a synthetic fleet into ``out_dir``.
+
+    Every split comes from the same process; validation and test are cut at a uniform readout
+    and labelled with ``windows`` (``labels.windows``), like the real files.
+    """
+    if signal not in SIGNALS:
+        raise ValueError(f"synthetic.signal must be one of {SIGNALS}, got {signal!r}")
+    if strength < 0:
+        raise ValueError(f"synthetic.strength must be at least 0, got {strength}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec_probs = spec_probabilities(np.random.default_rng([seed, 0]))
@@ -321,38 +408,41 @@ def generate(out_dir: Path, n_train: int, n_validation: int, n_test: int, seed: 
     first_id = 0
     with tqdm(total=sum(sizes.values()), desc="synthetic vehicles", unit="vehicle",
               disable=not progress) as bar:
-        for split_index, (split, n) in enumerate(sizes.items()):
-            targets = None if split == "train" else target_classes(
-                np.random.default_rng([seed, split_index + 1]), split, n)
-            for chunk_index, start in enumerate(range(0, n, CHUNK_VEHICLES)):
-                rng = np.random.default_rng([seed, split_index + 1, chunk_index])
-                stop = min(start + CHUNK_VEHICLES, n)
-                _generate_chunk(rng, out_dir, split, np.arange(first_id + start, first_id + stop),
-                                spec_probs, None if targets is None else targets[start:stop],
-                                append=start > 0)
-                bar.update(stop - start)
+        for split_index, (split, n) in enumerate(sizes.items(), start=1):
+            if split == "train":
+                for chunk, start in enumerate(range(0, n, CHUNK_VEHICLES)):
+                    rng = np.random.default_rng([seed, split_index, chunk])
+                    ids = np.arange(first_id + start, first_id + min(start + CHUNK_VEHICLES, n))
+                    vehicles = sample_vehicles(rng, ids, spec_probs, strength)
+                    _write_vehicles(rng, out_dir, split, vehicles, readout_ticks(rng, vehicles),
+                                    None, signal, append=start > 0)
+                    bar.update(len(ids))
+            else:
+                vehicles, ticks, labels = evaluation_split(seed, split_index, split, n,
+                                                           spec_probs, tuple(windows), strength)
+                vehicles.ids += first_id
+                for chunk, start in enumerate(range(0, n, CHUNK_VEHICLES)):
+                    rng = np.random.default_rng([seed, split_index, MAX_POOL_VEHICLES, chunk])
+                    part = np.arange(start, min(start + CHUNK_VEHICLES, n))
+                    _write_vehicles(rng, out_dir, split, subset(vehicles, part), ticks[part],
+                                    labels[part], signal, append=start > 0)
+                    bar.update(len(part))
             first_id += n
 
 
-def _generate_chunk(rng: np.random.Generator, out_dir: Path, split: str, ids: np.ndarray,
-                    spec_probs: list[np.ndarray], target: np.ndarray | None, append: bool
+def _write_vehicles(rng: np.random.Generator, out_dir: Path, split: str, vehicles: Vehicles,
+                    ticks: np.ndarray, labels: np.ndarray | None, signal: str, append: bool
                     ) -> None:
-    if target is None:
-        vehicles = sample_vehicles(rng, ids, spec_probs)
-        ticks = readout_ticks(rng, vehicles)
-    else:
-        # Vehicles labelled 1-4 fail; class 0 vehicles fail later at the overall event rate.
-        event = (target > 0) | (rng.random(len(ids)) < EVENT_RATE - (target > 0).mean())
-        vehicles = sample_vehicles(rng, ids, spec_probs, event=event)
-        ticks = choose_cut(rng, vehicles, readout_ticks(rng, vehicles), target)
-    values = simulate_readouts(rng, vehicles, ticks)
+    values = simulate_readouts(rng, vehicles, ticks, signal)
     _write_csv(out_dir / readouts_file(split), values, append)
     _write_csv(out_dir / specifications_file(split), {
-        ID: ids, **{f"Spec_{j}": np.char.add("Cat", vehicles.specs[:, j].astype(str))
-                    for j in range(vehicles.specs.shape[1])}}, append)
-    if target is None:
+        ID: vehicles.ids, **{f"Spec_{j}": np.char.add("Cat", vehicles.specs[:, j].astype(str))
+                             for j in range(vehicles.specs.shape[1])}}, append)
+    if labels is None:
         _write_csv(out_dir / "train_tte.csv", {
-            ID: ids, "length_of_study_time_step": np.round(vehicles.study_ticks * TICK, 1),
+            ID: vehicles.ids,
+            "length_of_study_time_step": np.round(vehicles.study_ticks * TICK, 1),
             "in_study_repair": vehicles.event.astype(np.int64)}, append)
     else:
-        _write_csv(out_dir / labels_file(split), {ID: ids, "class_label": target}, append)
+        _write_csv(out_dir / labels_file(split), {ID: vehicles.ids, "class_label": labels},
+                   append)
