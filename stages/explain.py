@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from componentx.dataset import load_window_set
+from componentx.dataset import input_names, load_window_set
 from componentx.explain import integrated_gradients, top_features
 from componentx.features import FeatureStats
 from componentx.runtime import atomic_dir, load_params, log, run_stage
@@ -37,7 +37,7 @@ def main() -> None:
     target = torch.as_tensor(np.where(predicted > 0, predicted, 1))
     attributions = integrated_gradients(model, batch.x, batch.lengths, batch.specs, target,
                                         EXPLAIN["steps"]).detach().numpy()
-    names = [*stats.names, "age"]
+    names = input_names(stats)
     vehicles = predictions["vehicle_id"].to_numpy()[chosen]
     table = top_features(attributions, names, vehicles, predicted, EXPLAIN["top_features"])
     with torch.no_grad():

@@ -77,3 +77,13 @@ def test_specifications_are_coded_on_train_with_unknowns_at_zero():
     codes, cardinalities = features.encode_specs(train, split, ["Spec_0", "Spec_1"])
     assert codes.tolist() == [[1, 0], [0, 2]]
     assert cardinalities == [3, 3]
+
+
+def test_history_channels_see_the_whole_history_of_each_vehicle():
+    from componentx.dataset import HISTORY_SCALE, history_channels
+
+    times = np.array([0.0, 2.0, 5.0, 1.0, 4.0])
+    ids = np.array([1, 1, 1, 2, 2])
+    channels = history_channels(times, ids)
+    assert np.allclose(channels[:, 0], np.array([0, 2, 5, 0, 3]) / HISTORY_SCALE)
+    assert np.allclose(channels[:, 1], np.log1p([1, 2, 3, 1, 2]))

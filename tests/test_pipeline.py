@@ -103,9 +103,14 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
     assert (repo / "models/best.pt").exists() and (repo / "models/last.pt").exists()
     baseline = json.loads((repo / "metrics/baseline.json").read_text())
     assert set(baseline) == set(report)  # same shape: dvc metrics show puts them side by side
-    assert "| LSTM | test |" in (repo / "metrics/comparison.md").read_text()
+    comparison = (repo / "metrics/comparison.md").read_text()
+    assert "| sequence model | test |" in comparison and "Paired on the same vehicles" in comparison
+    paired = report["paired_vs_baseline"]["validation"]["cost_total"]
+    assert paired["ci"][0] <= paired["difference"] <= paired["ci"][1]
     gate = json.loads((repo / "metrics/gate.json").read_text())
-    assert isinstance(gate["passed"], bool) and gate["reference"] == "metrics/baseline.json"
+    assert gate["split"] == "validation" and gate["reference"] == "data/baseline_predictions"
+    assert gate["checks"]["cost_total"]["difference"] == pytest.approx(paired["difference"])
+    assert gate["ship"] == ("run" if gate["passed"] else "reference")
     predictions = pd.read_parquet(repo / "data/predictions/test.parquet")
     assert len(predictions) == 80
     again = dvc(repo, "repro")
@@ -186,7 +191,11 @@ def test_csv_dataset_with_train_labels(tmp_path):
     dvc(repo, "repro")
     labels = json.loads((repo / "metrics/labels.json").read_text())
     assert sum(labels["train"].values()) == 150  # one label per vehicle
-    assert json.loads((repo / "metrics/evaluate.json").read_text())["test"]["cost_total"] >= 0
+    given = pd.read_csv(repo / "data/raw/test_labels.csv")["class_label"].to_numpy()
+    report = json.loads((repo / "metrics/evaluate.json").read_text())
+    official = np.array(yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]
+                        ["cost_matrix"])
+    assert report["test"]["cost_always_0"] == official[given, 0].sum()
 
     readouts = repo / "data/raw/validation_operational_readouts.csv"
     lines = readouts.read_text().splitlines()

@@ -16,6 +16,10 @@ from componentx.features import FeatureStats, encode_specs, normalise
 from componentx.windowing import gather_rows
 
 AGE_SCALE = 48.0  # time units; the age channel is (ref_time - time_step) / AGE_SCALE
+HISTORY_SCALE = 240.0  # time units, about a study's length: operating time is t / HISTORY_SCALE
+# Per-readout channels about the vehicle's whole history, which a window of its last readouts
+# cannot see: time since its first readout and how many readouts it had so far (log1p).
+HISTORY_CHANNELS = ("operating_time", "readouts_so_far")
 
 
 @dataclass
@@ -92,14 +96,28 @@ def prefetched_batches(windows: WindowSet, indices: Iterable[np.ndarray], pin: b
             yield pending.popleft().result()
 
 
+def history_channels(times: np.ndarray, vehicle_ids: np.ndarray) -> np.ndarray:
+    """(rows, 2) float32: operating time since the vehicle's first readout, and log1p of the
+    number of its readouts so far, at every readout (readouts sorted by vehicle and time)."""
+    first = np.searchsorted(vehicle_ids, vehicle_ids, side="left")
+    return np.column_stack([(times - times[first]) / HISTORY_SCALE,
+                            np.log1p(np.arange(len(times)) - first + 1)]).astype(np.float32)
+
+
+def input_names(stats: FeatureStats) -> list[str]:
+    """The model's input channels, in order."""
+    return [*stats.names, *HISTORY_CHANNELS, "age"]
+
+
 def load_window_set(windows_dir: Path, ingested_dir: Path, split: str, stats: FeatureStats,
                     spec_columns: list[str], size: int) -> WindowSet:
     """Read one split's windowing outputs and normalise its readouts."""
     values = np.load(windows_dir / f"{split}_values.npy", mmap_mode="r")
     times = np.load(windows_dir / f"{split}_time.npy")
     vehicles = np.load(windows_dir / f"{split}_vehicle.npy")
-    normalised = normalise(values, times, vehicles, stats)
-    features = np.concatenate([normalised, np.zeros((1, normalised.shape[1]), np.float32)])
+    features = np.zeros((len(times) + 1, len(stats.names) + len(HISTORY_CHANNELS)), np.float32)
+    features[:-1, :len(stats.names)] = normalise(values, times, vehicles, stats)
+    features[:-1, len(stats.names):] = history_channels(times, vehicles)
     windows = pd.read_parquet(windows_dir / f"{split}_windows.parquet")
     specs = window_spec_codes(ingested_dir, split, spec_columns,
                               windows["vehicle_id"].to_numpy())
