@@ -96,6 +96,9 @@ def summary_features(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndar
             increase = np.where(usable[:, None], block_end - block_anchor, np.nan)
             with np.errstate(invalid="ignore", divide="ignore"):
                 rates[family][horizon] = increase.sum(axis=1) / dt
+                if len(members) > 1:  # every bin's own rate too
+                    for i, j in enumerate(members):
+                        columns[f"rate{horizon}_{feature_names[j]}"] = increase[:, i] / dt
             if horizon == "k" and len(members) > 1:
                 increases[family] = increase
         if len(members) > 1:

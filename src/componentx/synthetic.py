@@ -67,7 +67,7 @@ FAMILY_ORDER = ("171_0", "666_0", "427_0", "837_0", "167", "309_0", "272", "835_
 MISSING_TOGETHER = ("427_0", "370_0", "100_0")
 # Share of vehicles with a missing stretch, per missing-value group.
 MISSING_VEHICLE_SHARE = {"trio": 0.7, "167": 1.0, "291": 0.1, "459": 0.1}
-SIGNAL_STRENGTH = 0.7
+SIGNAL_STRENGTH = 0.2  # synthetic.strength (docs/synthetic.md: how it was chosen)
 # Where the failure precursor shows (docs/synthetic.md): relative to each vehicle's own level
 # and histogram shape, in absolute amounts comparable across vehicles, or counters relative
 # and histograms absolute.
