@@ -4,10 +4,11 @@
     python bench/compare_architectures.py         # print the table from finished experiments
 
 The experiments are ordinary DVC experiments (`dvc exp show` lists them); the table reads
-each one's metrics/evaluate.json and dvclive summary from its git ref. The row `lstm` is the
-committed workspace run (HEAD). Wall time per epoch comes from
-`python bench/train_throughput.py --archs` (timings are kept out of the pipeline's outputs so
-that a re-run reproduces dvc.lock exactly).
+each one's metrics/evaluate.json and dvclive summary from its git ref. Compare on validation,
+with the paired difference against the baseline on the same vehicles; test is reported only.
+The row `lstm` is the committed workspace run (HEAD). Wall time per epoch comes from
+`python bench/train_throughput.py` (timings are kept out of the pipeline's outputs so that a
+re-run reproduces dvc.lock exactly).
 """
 
 from __future__ import annotations
@@ -59,13 +60,13 @@ def refs() -> dict[str, str]:
 def row(name: str, ref: str) -> str:
     report = json.loads(git("show", f"{ref}:metrics/evaluate.json"))
     live = json.loads(git("show", f"{ref}:dvclive/train/metrics.json"))
-    test = report["test"]
-    low, high = test["cost_total_ci"]
-    f1_low, f1_high = test["macro_f1_ci"]
-    return (f"| {name} | {test['cost_total']:,.0f} ({low:,.0f}–{high:,.0f}) | "
-            f"{test['argmax']['cost_total']:,.0f} | {test['macro_f1']:.3f} "
-            f"({f1_low:.3f}–{f1_high:.3f}) | {test['pr_auc']['macro']:.3f} | "
-            f"{test['brier']:.4f} | {live.get('step', 0) + 1} |")
+    validation, test = report["validation"], report["test"]
+    low, high = validation["cost_total_ci"]
+    paired = report["paired_vs_baseline"]["validation"]["cost_total"]
+    return (f"| {name} | {validation['cost_total']:,.0f} ({low:,.0f}–{high:,.0f}) | "
+            f"{paired['difference']:+,.0f} ({paired['ci'][0]:+,.0f} to {paired['ci'][1]:+,.0f}) | "
+            f"{validation['pr_auc']['macro']:.3f} | {test['cost_total']:,.0f} | "
+            f"{live.get('step', 0) + 1} |")
 
 
 def main() -> None:
@@ -74,9 +75,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.run:
         run_queue()
-    print("| experiment | test cost, expected-cost decision (95% CI) | test cost, argmax | "
-          "test macro-F1 (95% CI) | PR-AUC | Brier | epochs |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| experiment | validation cost (95% CI) | − baseline, paired (95% CI) | "
+          "validation failure PR-AUC | test cost (reported only) | epochs |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, ref in refs().items():
         print(row(name, ref))
 

@@ -10,7 +10,7 @@ import pytest
 from componentx import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_SAMPLE = ROOT.parent / "shared" / "data" / "scania_component_x_sample_3_vehicles.csv"
+REAL_SAMPLE = ROOT / "tests" / "data" / "scania_component_x_sample_3_vehicles.csv"
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import SHARED_SAMPLE
+from conftest import REAL_SAMPLE
 
 from componentx import schema, synthetic
 from componentx.schema import DatasetError
@@ -23,7 +23,7 @@ REAL_TTE = {0: 510.0, 2: 281.8, 3: 293.4}  # from the sample's README: all censo
 def real_sample_dataset(folder: Path, tiny: Path) -> Path:
     """The real 276-row sample as train readouts, with the tiny synthetic val/test splits."""
     folder.mkdir()
-    shutil.copy(SHARED_SAMPLE, folder / "train_operational_readouts.csv")
+    shutil.copy(REAL_SAMPLE, folder / "train_operational_readouts.csv")
     pd.DataFrame({"vehicle_id": list(REAL_TTE), "length_of_study_time_step": list(
         REAL_TTE.values()), "in_study_repair": 0}).to_csv(folder / "train_tte.csv", index=False)
     for split in ("validation", "test"):
@@ -49,7 +49,6 @@ def set_cell(path: Path, line: int, column: str, value: str) -> None:
     rewrite(path, edit)
 
 
-@pytest.mark.skipif(not SHARED_SAMPLE.exists(), reason="shared sample not available")
 def test_real_sample_passes_the_reader(tmp_path, tiny_csv_dataset):
     folder = real_sample_dataset(tmp_path / "real", tiny_csv_dataset)
     summary = schema.ingest(folder, tmp_path / "out", num_classes=5)
@@ -57,17 +56,16 @@ def test_real_sample_passes_the_reader(tmp_path, tiny_csv_dataset):
     assert summary.vehicles["train"] == 3
     assert len(summary.feature_columns) == 105
     table = pq.read_table(tmp_path / "out" / "train_readouts.parquet")
-    assert table.column_names == schema.read_header(SHARED_SAMPLE)
-    original = pd.read_csv(SHARED_SAMPLE)
+    assert table.column_names == schema.read_header(REAL_SAMPLE)
+    original = pd.read_csv(REAL_SAMPLE)
     pd.testing.assert_frame_equal(table.to_pandas(), original, check_dtype=True)
 
 
-@pytest.mark.skipif(not SHARED_SAMPLE.exists(), reason="shared sample not available")
 def test_synthetic_header_is_the_real_header(tiny_csv_dataset):
-    real = schema.read_header(SHARED_SAMPLE)
+    real = schema.read_header(REAL_SAMPLE)
     for split in schema.SPLITS:
         assert schema.read_header(tiny_csv_dataset / schema.readouts_file(split)) == real
-    real_dtypes = pd.read_csv(SHARED_SAMPLE, nrows=50).dtypes
+    real_dtypes = pd.read_csv(REAL_SAMPLE, nrows=50).dtypes
     synthetic_dtypes = pd.read_csv(tiny_csv_dataset / schema.readouts_file("train")).dtypes
     assert list(synthetic_dtypes) == list(real_dtypes)
 

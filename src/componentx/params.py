@@ -1,0 +1,196 @@
+"""Every key of ``params.yaml``, checked before any work: unknown keys, types, ranges and choices.
+
+Stage scripts call :func:`load_params`, which validates the whole file and stops with one
+line naming the first bad key and what is allowed; ``componentx validate`` lists them all.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from componentx.errors import StageError
+
+
+class ParamsError(StageError, ValueError):
+    """A bad params file or key."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a key accepts: ``check`` says whether a value fits, ``allowed`` describes it."""
+
+    allowed: str
+    check: Callable[[Any], bool]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def integer(low: int | None = None, high: int | None = None) -> Rule:
+    bounds = " ".join(filter(None, [f">= {low}" if low is not None else "",
+                                    f"<= {high}" if high is not None else ""]))
+    return Rule(f"an integer {bounds}".strip(), lambda v: isinstance(v, int) and not isinstance(
+        v, bool) and (low is None or v >= low) and (high is None or v <= high))
+
+
+def number(low: float | None = None, high: float | None = None, above: float | None = None
+           ) -> Rule:
+    bounds = " ".join(filter(None, [f"> {above}" if above is not None else "",
+                                    f">= {low}" if low is not None else "",
+                                    f"<= {high}" if high is not None else ""]))
+    return Rule(f"a number {bounds}".strip(), lambda v: _number(v) and (
+        above is None or v > above) and (low is None or v >= low) and (high is None or v <= high))
+
+
+def choice(*values: Any) -> Rule:
+    return Rule("one of " + ", ".join(map(str, values)),
+                lambda v: any(type(v) is type(c) and v == c for c in values))
+
+
+def either(*rules: Rule) -> Rule:
+    return Rule(" or ".join(r.allowed for r in rules), lambda v: any(r.check(v) for r in rules))
+
+
+def list_of(rule: Rule, min_length: int = 0) -> Rule:
+    return Rule(f"a list of {rule.allowed.removeprefix('a ').removeprefix('an ')}"
+                + (f" (at least {min_length})" if min_length else ""),
+                lambda v: isinstance(v, list) and len(v) >= min_length
+                and all(rule.check(x) for x in v))
+
+
+BOOL = Rule("true or false", lambda v: isinstance(v, bool))
+TEXT = Rule("a non-empty string", lambda v: isinstance(v, str) and bool(v.strip()))
+POSITIVE = number(above=0)
+SHARE = number(low=0, high=1)
+NON_NEGATIVE = number(low=0)
+DEVICE = Rule("auto, cpu, cuda or cuda:N", lambda v: isinstance(v, str) and (
+    v in ("auto", "cpu", "cuda") or v.startswith("cuda:") and v[5:].isdigit()))
+COST_MATRIX = either(choice("zero_one"), Rule(
+    "a square matrix of costs >= 0 (a list of equal-length lists)",
+    lambda v: isinstance(v, list) and len(v) >= 2 and all(
+        isinstance(row, list) and len(row) == len(v) and all(_number(c) and c >= 0 for c in row)
+        for row in v)))
+
+SCHEMA: dict[str, dict[str, Rule]] = {
+    "data": {"source": choice("synthetic", "csv"), "csv_dir": TEXT},
+    "synthetic": {"seed": integer(0), "n_train": integer(1), "n_validation": integer(1),
+                  "n_test": integer(1), "signal": choice("relative", "absolute", "mixed"),
+                  "strength": NON_NEGATIVE},
+    "labels": {"num_classes": either(choice("auto"), integer(2)),
+               "windows": list_of(POSITIVE, 1),
+               "event_refs": choice("one_per_class", "all", "test_like"),
+               "censored": choice("known_class0", "end_of_study", "test_like"),
+               "censored_refs": integer(1), "test_like_refs": integer(1), "seed": integer(0)},
+    "window": {"size": integer(1)},
+    "features": {"transform": choice("cumulative", "increments", "both"),
+                 "counters": list_of(TEXT)},
+    "model": {"arch": choice("lstm", "cnn_lstm", "attention_lstm", "transformer"),
+              "hidden_size": integer(1), "num_layers": integer(1), "bidirectional": BOOL,
+              "dropout": number(low=0, high=0.99), "pooling": choice("last", "mean", "attention"),
+              "spec_embedding_dim": integer(1), "head_hidden": integer(1),
+              "conv_channels": integer(1), "conv_layers": integer(1), "kernel_size": integer(1),
+              "num_heads": integer(1)},
+    "pretrain": {"epochs": integer(0), "lr": POSITIVE, "batch_size": integer(1),
+                 "mask_ratio": number(above=0, high=1), "masking": choice("random", "patch"),
+                 "patch_size": integer(1), "seed": integer(0), "device": DEVICE},
+    "train": {"lr": POSITIVE, "epochs": integer(1), "batch_size": integer(1),
+              "eval_batch_size": integer(1), "seed": integer(0), "device": DEVICE,
+              "num_threads": integer(0), "weight_decay": NON_NEGATIVE,
+              "class_weights": either(choice("none", "inverse"), list_of(NON_NEGATIVE, 2)),
+              "balanced_sampler": BOOL, "scheduler": choice("none", "step", "cosine", "plateau"),
+              "warmup_epochs": integer(0), "step_size": integer(1), "gamma": number(above=0, high=1),
+              "grad_clip": NON_NEGATIVE, "patience": integer(1),
+              "monitor": choice("loss", "accuracy", "macro_f1", "cost", "expected_cost"),
+              "resume": BOOL, "loss": choice("cross_entropy", "focal"),
+              "focal_gamma": NON_NEGATIVE, "label_smoothing": number(low=0, high=0.99),
+              "compile": BOOL, "nproc": integer(1), "init": choice("scratch", "pretrained"),
+              "freeze_epochs": integer(0)},
+    "evaluate": {"cost_matrix": COST_MATRIX, "decision": choice("expected_cost", "argmax"),
+                 "calibration": choice("temperature", "bias_temperature", "none"),
+                 "folds": integer(1), "priors": either(choice("validation"), list_of(POSITIVE, 2)),
+                 "bootstrap": integer(10), "seed": integer(0)},
+    "baseline": {"library": choice("lightgbm", "sklearn"), "k": integer(2), "max_iter": integer(1),
+                 "patience": integer(1), "learning_rate": POSITIVE, "max_leaf_nodes": integer(2),
+                 "min_samples_leaf": integer(1), "l2_regularization": NON_NEGATIVE,
+                 "class_weights": choice("none", "inverse"), "seed": integer(0)},
+    "gate": {"reference": TEXT, "split": choice("validation", "test"),
+             "ece_tolerance": NON_NEGATIVE, "bootstrap": integer(10), "seed": integer(0)},
+    "explain": {"vehicles": integer(1), "steps": integer(1), "top_features": integer(1)},
+}
+
+
+def problems(params: Any) -> list[str]:
+    """Every problem of a params mapping, one line each (empty when it is valid)."""
+    if not isinstance(params, dict):
+        return ["the file must be a mapping of sections (data:, labels:, train:, ...)"]
+    found = []
+    for section in sorted(set(params) - set(SCHEMA)):
+        found.append(f"unknown section '{section}'; known: {', '.join(SCHEMA)}")
+    for section, rules in SCHEMA.items():
+        if section not in params:
+            found.append(f"missing section '{section}'")
+            continue
+        values = params[section]
+        if not isinstance(values, dict):
+            found.append(f"{section}: expected a mapping of keys, got {values!r}")
+            continue
+        for key in sorted(set(values) - set(rules)):
+            found.append(f"unknown key {section}.{key}; known: {', '.join(sorted(rules))}")
+        for key, rule in rules.items():
+            if key not in values:
+                found.append(f"missing key {section}.{key} ({rule.allowed})")
+            elif not rule.check(values[key]):
+                found.append(f"{section}.{key} must be {rule.allowed}, got {values[key]!r}")
+    found += _cross_checks(params) if not found else []
+    return found
+
+
+def _cross_checks(params: dict) -> list[str]:
+    found = []
+    classes = params["labels"]["num_classes"]
+    matrix = params["evaluate"]["cost_matrix"]
+    if isinstance(classes, int) and isinstance(matrix, list) and len(matrix) != classes:
+        found.append(f"evaluate.cost_matrix is {len(matrix)}x{len(matrix)} but "
+                     f"labels.num_classes is {classes}")
+    windows = params["labels"]["windows"]
+    if any(b <= a for a, b in zip(windows, windows[1:], strict=False)):
+        found.append(f"labels.windows must be increasing, got {windows}")
+    return found
+
+
+def read_params(path: str | Path = "params.yaml") -> Any:
+    """The parsed file; a file that is missing, not text or not YAML is one clear error."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except UnicodeDecodeError as error:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise ParamsError(f"{path}{where}: not valid YAML "
+                          f"({getattr(error, 'problem', None) or error})") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read and validate ``params.yaml``; a problem exits 1 with one line naming the key."""
+    try:
+        params = read_params(path)
+        found = problems(params)
+        if found:
+            raise ParamsError(f"{path}: {found[0]}"
+                              + (f" (and {len(found) - 1} more: componentx validate {path})"
+                                 if len(found) > 1 else ""))
+    except ParamsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    return params
