@@ -10,13 +10,13 @@ import pandas as pd
 from componentx import baseline, evaluation
 from componentx.dataset import window_spec_codes
 from componentx.metrics import check_cost_matrix
-from componentx.runtime import atomic_dir, atomic_write_json, load_params, log, run_stage
+from componentx.params import load_params
+from componentx.runtime import atomic_dir, atomic_write_json, log, run_stage
 from componentx.schema import SPLITS, DatasetSummary
 from componentx.training import class_weight_tensor, effective_priors
 
 params = load_params()
 BASELINE, EVALUATE = params["baseline"], params["evaluate"]
-NUM_CLASSES = params["labels"]["num_classes"]
 INGESTED, WINDOWS = Path("data/ingested"), Path("data/windows")
 PREDICTIONS, METRICS = Path("data/baseline_predictions"), Path("metrics/baseline.json")
 
@@ -33,15 +33,16 @@ def split_features(split: str, names: list[str], specs: list[str]
 
 
 def main() -> None:
-    cost_matrix = check_cost_matrix(EVALUATE["cost_matrix"], NUM_CLASSES)
+    summary = DatasetSummary.load(INGESTED / "schema.json")
+    num_classes, specs = summary.num_classes, summary.spec_columns
+    cost_matrix = check_cost_matrix(EVALUATE["cost_matrix"], num_classes)
     names = json.loads((WINDOWS / "features.json").read_text())
-    specs = DatasetSummary.load(INGESTED / "schema.json").spec_columns
     data = {split: split_features(split, names, specs) for split in SPLITS}
     train_y = data["train"][1]["class_label"].to_numpy()
     val_x, val_y = data["validation"][0], data["validation"][1]["class_label"].to_numpy()
-    weights = class_weight_tensor(BASELINE["class_weights"], train_y, NUM_CLASSES)
+    weights = class_weight_tensor(BASELINE["class_weights"], train_y, num_classes)
     sample_weight = None if weights is None else weights.numpy()[train_y]
-    priors = effective_priors(train_y, weights, False, NUM_CLASSES)
+    priors = effective_priors(train_y, weights, False, num_classes)
     fitted = baseline.fit_baseline(data["train"][0], train_y, sample_weight, val_x, val_y,
                                    priors, cost_matrix, specs, BASELINE)
     log.info("baseline (%s): %d windows x %d summary features; validation expected cost is "
@@ -49,7 +50,7 @@ def main() -> None:
              len(train_y), data["train"][0].shape[1], fitted.iterations,
              len(fitted.validation_costs), fitted.validation_costs[fitted.iterations - 1],
              baseline.SMOOTHING)
-    logits = {s: fitted.logits(data[s][0], NUM_CLASSES) for s in ("validation", "test")}
+    logits = {s: fitted.logits(data[s][0], num_classes) for s in ("validation", "test")}
     labels = {s: data[s][1]["class_label"].to_numpy() for s in ("validation", "test")}
     report, scored, _ = evaluation.evaluate_logits(logits, labels, priors, cost_matrix, EVALUATE)
     report["iterations"] = fitted.iterations

@@ -10,26 +10,23 @@ from componentx import evaluation
 from componentx.dataset import load_window_set
 from componentx.features import FeatureStats
 from componentx.metrics import check_cost_matrix
-from componentx.runtime import (
-    atomic_dir,
-    atomic_write_bytes,
-    atomic_write_json,
-    load_params,
-    run_stage,
-)
+from componentx.params import load_params
+from componentx.runtime import atomic_dir, atomic_write_bytes, atomic_write_json, run_stage
 from componentx.schema import DatasetSummary
+from componentx.tracking import Tracker, run_name
 from componentx.training import choose_device, load_model, predict_logits
 
 params = load_params()
-EVALUATE = params["evaluate"]
+EVALUATE, TRACKING = params["evaluate"], params["tracking"]
 WINDOW_SIZE = params["window"]["size"]
-NUM_CLASSES = params["labels"]["num_classes"]
 INGESTED, WINDOWS, STATS = Path("data/ingested"), Path("data/windows"), Path("data/stats.json")
 MODEL = Path("models/best.pt")
 PREDICTIONS, PLOTS = Path("data/predictions"), Path("plots/evaluate")
 METRICS, BASELINE_METRICS = Path("metrics/evaluate.json"), Path("metrics/baseline.json")
 BASELINE_PREDICTIONS = Path("data/baseline_predictions")
 COMPARISON = Path("metrics/comparison.md")
+FINAL_METRICS = ("cost_total", "cost_always_0", "macro_f1", "accuracy", "brier", "ece",
+                 "classwise_ece", "log_loss", "pr_auc", "roc_auc")
 
 
 def paired_with_baseline(split: str, ours: pd.DataFrame, cost_matrix: np.ndarray) -> dict:
@@ -46,11 +43,12 @@ def paired_with_baseline(split: str, ours: pd.DataFrame, cost_matrix: np.ndarray
 
 
 def main() -> None:
-    cost_matrix = check_cost_matrix(EVALUATE["cost_matrix"], NUM_CLASSES)
+    summary = DatasetSummary.load(INGESTED / "schema.json")
+    cost_matrix = check_cost_matrix(EVALUATE["cost_matrix"], summary.num_classes)
     device = choose_device("auto")
     model, checkpoint = load_model(MODEL, device)
     stats = FeatureStats.load(STATS)
-    specs = DatasetSummary.load(INGESTED / "schema.json").spec_columns
+    specs = summary.spec_columns
     logits, labels, vehicles = {}, {}, {}
     for split in ("validation", "test"):
         windows = load_window_set(WINDOWS, INGESTED, split, stats, specs, WINDOW_SIZE)
@@ -71,6 +69,8 @@ def main() -> None:
             evaluation.write_plot_tables(plots_tmp, split, result.y, result.raw_probs,
                                          result.probs, frame["predicted"].to_numpy(),
                                          report[split])
+            evaluation.summary_figure(plots_tmp / f"summary_{split}.png", split, result,
+                                      frame["predicted"].to_numpy())
             evaluation.log_summary("sequence model", split, report[split])
             report["paired_vs_baseline"][split] = paired_with_baseline(split, frame,
                                                                        cost_matrix)
@@ -80,6 +80,14 @@ def main() -> None:
         report["paired_vs_baseline"])
     atomic_write_bytes(COMPARISON, table.encode())
     print(table)
+    name = run_name([INGESTED / "schema.json", INGESTED / "train_readouts.parquet"],
+                    WINDOW_SIZE, checkpoint["config"]["arch"], checkpoint["fingerprint"])
+    with Tracker(TRACKING, name, checkpoint["fingerprint"]) as tracker:
+        tracker.start(resume=True)
+        tracker.log_metrics({split: {k: v for k, v in report[split].items()
+                                     if k in FINAL_METRICS} for split in ("validation", "test")})
+        tracker.log_artifacts([METRICS, COMPARISON, *sorted(PLOTS.glob("summary_*.png"))],
+                              "evaluation")
 
 
 if __name__ == "__main__":

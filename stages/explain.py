@@ -11,7 +11,8 @@ import torch
 from componentx.dataset import input_names, load_window_set
 from componentx.explain import integrated_gradients, top_features
 from componentx.features import FeatureStats
-from componentx.runtime import atomic_dir, load_params, log, run_stage
+from componentx.params import load_params
+from componentx.runtime import atomic_dir, log, run_stage
 from componentx.schema import DatasetSummary
 from componentx.training import load_model
 

@@ -7,13 +7,14 @@ import pandas as pd
 
 from componentx.gate import format_verdict, gate_verdict
 from componentx.metrics import check_cost_matrix
-from componentx.runtime import atomic_write_json, load_params, run_stage
+from componentx.params import load_params
+from componentx.runtime import atomic_write_json, run_stage
+from componentx.schema import DatasetSummary
 
 params = load_params()
-GATE = params["gate"]
-COST_MATRIX = check_cost_matrix(params["evaluate"]["cost_matrix"],
-                                params["labels"]["num_classes"])
+GATE, COST_MATRIX = params["gate"], params["evaluate"]["cost_matrix"]
 RUN, OUT = Path("data/predictions"), Path("metrics/gate.json")
+INGESTED = Path("data/ingested")
 
 
 def main() -> None:
@@ -26,8 +27,10 @@ def main() -> None:
         raise FileNotFoundError(f"gate.reference {reference} has no {split}.parquet (use the "
                                 "baseline's data/baseline_predictions, or promote a run with "
                                 "`python -m componentx.promote` and use promoted/predictions)")
+    cost_matrix = check_cost_matrix(
+        COST_MATRIX, DatasetSummary.load(INGESTED / "schema.json").num_classes)
     verdict = gate_verdict(pd.read_parquet(RUN / f"{split}.parquet"), pd.read_parquet(table),
-                           COST_MATRIX, GATE["ece_tolerance"], GATE["bootstrap"], GATE["seed"])
+                           cost_matrix, GATE["ece_tolerance"], GATE["bootstrap"], GATE["seed"])
     verdict.update(run="sequence model", reference=str(reference), split=split)
     atomic_write_json(OUT, verdict)
     print(format_verdict(verdict))

@@ -5,7 +5,8 @@ from pathlib import Path
 import pandas as pd
 
 from componentx import labels
-from componentx.runtime import atomic_dir, atomic_write_json, load_params, log, run_stage
+from componentx.params import load_params
+from componentx.runtime import atomic_dir, atomic_write_json, log, run_stage
 from componentx.schema import SPLITS, DatasetSummary
 
 params = load_params()["labels"]
@@ -15,8 +16,9 @@ METRICS = Path("metrics/labels.json")
 
 
 def main() -> None:
-    windows = labels.check_windows(params["windows"], params["num_classes"])
     summary = DatasetSummary.load(INGESTED / "schema.json")
+    if summary.train_target == "tte":  # windows only matter when labels come from time
+        windows = labels.check_windows(params["windows"], summary.num_classes)
     distribution = {}
     with atomic_dir(OUT) as tmp:
         for split in SPLITS:
@@ -32,7 +34,7 @@ def main() -> None:
                 given = pd.read_parquet(INGESTED / f"{split}_labels.parquet")
                 frame = labels.labels_at_last_readout(ids, times, given)
             frame.to_parquet(tmp / f"{split}.parquet", index=False)
-            distribution[split] = labels.class_distribution(frame, params["num_classes"])
+            distribution[split] = labels.class_distribution(frame, summary.num_classes)
             log.info("%s labels: %d, classes %s", split, len(frame), distribution[split])
     atomic_write_json(METRICS, distribution)
 

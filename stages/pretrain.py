@@ -10,14 +10,14 @@ from componentx import pretraining
 from componentx.dataset import load_window_set
 from componentx.features import FeatureStats
 from componentx.models import ModelConfig
-from componentx.runtime import load_params, log, run_stage, section_config
+from componentx.params import load_params
+from componentx.runtime import log, run_stage, section_config
 from componentx.schema import DatasetSummary
 from componentx.training import save_checkpoint
 
 params = load_params()
 PRETRAIN = section_config(pretraining.PretrainConfig, params, "pretrain")
 WINDOW_SIZE = params["window"]["size"]
-NUM_CLASSES = params["labels"]["num_classes"]
 INGESTED, WINDOWS, STATS = Path("data/ingested"), Path("data/windows"), Path("data/stats.json")
 OUT = Path("models/pretrained.pt")
 
@@ -28,10 +28,11 @@ def main() -> None:
         log.info("pretrain.epochs is 0: no pre-training")
         return
     stats = FeatureStats.load(STATS)
-    specs = DatasetSummary.load(INGESTED / "schema.json").spec_columns
-    windows = load_window_set(WINDOWS, INGESTED, "train", stats, specs, WINDOW_SIZE)
+    summary = DatasetSummary.load(INGESTED / "schema.json")
+    windows = load_window_set(WINDOWS, INGESTED, "train", stats, summary.spec_columns,
+                              WINDOW_SIZE)
     config = section_config(ModelConfig, params, "model", n_features=windows.n_inputs,
-                            num_classes=NUM_CLASSES)
+                            num_classes=summary.num_classes)
     encoder, history = pretraining.pretrain(config, PRETRAIN, windows)
     save_checkpoint(OUT, {"config": config.to_dict(), "encoder": encoder, "history": history})
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from componentx.features import compute_stats
-from componentx.runtime import atomic_write_bytes, load_params, log, run_stage
+from componentx.params import load_params
+from componentx.runtime import atomic_write_bytes, log, run_stage
 
 params = load_params()["features"]
 WINDOWS = Path("data/windows")

@@ -21,16 +21,18 @@ from componentx.dataset import load_window_set, spec_cardinalities
 from componentx.features import FeatureStats
 from componentx.metrics import check_cost_matrix
 from componentx.models import ModelConfig
-from componentx.runtime import load_params, log, run_stage, section_config
+from componentx.params import load_params
+from componentx.runtime import log, run_stage, section_config
 from componentx.schema import DatasetSummary
+from componentx.tracking import Tracker, run_name
 from dvclive import Live
 
 params = load_params()
 TRAIN = section_config(training.TrainConfig, params, "train")
 MODEL = params["model"]
 WINDOW_SIZE = params["window"]["size"]
-NUM_CLASSES = params["labels"]["num_classes"]
 COST_MATRIX = params["evaluate"]["cost_matrix"]
+TRACKING = params["tracking"]
 INGESTED, WINDOWS, STATS = Path("data/ingested"), Path("data/windows"), Path("data/stats.json")
 MODELS, LIVE_DIR = Path("models"), Path("dvclive/train")
 PRETRAINED = MODELS / "pretrained.pt"
@@ -40,9 +42,9 @@ def fingerprint() -> str:
     """Hash of what the weights depend on: params and the train inputs."""
     digest = hashlib.sha256()
     used = {k: v for k, v in params["train"].items() if k != "resume"}
-    digest.update(json.dumps([used, MODEL, WINDOW_SIZE, NUM_CLASSES, COST_MATRIX],
-                             sort_keys=True).encode())
-    inputs = [STATS, WINDOWS / "train_windows.parquet", WINDOWS / "validation_windows.parquet"]
+    digest.update(json.dumps([used, MODEL, WINDOW_SIZE, COST_MATRIX], sort_keys=True).encode())
+    inputs = [STATS, INGESTED / "schema.json", WINDOWS / "train_windows.parquet",
+              WINDOWS / "validation_windows.parquet"]
     for path in inputs + ([PRETRAINED] if TRAIN.init == "pretrained" else []):
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -80,15 +82,16 @@ def main() -> None:
 
 
 def run() -> None:
-    cost_matrix = check_cost_matrix(COST_MATRIX, NUM_CLASSES)
+    summary = DatasetSummary.load(INGESTED / "schema.json")
+    cost_matrix = check_cost_matrix(COST_MATRIX, summary.num_classes)
     stats = FeatureStats.load(STATS)
-    specs = DatasetSummary.load(INGESTED / "schema.json").spec_columns
+    specs = summary.spec_columns
     train_set = load_window_set(WINDOWS, INGESTED, "train", stats, specs, WINDOW_SIZE)
     val_set = load_window_set(WINDOWS, INGESTED, "validation", stats, specs, WINDOW_SIZE)
     log.info("train windows %d, validation windows %d, inputs %d", len(train_set), len(val_set),
              train_set.n_inputs)
     model_config = section_config(ModelConfig, params, "model", n_features=train_set.n_inputs,
-                                  num_classes=NUM_CLASSES,
+                                  num_classes=summary.num_classes,
                                   spec_cardinalities=spec_cardinalities(INGESTED, specs))
     encoder = pretrained_encoder(model_config)
     key = fingerprint()
@@ -98,21 +101,29 @@ def run() -> None:
         shutil.rmtree(LIVE_DIR)
     live_context = Live(dir=str(LIVE_DIR), resume=resume_from is not None, dvcyaml=None,
                         save_dvc_exp=False) if main_process else nullcontext()
-    with live_context as live:
+    name = run_name([INGESTED / "schema.json", INGESTED / "train_readouts.parquet"],
+                    WINDOW_SIZE, model_config.arch, key)
+    tracker = Tracker(TRACKING, name, key) if main_process else nullcontext()
+    with live_context as live, tracker:
         if live is not None:
             live.log_params({"train": params["train"], "model": MODEL,
                              "window_size": WINDOW_SIZE})
+            tracker.start(params, resume=resume_from is not None)
 
         def on_epoch_end(epoch: int, train_metrics: dict, val_metrics: dict, lr: float) -> None:
             live.step = epoch - 1
             for split, metrics in (("train", train_metrics), ("validation", val_metrics)):
-                for name, value in metrics.items():
-                    live.log_metric(f"{split}/{name}", value)
+                for metric, value in metrics.items():
+                    live.log_metric(f"{split}/{metric}", value)
             live.log_metric("lr", lr)
             live.next_step()
+            tracker.log_metrics({"train": train_metrics, "validation": val_metrics, "lr": lr},
+                                step=epoch)
 
         state = training.train(model_config, TRAIN, train_set, val_set, cost_matrix, MODELS,
                                key, resume_from, on_epoch_end if live else None, encoder)
+        if live is not None:
+            tracker.log_artifacts([MODELS / "best.pt"], "checkpoints")
     if main_process:
         log.info("best validation %s %.4f at epoch %d of %d", TRAIN.monitor,
                  state.best_metric, state.best_epoch, state.epoch)

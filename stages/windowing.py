@@ -8,7 +8,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from componentx import windowing
-from componentx.runtime import atomic_dir, load_params, log, run_stage
+from componentx.params import load_params
+from componentx.runtime import atomic_dir, log, run_stage
 from componentx.schema import SPLITS, DatasetSummary
 
 SIZE = load_params()["window"]["size"]

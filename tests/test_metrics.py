@@ -102,6 +102,9 @@ def test_curves_are_small_and_monotone():
     probs = rng.dirichlet(np.ones(3), 500)
     pr, roc = metrics.curves_on_grid(y, probs, points=51)
     assert len(pr["recall"]) == 51 and set(pr) == {"recall", "class_0", "class_1", "class_2"}
+    absent, _ = metrics.curves_on_grid(np.zeros(10, dtype=int), np.full((10, 3), 1 / 3), 11)
+    assert set(absent) == {"recall", "class_0", "class_1", "class_2"}
+    assert np.isnan(absent["class_1"]).all()
     assert (np.diff(roc["class_1"]) >= -1e-12).all()
     assert (np.diff(pr["class_2"]) <= 1e-12).all()
 

@@ -74,6 +74,7 @@ def make_repo(path: Path, overrides: dict) -> Path:
     set_params(path, overrides)
     sh(path, "git", "init", "-q", "-b", "main")
     dvc(path, "init", "-q")
+    shutil.copy(ROOT / ".dvc" / "config", path / ".dvc" / "config")  # the offline plots page
     dvc(path, "config", "core.autostage", "true")
     commit(path, "project")  # dvclive needs a commit, as any clone has
     return path
@@ -89,7 +90,8 @@ def repo(tmp_path_factory) -> Path:
     path = make_repo(tmp_path_factory.mktemp("e2e") / "project", TINY)
     first = dvc(path, "repro")
     assert stages_run(first.stdout) == {"ingest", "labels", "windowing", "stats", "pretrain",
-                                        "train", "baseline", "evaluate", "explain", "gate"}
+                                        "train", "baseline", "evaluate", "explain", "gate",
+                                        "plots_page"}
     commit(path, "first run")
     return path
 
@@ -270,3 +272,82 @@ def test_corrupt_checkpoint_is_one_clear_line(repo):
     assert failed.returncode != 0
     assert "models/last.pt cannot be read" in failed.stderr
     assert "delete it" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_tracking_to_real_local_mlflow_and_tensorboard_stores(repo, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sh(repo, "git", "checkout", "--", ".")
+    dvc(repo, "exp", "run", "-n", "tracked", "-S", "tracking.mlflow=true",
+        "-S", "tracking.tensorboard=true")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a local folder, as the stage uses
+    client = MlflowClient(tracking_uri=(repo / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("componentx")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1  # train opened it, evaluate found it again
+    run = runs[0]
+    assert re.fullmatch(r"[0-9a-f]{8}-w8-lstm-[0-9a-f]{6}", run.info.run_name)
+    assert run.data.params["train.epochs"] == "2" and run.data.params["window.size"] == "8"
+    history = client.get_metric_history(run.info.run_id, "validation.loss")
+    assert [m.step for m in history] == [1, 2]
+    assert "validation.cost_total" in run.data.metrics and "test.brier" in run.data.metrics
+    artifacts = {a.path for folder in ("evaluation", "checkpoints")
+                 for a in client.list_artifacts(run.info.run_id, folder)}
+    assert {"evaluation/summary_validation.png", "evaluation/evaluate.json",
+            "checkpoints/best.pt"} <= artifacts
+    events = EventAccumulator(str(repo / "tensorboard" / run.info.run_name))
+    events.Reload()
+    assert [e.step for e in events.Scalars("validation.loss")] == [1, 2]
+    assert "test.cost_total" in events.Tags()["scalars"]
+    ignored = sh(repo, "git", "status", "--porcelain").stdout
+    assert "mlruns" not in ignored and "tensorboard" not in ignored
+
+
+def test_plots_page_renders_offline_in_headless_chromium(repo, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    sh(repo, "git", "checkout", "--", ".")
+    out = tmp_path / "plots"
+    dvc(repo, "plots", "show", "-o", str(out))
+    page = (out / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "<script src=" not in page
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--proxy-server=127.0.0.1:9",
+         "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=30000",
+         "--dump-dom", (out / "index.html").as_uri()],
+        capture_output=True, text=True, timeout=120).stdout
+    for plot, mark in (("confusion_test", "mark-rect"), ("pr_test", "mark-line")):
+        start = dom.index(f'id="{plot}"')
+        end = dom.find("<div", start + 1)
+        drawn = dom[start:end if end > 0 else None]
+        geometry = "".join(re.findall(r'<path[^>]*\sd="([^"]*)"', drawn))
+        assert "<svg" in drawn and f'class="{mark}' in drawn, plot
+        assert len(geometry) > 200, (plot, drawn[:3000])
+    pngs = tmp_path / "pngs"
+    sh(repo, sys.executable, "-m", "componentx", "plots", "--out", str(pngs))
+    for plot in ("confusion_test", "pr_validation", "loss", "plots_explain_attributions"):
+        image = pngs / "png" / f"{plot}.png"
+        assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size > 2000
+
+
+def test_a_labelled_dataset_needs_no_windows_and_no_cost_matrix(tmp_path):
+    """Three classes, train_labels.csv: num_classes inferred, zero_one costs, windows unused."""
+    repo = make_repo(tmp_path / "three", {**TINY, "data": {"source": "csv"},
+                                          "evaluate": {"bootstrap": 50,
+                                                       "cost_matrix": "zero_one"}})
+    folder = repo / "data" / "raw"
+    labelled_dataset(folder)
+    for split in ("train", "validation", "test"):
+        labels = pd.read_csv(folder / f"{split}_labels.csv")
+        labels["class_label"] = labels["class_label"].clip(upper=2)
+        labels.to_csv(folder / f"{split}_labels.csv", index=False)
+    run = dvc(repo, "repro", check=False)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert set(report["test"]["per_class"]) == {"class_0", "class_1", "class_2"}
+    given = pd.read_csv(folder / "test_labels.csv")["class_label"].to_numpy()
+    assert report["test"]["cost_always_0"] == (given != 0).sum()  # zero_one: 1 per mistake

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from componentx.runtime import atomic_dir, atomic_write_json, section_config
-from componentx.training import TrainConfig
+from componentx.runtime import atomic_dir, atomic_write_json
 
 
 def test_atomic_dir_replaces_only_on_success(tmp_path):
@@ -26,10 +25,20 @@ def test_atomic_json(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
 
-def test_unknown_param_names_the_key(capsys):
-    config = section_config(TrainConfig, {"train": {"lr": 0.1}}, "train")
-    assert config.lr == 0.1
-    with pytest.raises(SystemExit) as exit_info:
-        section_config(TrainConfig, {"train": {"lrr": 0.1}}, "train")
-    assert exit_info.value.code == 1
-    assert "unknown key(s) train.lrr" in capsys.readouterr().err
+def test_a_tracking_option_without_its_package_is_one_clear_error(tmp_path):
+    """mlflow made unimportable, as on a machine without the extra installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['mlflow'] = None\n"
+            "from componentx.tracking import Tracker\n"
+            "settings = {'mlflow': True, 'mlflow_uri': 'mlruns', 'mlflow_experiment': 'x',\n"
+            "            'tensorboard': False, 'tensorboard_dir': 'tb'}\n"
+            "from componentx.runtime import run_stage\n"
+            "run_stage(lambda: Tracker(settings, 'run', 'abc'))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("error: tracking.mlflow is true but mlflow is not "
+                                     "installed: pip install -e .[mlflow] (or set "
+                                     "tracking.mlflow: false)")

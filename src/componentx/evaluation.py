@@ -282,3 +282,36 @@ def comparison_markdown(reports: dict[str, dict], paired: dict[str, dict] | None
                          f"{brier['difference']:+.4f} ({brier['ci'][0]:+.4f} to "
                          f"{brier['ci'][1]:+.4f}) |")
     return "\n".join(lines) + "\n"
+
+
+def summary_figure(path: Path, split: str, scored: ScoredSplit, predicted: np.ndarray) -> None:
+    """One PNG per split, for people and trackers that do not read DVC plots: the confusion
+    matrix, precision-recall of the failure classes, and reliability before/after calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = scored.probs.shape[1]
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(13, 4))
+    counts = np.bincount(scored.y * k + predicted, minlength=k * k).reshape(k, k)
+    left.imshow(np.log1p(counts), cmap="Blues")
+    for (actual, guess), n in np.ndenumerate(counts):
+        left.text(guess, actual, str(n), ha="center", va="center", fontsize=8)
+    left.set(xlabel="predicted", ylabel="actual", title=f"confusion, {split}",
+             xticks=range(k), yticks=range(k))
+    pr, _ = curves_on_grid(scored.y, scored.probs)
+    for name, curve in pr.items():
+        if name not in ("recall", "class_0"):
+            middle.plot(pr["recall"], curve, label=name)
+    middle.set(xlabel="recall", ylabel="precision", title="precision-recall (one vs rest)")
+    middle.legend(fontsize=8)
+    for label, source in (("before", scored.raw_probs), ("after", scored.probs)):
+        table = reliability_table(scored.y, source)
+        right.plot(table["confidence"], table["accuracy"], marker="o", label=label)
+    right.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    right.set(xlabel="confidence", ylabel="accuracy", title="reliability (top label)")
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)

@@ -15,11 +15,15 @@ OFFICIAL_COST = [
 ]
 
 
-def check_cost_matrix(cost_matrix: list[list[float]], num_classes: int) -> np.ndarray:
+def check_cost_matrix(cost_matrix: list[list[float]] | str, num_classes: int) -> np.ndarray:
+    """COST[actual][predicted] for ``num_classes`` classes; ``zero_one`` is 1 off the diagonal."""
+    if cost_matrix == "zero_one":
+        return 1.0 - np.eye(num_classes)
     matrix = np.asarray(cost_matrix, dtype=float)
     if matrix.shape != (num_classes, num_classes):
-        raise ValueError(f"evaluate.cost_matrix must be {num_classes}x{num_classes}, "
-                         f"got shape {matrix.shape}")
+        raise ValueError(f"evaluate.cost_matrix is {matrix.shape[0]}x{matrix.shape[-1]} but the "
+                         f"data have {num_classes} classes: give a {num_classes}x{num_classes} "
+                         "matrix, or evaluate.cost_matrix=zero_one")
     return matrix
 
 
@@ -155,12 +159,15 @@ def bootstrap_intervals(y: np.ndarray, pred: np.ndarray, cost_matrix: np.ndarray
 
 def curves_on_grid(y: np.ndarray, probs: np.ndarray, points: int = 101
                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """One-vs-rest precision-recall and ROC curves per class on a common x grid (small plots)."""
+    """One-vs-rest precision-recall and ROC curves per class on a common x grid (small plots);
+    a class without positives (or without negatives) gets an empty (NaN) curve, so plot
+    definitions always find their columns."""
     grid = np.linspace(0.0, 1.0, points)
     pr, roc = {"recall": grid}, {"fpr": grid}
     for c in range(probs.shape[1]):
         positives = (y == c).astype(int)
         if not 0 < positives.sum() < len(y):
+            pr[f"class_{c}"] = roc[f"class_{c}"] = np.full(points, np.nan)
             continue
         order = np.argsort(-probs[:, c], kind="stable")
         tp = np.cumsum(positives[order])

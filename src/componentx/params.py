@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ POSITIVE = number(above=0)
 SHARE = number(low=0, high=1)
 NON_NEGATIVE = number(low=0)
 DEVICE = Rule("auto, cpu, cuda or cuda:N", lambda v: isinstance(v, str) and (
-    v in ("auto", "cpu", "cuda") or v.startswith("cuda:") and v[5:].isdigit()))
+    v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())))
 COST_MATRIX = either(choice("zero_one"), Rule(
     "a square matrix of costs >= 0 (a list of equal-length lists)",
     lambda v: isinstance(v, list) and len(v) >= 2 and all(
@@ -105,7 +106,8 @@ SCHEMA: dict[str, dict[str, Rule]] = {
               "num_threads": integer(0), "weight_decay": NON_NEGATIVE,
               "class_weights": either(choice("none", "inverse"), list_of(NON_NEGATIVE, 2)),
               "balanced_sampler": BOOL, "scheduler": choice("none", "step", "cosine", "plateau"),
-              "warmup_epochs": integer(0), "step_size": integer(1), "gamma": number(above=0, high=1),
+              "warmup_epochs": integer(0), "step_size": integer(1),
+              "gamma": number(above=0, high=1),
               "grad_clip": NON_NEGATIVE, "patience": integer(1),
               "monitor": choice("loss", "accuracy", "macro_f1", "cost", "expected_cost"),
               "resume": BOOL, "loss": choice("cross_entropy", "focal"),
@@ -122,6 +124,8 @@ SCHEMA: dict[str, dict[str, Rule]] = {
                  "class_weights": choice("none", "inverse"), "seed": integer(0)},
     "gate": {"reference": TEXT, "split": choice("validation", "test"),
              "ece_tolerance": NON_NEGATIVE, "bootstrap": integer(10), "seed": integer(0)},
+    "tracking": {"mlflow": BOOL, "mlflow_uri": TEXT, "mlflow_experiment": TEXT,
+                 "tensorboard": BOOL, "tensorboard_dir": TEXT},
     "explain": {"vehicles": integer(1), "steps": integer(1), "top_features": integer(1)},
 }
 
@@ -160,7 +164,7 @@ def _cross_checks(params: dict) -> list[str]:
         found.append(f"evaluate.cost_matrix is {len(matrix)}x{len(matrix)} but "
                      f"labels.num_classes is {classes}")
     windows = params["labels"]["windows"]
-    if any(b <= a for a, b in zip(windows, windows[1:], strict=False)):
+    if any(b <= a for a, b in pairwise(windows)):
         found.append(f"labels.windows must be increasing, got {windows}")
     return found
 

@@ -10,31 +10,17 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from componentx.errors import StageError
 
 log = logging.getLogger("componentx")
 
 
-def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    with open(path) as handle:
-        return yaml.safe_load(handle)
-
-
 def section_config(cls: type, params: dict[str, Any], section: str, **set_by_code: Any) -> Any:
-    """Build a config dataclass from a params section; an unknown key (a typo in
-    ``dvc exp run -S``) exits 1 with one line naming it and the known keys."""
-    known = {f.name for f in fields(cls)} - set(set_by_code)
-    unknown = sorted(set(params[section]) - known)
-    if unknown:
-        print(f"error: params.yaml: unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}"
-              f"; known: {', '.join(sorted(known))}", file=sys.stderr)
-        sys.exit(1)
+    """A config dataclass from a params section (validated by :func:`load_params`), plus the
+    fields that code sets (sizes known only from the data)."""
     return cls(**params[section], **set_by_code)
 
 

@@ -66,6 +66,7 @@ class DatasetSummary:
     feature_columns: list[str]
     spec_columns: list[str]
     train_target: str  # "tte" or "labels"
+    num_classes: int = 0  # labels.num_classes, or inferred from the data when it is "auto"
     rows: dict[str, int] = field(default_factory=dict)
     vehicles: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -82,7 +83,20 @@ def read_header(path: Path) -> list[str]:
     """Column names of a CSV file; errors on a missing or empty file."""
     if not path.is_file():
         raise DatasetError(path, "file not found")
-    with path.open(newline="") as handle:
+    with path.open("rb") as handle:
+        head = handle.read(1 << 16)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not a multi-byte character cut by the read
+            line = head[:error.start].count(b"\n") + 1
+            raise DatasetError(path, f"is not UTF-8 text (byte {error.start}: a binary or "
+                               "differently encoded file?)", line=line) from None
+        text = head[:error.start].decode("utf-8")
+    if "\x00" in text:
+        raise DatasetError(path, "is not a text CSV file (it contains NUL bytes)",
+                           line=text[:text.index("\x00")].count("\n") + 1)
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
         header = next(csv.reader(handle), None)
         if not header or header == [""]:
             raise DatasetError(path, "file is empty (no header)")
@@ -266,8 +280,9 @@ def read_tte(path: Path, readouts: Readouts) -> pa.Table:
     return table.set_column(2, TTE_COLUMNS[2], pa.array(repair.astype(np.int8)))
 
 
-def read_labels(path: Path, readouts: Readouts, num_classes: int) -> pa.Table:
-    """Read and validate a per-vehicle labels file (class of each vehicle's last readout)."""
+def read_labels(path: Path, readouts: Readouts, num_classes: int | None) -> pa.Table:
+    """Read and validate a per-vehicle labels file (class of each vehicle's last readout);
+    with ``num_classes`` None any class number >= 0 is accepted."""
     check_columns(path, read_header(path), LABEL_COLUMNS)
     table = read_table(path, {ID: pa.int64(), "class_label": pa.float64()}).select(
         list(LABEL_COLUMNS))
@@ -279,11 +294,11 @@ def read_labels(path: Path, readouts: Readouts, num_classes: int) -> pa.Table:
     if fractional.any():
         raise DatasetError(path, f"class_label {labels[fractional][0]:g} is not an integer",
                            "class_label", _first_line(fractional))
-    bad = (labels < 0) | (labels >= num_classes)
+    bad = (labels < 0) | (labels >= (num_classes or np.inf))
     if bad.any():
-        raise DatasetError(path, f"class_label {labels[bad][0]:g} is out of range "
-                           f"0..{num_classes - 1} (labels.num_classes)", "class_label",
-                           _first_line(bad))
+        allowed = f"0..{num_classes - 1} (labels.num_classes)" if num_classes else ">= 0"
+        raise DatasetError(path, f"class_label {labels[bad][0]:g} is out of range {allowed}",
+                           "class_label", _first_line(bad))
     _check_vehicles(path, ids, readouts)
     return table.set_column(1, "class_label", pa.array(labels.astype(np.int64)))
 
@@ -319,12 +334,15 @@ def read_specifications(path: Path, readouts: Readouts, spec_columns: list[str] 
     return table
 
 
-def ingest(csv_dir: Path, out_dir: Path, num_classes: int) -> DatasetSummary:
+def ingest(csv_dir: Path, out_dir: Path, num_classes: int | str,
+           windows: list[float] | None = None) -> DatasetSummary:
     """Validate a dataset folder and write typed parquet files into ``out_dir``.
 
     Writes ``{split}_readouts.parquet`` (sorted), ``{split}_labels.parquet`` for validation
     and test, ``train_tte.parquet`` or ``train_labels.parquet``, ``{split}_specs.parquet``
-    when specifications exist, and ``schema.json``.
+    when specifications exist, and ``schema.json``. ``num_classes`` "auto" is inferred: one
+    more than ``windows`` (``labels.windows``) when train comes with time-to-event, else the
+    largest class in the label files plus one.
     """
     csv_dir, out_dir = Path(csv_dir), Path(out_dir)
     if not csv_dir.is_dir():
@@ -338,7 +356,7 @@ def ingest(csv_dir: Path, out_dir: Path, num_classes: int) -> DatasetSummary:
         raise DatasetError(csv_dir, "expected exactly one of train_tte.csv and train_labels.csv")
     has_specs = (csv_dir / specifications_file("train")).exists()
 
-    summary = None
+    summary, largest = None, 0
     out_dir.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         path = csv_dir / readouts_file(split)
@@ -361,8 +379,10 @@ def ingest(csv_dir: Path, out_dir: Path, num_classes: int) -> DatasetSummary:
         if split == "train" and summary.train_target == "tte":
             pq.write_table(read_tte(tte_path, readouts), out_dir / "train_tte.parquet")
         else:
-            labels = read_labels(csv_dir / labels_file(split), readouts, num_classes)
+            labels = read_labels(csv_dir / labels_file(split), readouts,
+                                 None if num_classes == "auto" else num_classes)
             pq.write_table(labels, out_dir / f"{split}_labels.parquet")
+            largest = max(largest, int(pc.max(labels.column("class_label")).as_py()))
 
         spec_path = csv_dir / specifications_file(split)
         if has_specs:
@@ -373,6 +393,26 @@ def ingest(csv_dir: Path, out_dir: Path, num_classes: int) -> DatasetSummary:
         elif spec_path.exists():
             raise DatasetError(spec_path, "specifications exist for this split but not for train")
     assert summary is not None
+    summary.num_classes = resolve_num_classes(num_classes, summary.train_target, windows, largest)
     summary.save(out_dir / "schema.json")
     return summary
+
+
+def resolve_num_classes(num_classes: int | str, train_target: str, windows: list[float] | None,
+                        largest_label: int) -> int:
+    """``labels.num_classes``, or with "auto" what the data imply (logged)."""
+    if num_classes != "auto":
+        return int(num_classes)
+    if train_target == "tte":
+        if not windows:
+            raise ValueError("labels.num_classes is auto and train has time-to-event: set "
+                             "labels.windows (the class windows)")
+        inferred, source = len(windows) + 1, f"labels.windows {list(windows)}"
+    else:
+        inferred, source = largest_label + 1, "the largest class_label in the label files"
+    if inferred < 2:
+        raise ValueError(f"labels.num_classes is auto but {source} gives {inferred} class; "
+                         "a classifier needs at least 2")
+    log.info("labels.num_classes is auto: %d classes, from %s", inferred, source)
+    return inferred
 

@@ -1,0 +1,5 @@
+"""python -m componentx: the componentx command."""
+
+from componentx.cli import main
+
+main()

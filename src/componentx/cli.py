@@ -1,0 +1,125 @@
+"""componentx: validate params, write the synthetic fleet, compare experiments, promote.
+
+Also renders every plot for offline use:
+
+    componentx validate [params.yaml]
+    componentx synthetic --out DIR [--n-train 6000 ...]
+    componentx compare [EXPERIMENT ...]
+    componentx promote [--force]
+    componentx plots [--out dvc_plots]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from componentx.runtime import log, run_stage
+
+
+def validate(args: argparse.Namespace) -> None:
+    from componentx.params import problems, read_params
+
+    found = problems(read_params(args.params))
+    for problem in found:
+        print(f"{args.params}: {problem}", file=sys.stderr)
+    if found:
+        sys.exit(1)
+    print(f"{args.params}: OK")
+
+
+def synthetic(args: argparse.Namespace) -> None:
+    from componentx import synthetic as fleet
+
+    if args.out.exists() and any(args.out.iterdir()):
+        raise ValueError(f"{args.out} is not empty; give a new folder")
+    fleet.generate(args.out, args.n_train, args.n_validation, args.n_test, args.seed,
+                   tuple(args.windows), args.signal, args.strength)
+    log.info("wrote the nine Component X CSV files to %s (use it with -S data.source=csv "
+             "-S data.csv_dir=%s)", args.out, args.out)
+
+
+def compare(args: argparse.Namespace) -> None:
+    from componentx import experiments
+    from componentx.metrics import check_cost_matrix
+    from componentx.params import load_params
+    from componentx.schema import DatasetSummary
+
+    params = load_params()
+    found = experiments.list_experiments(names=args.experiments or None)
+    classes = DatasetSummary.load(Path("data/ingested/schema.json")).num_classes
+    table, best = experiments.comparison_table(
+        found, check_cost_matrix(params["evaluate"]["cost_matrix"], classes),
+        params["evaluate"]["bootstrap"], params["evaluate"]["seed"], paired=not args.unpaired)
+    print(table)
+    print(f"lowest validation cost: {best.name} (choose on validation; test is only reported)")
+
+
+def promote(args: argparse.Namespace) -> None:
+    from componentx.gate import promote as copy_model
+
+    copy_model(args.model, args.metrics, args.gate, args.predictions, args.to, args.force)
+    log.info("promoted %s with its metrics and predictions to %s/ (use gate.reference=%s/"
+             "predictions to gate later runs against it)", args.model, args.to, args.to)
+
+
+def plots(args: argparse.Namespace) -> None:
+    from componentx import offline_plots
+
+    page, pngs = offline_plots.render(args.out)
+    log.info("wrote %s (Vega inline, opens without a network) and %d PNGs in %s", page,
+             len(pngs), args.out / "png")
+
+
+def parser() -> argparse.ArgumentParser:
+    from componentx.synthetic import CLASS_WINDOWS, SIGNAL_STRENGTH, SIGNALS
+
+    main = argparse.ArgumentParser(prog="componentx", description=__doc__.splitlines()[0])
+    commands = main.add_subparsers(dest="command", required=True, metavar="command")
+
+    command = commands.add_parser("validate", help="check every key of a params file")
+    command.add_argument("params", nargs="?", type=Path, default=Path("params.yaml"))
+    command.set_defaults(run=validate)
+
+    command = commands.add_parser("synthetic", help="write the built-in fleet as CSV files")
+    command.add_argument("--out", type=Path, required=True, help="a new or empty folder")
+    command.add_argument("--n-train", type=int, default=6000)
+    command.add_argument("--n-validation", type=int, default=5046)
+    command.add_argument("--n-test", type=int, default=5045)
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--windows", type=float, nargs="+", default=list(CLASS_WINDOWS))
+    command.add_argument("--signal", choices=SIGNALS, default="relative")
+    command.add_argument("--strength", type=float, default=SIGNAL_STRENGTH)
+    command.set_defaults(run=synthetic)
+
+    command = commands.add_parser(
+        "compare", help="experiments side by side, chosen on validation with paired intervals")
+    command.add_argument("experiments", nargs="*", help="experiment names (default: all)")
+    command.add_argument("--unpaired", action="store_true",
+                         help="skip the paired differences (no DVC cache needed)")
+    command.set_defaults(run=compare)
+
+    command = commands.add_parser("promote", help="copy a model that passed the gate")
+    command.add_argument("--model", type=Path, default=Path("models/best.pt"))
+    command.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
+    command.add_argument("--gate", type=Path, default=Path("metrics/gate.json"))
+    command.add_argument("--predictions", type=Path, default=Path("data/predictions"))
+    command.add_argument("--to", type=Path, default=Path("promoted"))
+    command.add_argument("--force", action="store_true", help="promote even if the gate failed")
+    command.set_defaults(run=promote)
+
+    command = commands.add_parser("plots", help="every plot of dvc.yaml as an offline page "
+                                  "and PNGs")
+    command.add_argument("--out", type=Path, default=Path("dvc_plots"))
+    command.set_defaults(run=plots)
+    return main
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    run_stage(lambda: args.run(args))
+
+
+if __name__ == "__main__":
+    main()
