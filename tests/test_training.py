@@ -174,3 +174,13 @@ def test_every_architecture_trains_through_the_loop(tmp_path, arch):
     _, config = configs(tmp_path, epochs=1, loss="focal")
     state = training.train(model, config, window_set(0), window_set(1), COST, tmp_path, "f")
     assert state.epoch == 1 and np.isfinite(state.history[0]["train"]["loss"])
+
+
+def test_augmented_training_is_deterministic_on_cpu(tmp_path):
+    a = run(tmp_path, "a", augment=["jitter", "crop", "mixup"], epochs=2)
+    b = run(tmp_path, "b", augment=["jitter", "crop", "mixup"], epochs=2)
+    plain = run(tmp_path, "plain", epochs=2)
+    assert a.history == b.history
+    assert a.history != plain.history
+    with pytest.raises(ValueError, match="train.augment"):
+        run(tmp_path, "bad", augment=["rotate"])

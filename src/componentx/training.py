@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from componentx.augmentation import augment, check
 from componentx.dataset import WindowSet, prefetched_batches
 from componentx.decisions import class_priors, expected_cost_decision, shift_priors
 from componentx.errors import StageError
@@ -69,6 +70,7 @@ class TrainConfig:
     nproc: int = 1
     init: str = "scratch"
     freeze_epochs: int = 0
+    augment: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -327,6 +329,7 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
     if config.monitor not in MONITORS:
         raise ValueError(f"train.monitor must be one of {sorted(MONITORS)}, got "
                          f"{config.monitor!r}")
+    check(config.augment)
     rank, world = distributed_context()
     device = choose_device(config.device, rank)
     if device.type == "cpu":
@@ -353,6 +356,7 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
     train_priors = effective_priors(train_labels, weights, config.balanced_sampler, num_classes)
     val_y = val_set.labels.numpy()
     mode = MONITORS[config.monitor]
+    majority = int(np.bincount(train_labels).argmax())
 
     state = TrainState()
     last_path, best_path = models_dir / "last.pt", models_dir / "best.pt"
@@ -398,6 +402,10 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
             normaliser = loss_fn.sample_weights(torch.from_numpy(
                 train_labels[index]).to(device)).sum().clamp(min=1e-12)
             shard = index[rank::world]
+            if config.augment:
+                seed = np.random.SeedSequence([config.seed, epoch, step, rank]).generate_state(1)
+                batch = augment(batch, config.augment, batch.y != majority,
+                                torch.Generator().manual_seed(int(seed[0])))
             batch = batch.to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = step_model(batch.x, batch.lengths, batch.specs)
