@@ -26,7 +26,7 @@ def main() -> None:
     if not table.exists():
         raise FileNotFoundError(f"gate.reference {reference} has no {split}.parquet (use the "
                                 "baseline's data/baseline_predictions, or promote a run with "
-                                "`python -m componentx.promote` and use promoted/predictions)")
+                                "`componentx promote` and use promoted/predictions)")
     cost_matrix = check_cost_matrix(
         COST_MATRIX, DatasetSummary.load(INGESTED / "schema.json").num_classes)
     verdict = gate_verdict(pd.read_parquet(RUN / f"{split}.parquet"), pd.read_parquet(table),

@@ -205,3 +205,18 @@ def test_all_splits_share_the_header(fleet):
     headers = {split: list(pd.read_csv(fleet / readouts_file(split), nrows=1).columns)
                for split in SPLITS}
     assert headers["train"] == headers["validation"] == headers["test"]
+
+
+def test_componentx_synthetic_writes_the_layout(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "fleet"
+    command = [sys.executable, "-m", "componentx", "synthetic", "--out", str(out),
+               "--n-train", "20", "--n-validation", "30", "--n-test", "30", "--seed", "2"]
+    subprocess.run(command, check=True, capture_output=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{s}_{kind}.csv" for s in SPLITS for kind in ("operational_readouts", "specifications")]
+        + ["train_tte.csv", "validation_labels.csv", "test_labels.csv"])
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 1 and "is not empty" in again.stderr

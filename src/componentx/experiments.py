@@ -91,29 +91,33 @@ def comparison_table(experiments: list[Experiment], cost_matrix: np.ndarray, n_b
                      seed: int = 0, paired: bool = True) -> tuple[str, Experiment]:
     """Markdown table of experiments, best validation cost first, and the best one.
 
-    Each row: changed params, validation cost with its interval, the paired difference to the
-    best (same vehicles) and to the baseline, and test cost, which is reported, never used.
+    Each row: changed params, validation cost with its interval, the paired differences (same
+    vehicles) to the first experiment (the committed run), to the best and to the baseline,
+    and test cost, which is reported, never used.
     """
     ranked = sorted(experiments, key=lambda e: e.report["validation"]["cost_total"])
-    best, reference = ranked[0], experiments[0].params
-    lines = ["| experiment | changed params | validation cost (95% CI) | − best, paired (95% CI) "
-             "| − baseline, paired (95% CI) | test cost (reported only) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    best, head = ranked[0], experiments[0]
+    lines = [f"| experiment | changed params | validation cost (95% CI) | − {head.name}, paired "
+             "(95% CI) | − best, paired (95% CI) | − baseline, paired (95% CI) | test cost "
+             "(reported only) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+
+    def against(other: Experiment, experiment: Experiment) -> str:
+        if experiment is other or not paired:
+            return "—"
+        d = paired_against(other, experiment, "validation", cost_matrix, n_boot, seed)
+        return f"{d['difference']:+,.0f} ({d['ci'][0]:+,.0f} to {d['ci'][1]:+,.0f})"
+
     for experiment in ranked:
         validation = experiment.report["validation"]
         low, high = validation["cost_total_ci"]
-        if experiment is best or not paired:
-            to_best = "—"
-        else:
-            d = paired_against(best, experiment, "validation", cost_matrix, n_boot, seed)
-            to_best = f"{d['difference']:+,.0f} ({d['ci'][0]:+,.0f} to {d['ci'][1]:+,.0f})"
         vs = experiment.report.get("paired_vs_baseline", {}).get("validation", {})
         cost = vs.get("cost_total")
         to_baseline = (f"{cost['difference']:+,.0f} ({cost['ci'][0]:+,.0f} to "
                        f"{cost['ci'][1]:+,.0f})" if cost else "—")
         changed = ", ".join(f"{k}={v}" for k, v in changed_params(experiment.params,
-                                                                 reference).items()) or "—"
+                                                                 head.params).items()) or "—"
         lines.append(f"| {experiment.name} | {changed} | {validation['cost_total']:,.0f} "
-                     f"({low:,.0f}–{high:,.0f}) | {to_best} | {to_baseline} | "
+                     f"({low:,.0f}–{high:,.0f}) | {against(head, experiment)} | "
+                     f"{against(best, experiment)} | {to_baseline} | "
                      f"{experiment.report['test']['cost_total']:,.0f} |")
     return "\n".join(lines) + "\n", best
