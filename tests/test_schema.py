@@ -226,3 +226,17 @@ def test_decreasing_cumulative_values_warn_with_count(dataset, tmp_path, caplog)
     with caplog.at_level(logging.WARNING):
         assert train_warning() == before + 1
     assert "decreasing" in caplog.text
+
+
+@pytest.mark.parametrize("content", [
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xd8",  # a binary file
+    "vehicle_id,time_step\n1,0.5\n".encode("utf-16"),  # text, but not UTF-8
+])
+def test_a_file_that_is_not_utf8_text_is_named(dataset, tmp_path, content):
+    path = dataset / "validation_operational_readouts.csv"
+    path.write_bytes(content)
+    with pytest.raises(schema.DatasetError) as error:
+        schema.ingest(dataset, tmp_path / "out", num_classes=5)
+    message = str(error.value)
+    assert message.startswith(str(path)) and ("not UTF-8" in message or "NUL" in message)
+    assert "\n" not in message
