@@ -69,12 +69,15 @@ class WindowSet:
     def batch(self, index: np.ndarray) -> Batch:
         pad = len(self.features) - 1
         rows = gather_rows(self.end_row[index], self.length[index], self.size, pad)
-        x = np.empty((*rows.shape, self.n_inputs), dtype=np.float32)
-        x[:, :, :-1] = self.features[rows]
-        x[:, :, -1] = np.where(rows != pad, self.ref_time[index][:, None] - self.times[rows],
-                               0.0) / AGE_SCALE
-        return Batch(torch.from_numpy(x), torch.from_numpy(self.length[index]),
-                     self.specs[index], self.labels[index])
+        # torch's allocator aligns to 64 bytes; oneDNN and MKL may round differently on
+        # buffers aligned otherwise, which would make runs differ from process to process.
+        x = torch.empty((*rows.shape, self.n_inputs), dtype=torch.float32)
+        view = x.numpy()
+        view[:, :, :-1] = self.features[rows]
+        view[:, :, -1] = np.where(rows != pad, self.ref_time[index][:, None] - self.times[rows],
+                                  0.0) / AGE_SCALE
+        return Batch(x, torch.from_numpy(self.length[index]), self.specs[index],
+                     self.labels[index])
 
 
 def prefetched_batches(windows: WindowSet, indices: Iterable[np.ndarray], pin: bool = False,
