@@ -19,6 +19,7 @@ params = load_params()
 BASELINE, EVALUATE = params["baseline"], params["evaluate"]
 INGESTED, WINDOWS = Path("data/ingested"), Path("data/windows")
 PREDICTIONS, METRICS = Path("data/baseline_predictions"), Path("metrics/baseline.json")
+MODEL = Path("models/baseline")
 
 
 def split_features(split: str, names: list[str], specs: list[str]
@@ -60,6 +61,8 @@ def main() -> None:
                                          EVALUATE["decision"], cost_matrix,
                                          ).to_parquet(tmp / f"{split}.parquet", index=False)
             evaluation.log_summary("baseline", split, report[split])
+    with atomic_dir(MODEL) as tmp:
+        fitted.save(tmp)
     atomic_write_json(METRICS, report)
 
 

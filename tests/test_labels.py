@@ -121,3 +121,19 @@ def test_test_like_references_are_uniform_over_every_readout():
     assert len(counts) == (ids == 2).sum() and counts.max() < 3 * counts.min()
     with pytest.raises(ValueError, match="test_like_refs"):
         labels.labels_from_tte(ids, times, tte, WINDOWS, "test_like", test_like_refs=0)
+
+
+def test_the_fleet_holdout_is_stratified_seeded_and_every_readout_is_a_reference():
+    tte = pd.DataFrame({"vehicle_id": np.arange(100),
+                        "length_of_study_time_step": 200.0,
+                        "in_study_repair": (np.arange(100) % 10 == 0).astype(int)})
+    held = labels.holdout_vehicles(tte, 0.2, seed=1)
+    assert len(held) == 20 and (np.isin(held, np.arange(0, 100, 10))).sum() == 2
+    assert np.array_equal(held, labels.holdout_vehicles(tte, 0.2, seed=1))
+    assert not np.array_equal(held, labels.holdout_vehicles(tte, 0.2, seed=2))
+    ids, times = np.repeat([0, 1], 3), np.tile([100.0, 160.0, 190.0], 2)
+    references = labels.fleet_references(ids, times, tte, WINDOWS)
+    assert references["class_label"].tolist() == [0, 1, 3, 0, 0, 0]  # vehicle 0 was repaired
+    assert references["ttf"].isna().tolist() == [False] * 3 + [True] * 3
+    with pytest.raises(ValueError, match="fleet.holdout"):
+        labels.holdout_vehicles(tte, 1.0, seed=0)

@@ -91,7 +91,7 @@ def repo(tmp_path_factory) -> Path:
     first = dvc(path, "repro")
     assert stages_run(first.stdout) == {"ingest", "labels", "windowing", "stats", "pretrain",
                                         "train", "baseline", "evaluate", "explain", "gate",
-                                        "plots_page"}
+                                        "fleet", "plots_page"}
     commit(path, "first run")
     return path
 
@@ -123,11 +123,12 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    ({"train": {"lr": 0.004}}, {"train", "evaluate", "explain", "gate"}),
+    ({"train": {"lr": 0.004}}, {"train", "evaluate", "explain", "gate", "fleet"}),
     ({"features": {"transform": "increments"}},
-     {"stats", "pretrain", "train", "evaluate", "explain", "gate"}),
-    ({"baseline": {"k": 3}}, {"baseline", "evaluate", "gate"}),
+     {"stats", "pretrain", "train", "evaluate", "explain", "gate", "fleet"}),
+    ({"baseline": {"k": 3}}, {"baseline", "evaluate", "gate", "fleet"}),
     ({"gate": {"ece_tolerance": 0.5}}, {"gate"}),
+    ({"fleet": {"target_fa": 2}}, {"fleet"}),
 ])
 def test_a_param_reruns_only_the_stages_that_read_it(repo, overrides, expected):
     set_params(repo, overrides)
@@ -139,9 +140,32 @@ def test_a_param_reruns_only_the_stages_that_read_it(repo, overrides, expected):
     assert stages_run(dvc(repo, "repro").stdout) == set()
 
 
+def test_the_fleet_holdout_is_seen_by_no_model_and_scored_by_both(repo):
+    fleet = pd.read_parquet(repo / "data/labels/fleet.parquet")
+    held = set(fleet["vehicle_id"])
+    assert 0 < len(held) and fleet.groupby("vehicle_id")["repaired"].first().any()
+    train_labels = pd.read_parquet(repo / "data/labels/train.parquet")
+    assert held.isdisjoint(train_labels["vehicle_id"])  # no training labels
+    train_rows = np.load(repo / "data/windows/train_vehicle.npy")
+    assert held.isdisjoint(train_rows)  # no readouts in the train arrays ...
+    stats = json.loads((repo / "data/stats.json").read_text())
+    assert stats["count"][stats["names"].index("171_0")] == len(train_rows)  # ... nor in stats
+    assert set(np.load(repo / "data/windows/fleet_vehicle.npy")) == held
+    report = json.loads((repo / "metrics/fleet.json").read_text())
+    assert report["available"] and report["vehicles"] == len(held)
+    for model in ("sequence", "baseline"):
+        assert 0 <= report[model]["detection_rate"] <= 1
+        assert list(report[model]["sensitivity_at_false_alarms_per_1000"]) == [
+            "10", "5", "2.5", "1"]
+    trajectories = pd.read_parquet(repo / "data/fleet/trajectories.parquet")
+    assert len(trajectories) == len(fleet) and trajectories["risk_sequence"].between(0, 1).all()
+    shown = dvc(repo, "metrics", "show").stdout
+    assert "metrics/fleet.json" in shown and "sequence.detection_rate" in shown
+
+
 def test_experiments_metrics_diff_and_plots(repo):
     run = dvc(repo, "exp", "run", "-n", "faster", "-S", "train.lr=0.005")
-    assert stages_run(run.stdout) == {"train", "evaluate", "explain", "gate"}
+    assert stages_run(run.stdout) == {"train", "evaluate", "explain", "gate", "fleet"}
     shown = dvc(repo, "exp", "show", "--csv").stdout
     assert "faster" in shown and "0.005" in shown
     assert "test.expected_cost.cost_total" in shown
@@ -153,7 +177,8 @@ def test_experiments_metrics_diff_and_plots(repo):
     dvc(repo, "plots", "show", "-o", str(out))
     html = (out / "index.html").read_text()
     for plot in ("confusion_test", "pr_validation", "roc_test", "reliability_validation",
-                 "cost_test", "loss", "learning_rate", "attributions.png"):
+                 "cost_test", "loss", "learning_rate", "attributions.png", "fleet_detection",
+                 "fleet_lead_times", "trajectories.png"):
         assert plot in html
 
 

@@ -83,7 +83,7 @@ class AlarmSummary:
         quartiles = (np.percentile(self.lead_times, [25, 50, 75]).tolist()
                      if len(self.lead_times) else [None] * 3)
         return {
-            "repairs": int(len(self.detected)),
+            "repairs": len(self.detected),
             "detection_rate": float(self.detected.mean()) if len(self.detected) else None,
             "false_alarms": self.false_alarms,
             "false_alarms_per_1000": self.false_alarms * per_1000,
@@ -136,13 +136,19 @@ def summarise(fleet: Fleet, state: np.ndarray, horizon: float) -> AlarmSummary:
                         float(np.where(state, danger, 0.0).sum()))
 
 
+def off_threshold(tau_on: float, hysteresis: float) -> float:
+    """``tau_off`` for a ``tau_on``: lower by the share ``hysteresis`` of it. Relative, because
+    calibrated risks of rare failures are small numbers: a fixed gap would hold alarms for ever
+    at low thresholds and barely at high ones."""
+    return tau_on * (1.0 - hysteresis)
+
+
 def threshold_sweep(fleet: Fleet, risk: np.ndarray, thresholds: np.ndarray, hysteresis: float,
                     min_consecutive: int, horizon: float) -> list[dict]:
-    """Detection rate and false alarms per 1000 time units for each ``tau_on`` (with
-    ``tau_off = tau_on - hysteresis``)."""
+    """Detection rate and false alarms per 1000 time units for each ``tau_on``."""
     curve = []
     for tau_on in thresholds:
-        state = alarm_state(fleet, risk, float(tau_on), max(float(tau_on) - hysteresis, 0.0),
+        state = alarm_state(fleet, risk, float(tau_on), off_threshold(float(tau_on), hysteresis),
                             min_consecutive)
         metrics = summarise(fleet, state, horizon).metrics()
         curve.append({"tau_on": float(tau_on), "detection_rate": metrics["detection_rate"],
@@ -159,6 +165,40 @@ def sensitivity_at(curve: list[dict], fa_rates: tuple[float, ...] = FA_RATES
 
 
 def threshold_for(curve: list[dict], target_fa: float) -> float | None:
-    """The lowest ``tau_on`` (most detections) whose false-alarm rate is within the target."""
-    allowed = [p["tau_on"] for p in curve if p["false_alarms_per_1000"] <= target_fa]
-    return min(allowed) if allowed else None
+    """The ``tau_on`` with the most detections among those whose false-alarm rate is within
+    the target (fewer false alarms, then the higher threshold, on ties)."""
+    allowed = [p for p in curve if p["false_alarms_per_1000"] <= target_fa]
+    if not allowed:
+        return None
+    return max(allowed, key=lambda p: (p["detection_rate"] or 0.0, -p["false_alarms_per_1000"],
+                                       p["tau_on"]))["tau_on"]
+
+
+def risk_thresholds(risk: np.ndarray, points: int = 150) -> np.ndarray:
+    """Candidate ``tau_on`` values spread over the upper part of the risk distribution."""
+    return np.unique(np.round(np.quantile(risk, np.linspace(0.5, 0.9995, points)), 6))
+
+
+def fleet_report(fleet: Fleet, risk: np.ndarray, settings: dict, horizon: float
+                 ) -> tuple[dict, list[dict], np.ndarray]:
+    """Metrics of one model's risk trajectories (``settings`` is ``params.fleet``).
+
+    A sweep of ``tau_on`` gives the detection / false-alarm curve, the sensitivity at fixed
+    false-alarm rates, and the ``tau_on`` that ``target_fa`` picks; the alarms are then scored
+    at ``settings["tau_on"]`` (``target``: the picked one) and ``tau_off`` (``auto``: from
+    ``hysteresis``). Also returns the sweep and the lead times of those alarms.
+    """
+    curve = threshold_sweep(fleet, risk, risk_thresholds(risk), settings["hysteresis"],
+                            settings["min_consecutive"], horizon)
+    picked = threshold_for(curve, settings["target_fa"])
+    tau_on = picked if settings["tau_on"] == "target" else float(settings["tau_on"])
+    if tau_on is None:  # no threshold keeps false alarms within the target
+        tau_on = max(p["tau_on"] for p in curve)
+    tau_off = (off_threshold(tau_on, settings["hysteresis"]) if settings["tau_off"] == "auto"
+               else float(settings["tau_off"]))
+    summary = summarise(fleet, alarm_state(fleet, risk, tau_on, min(tau_off, tau_on),
+                                           settings["min_consecutive"]), horizon)
+    report = {"tau_on": tau_on, "tau_off": min(tau_off, tau_on),
+              "tau_on_picked_for_target_fa": picked, **summary.metrics(),
+              "sensitivity_at_false_alarms_per_1000": sensitivity_at(curve)}
+    return report, curve, summary.lead_times

@@ -10,9 +10,12 @@ readout that has it, with that readout's time, so rates stay exact across gaps.
 
 from __future__ import annotations
 
+import json
+import pickle
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -165,6 +168,28 @@ class FittedBaseline:
         """Log-probabilities for every class (classes unseen in training get a tiny floor)."""
         probs = np.maximum(self.probabilities(features, num_classes), 1e-9)
         return np.log(probs / probs.sum(axis=1, keepdims=True))
+
+    def save(self, folder: Path) -> None:
+        """The model (LightGBM's text format, or a pickle of scikit-learn's) and what it is."""
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.library == "lightgbm":
+            self.model.save_model(str(folder / "model.txt"), num_iteration=self.iterations)
+        else:
+            (folder / "model.pkl").write_bytes(pickle.dumps(self.model))
+        (folder / "baseline.json").write_text(json.dumps(
+            {"library": self.library, "iterations": self.iterations,
+             "validation_costs": self.validation_costs}) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> FittedBaseline:
+        meta = json.loads((folder / "baseline.json").read_text())
+        if meta["library"] == "lightgbm":
+            import lightgbm
+
+            model = lightgbm.Booster(model_file=str(folder / "model.txt"))
+        else:
+            model = pickle.loads((folder / "model.pkl").read_bytes())  # written by save()
+        return cls(meta["library"], model, meta["iterations"], meta["validation_costs"])
 
 
 def fit_baseline(train: pd.DataFrame, train_y: np.ndarray, sample_weight: np.ndarray | None,

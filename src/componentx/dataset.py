@@ -113,8 +113,10 @@ def input_names(stats: FeatureStats) -> list[str]:
 
 
 def load_window_set(windows_dir: Path, ingested_dir: Path, split: str, stats: FeatureStats,
-                    spec_columns: list[str], size: int) -> WindowSet:
-    """Read one split's windowing outputs and normalise its readouts."""
+                    spec_columns: list[str], size: int, specs_split: str | None = None
+                    ) -> WindowSet:
+    """Read one split's windowing outputs and normalise its readouts; the specifications come
+    from ``specs_split`` (the fleet holdout's vehicles are train vehicles)."""
     values = np.load(windows_dir / f"{split}_values.npy", mmap_mode="r")
     times = np.load(windows_dir / f"{split}_time.npy")
     vehicles = np.load(windows_dir / f"{split}_vehicle.npy")
@@ -122,7 +124,7 @@ def load_window_set(windows_dir: Path, ingested_dir: Path, split: str, stats: Fe
     features[:-1, :len(stats.names)] = normalise(values, times, vehicles, stats)
     features[:-1, len(stats.names):] = history_channels(times, vehicles)
     windows = pd.read_parquet(windows_dir / f"{split}_windows.parquet")
-    specs = window_spec_codes(ingested_dir, split, spec_columns,
+    specs = window_spec_codes(ingested_dir, specs_split or split, spec_columns,
                               windows["vehicle_id"].to_numpy())
     return WindowSet(features, times, windows, specs, size)
 

@@ -119,3 +119,35 @@ def labels_at_last_readout(vehicle_ids: np.ndarray, times: np.ndarray,
 def class_distribution(labels: pd.DataFrame, num_classes: int) -> dict[str, int]:
     counts = np.bincount(labels["class_label"].to_numpy(), minlength=num_classes)
     return {f"class_{c}": int(n) for c, n in enumerate(counts)}
+
+
+FLEET_COLUMNS = ["vehicle_id", "ref_time", "class_label", "ttf", "repaired", "end"]
+
+
+def holdout_vehicles(tte: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """Train vehicles set aside for the fleet view: ``fraction`` of the repaired and of the
+    censored vehicles (stratified by repair, seeded), sorted."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"fleet.holdout must be in [0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for repaired in (0, 1):
+        ids = np.sort(tte.loc[tte["in_study_repair"] == repaired, "vehicle_id"].to_numpy())
+        chosen.append(rng.choice(ids, size=round(fraction * len(ids)), replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def fleet_references(vehicle_ids: np.ndarray, times: np.ndarray, tte: pd.DataFrame,
+                     windows: Sequence[float]) -> pd.DataFrame:
+    """Every readout of the given vehicles as a reference: its class where known (repaired
+    vehicles; censored ones are 0), time to the repair, the repair flag and the time the
+    vehicle's study ends (its repair, or the end of observation)."""
+    tte = tte.sort_values("vehicle_id")
+    position = np.searchsorted(tte["vehicle_id"].to_numpy(), vehicle_ids)
+    end = tte["length_of_study_time_step"].to_numpy()[position]
+    repaired = tte["in_study_repair"].to_numpy()[position].astype(bool)
+    ttf = np.where(repaired, end - times, np.nan)
+    return pd.DataFrame({"vehicle_id": vehicle_ids, "ref_time": times,
+                         "class_label": np.where(repaired, class_from_ttf(end - times, windows),
+                                                 0),
+                         "ttf": ttf, "repaired": repaired, "end": end})[FLEET_COLUMNS]

@@ -125,6 +125,11 @@ SCHEMA: dict[str, dict[str, Rule]] = {
                  "class_weights": choice("none", "inverse"), "seed": integer(0)},
     "gate": {"reference": TEXT, "split": choice("validation", "test"),
              "ece_tolerance": NON_NEGATIVE, "bootstrap": integer(10), "seed": integer(0)},
+    "fleet": {"holdout": number(low=0, high=0.9), "seed": integer(0), "risk_class": integer(1),
+              "tau_on": either(choice("target"), SHARE),
+              "tau_off": either(choice("auto"), SHARE), "min_consecutive": integer(1),
+              "horizon": either(choice("auto"), POSITIVE), "hysteresis": SHARE,
+              "target_fa": POSITIVE},
     "tracking": {"mlflow": BOOL, "mlflow_uri": TEXT, "mlflow_experiment": TEXT,
                  "tensorboard": BOOL, "tensorboard_dir": TEXT},
     "explain": {"vehicles": integer(1), "steps": integer(1), "top_features": integer(1)},
@@ -167,6 +172,10 @@ def _cross_checks(params: dict) -> list[str]:
     windows = params["labels"]["windows"]
     if any(b <= a for a, b in pairwise(windows)):
         found.append(f"labels.windows must be increasing, got {windows}")
+    taus = params["fleet"]["tau_on"], params["fleet"]["tau_off"]
+    if all(isinstance(t, float | int) for t in taus) and taus[1] > taus[0]:
+        found.append(f"fleet.tau_off ({params['fleet']['tau_off']}) must not exceed "
+                     f"fleet.tau_on ({params['fleet']['tau_on']})")
     return found
 
 
