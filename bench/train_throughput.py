@@ -31,8 +31,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from componentx.dataset import AGE_SCALE, WindowSet, prefetched_batches
-from componentx.features import compute_stats, normalise
+from componentx.dataset import WindowSet, prefetched_batches
+from componentx.features import AGE_SCALE, compute_stats, normalise
 from componentx.models import (
     ARCHS,
     LSTMEncoder,

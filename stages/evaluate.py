@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from componentx import evaluation
+from componentx.calibration import calibration_method
 from componentx.dataset import load_window_set
 from componentx.features import FeatureStats
 from componentx.metrics import check_cost_matrix
@@ -56,7 +57,7 @@ def main() -> None:
         labels[split] = windows.labels.numpy()
         vehicles[split] = windows.windows["vehicle_id"].to_numpy()
     trained = checkpoint["train_config"]
-    method = evaluation.calibration_method(EVALUATE["calibration"], trained["loss"],
+    method = calibration_method(EVALUATE["calibration"], trained["loss"],
                                            trained["label_smoothing"])
     report, scored, _ = evaluation.evaluate_logits(
         logits, labels, np.asarray(checkpoint["train_priors"]), cost_matrix, EVALUATE, method)

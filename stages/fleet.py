@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from componentx import alarms, baseline
+from componentx.calibration import Calibrator
 from componentx.dataset import load_window_set, window_spec_codes
-from componentx.evaluation import Calibrator
 from componentx.features import FeatureStats
 from componentx.fleet_plots import lead_time_table, trajectories_figure
 from componentx.params import load_params

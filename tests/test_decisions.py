@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from componentx import decisions, evaluation, metrics
+from componentx import calibration, decisions, evaluation, metrics
 from componentx.metrics import OFFICIAL_COST
 
 COST = np.array(OFFICIAL_COST, dtype=float)
@@ -88,8 +88,8 @@ def test_biases_absorb_a_per_class_distortion_that_temperature_cannot():
 def test_crossfitted_validation_probabilities_come_from_the_other_folds():
     rng = np.random.default_rng(9)
     logits, _, y = fleet_sample(rng, 3000, priors=np.full(5, 0.2))
-    probs = evaluation.crossfit_probabilities(2 * logits, y, TRAINING, None, "temperature", 3, 0)
-    fold = evaluation.stratified_folds(y, 3, 0)
+    probs = calibration.crossfit_probabilities(2 * logits, y, TRAINING, None, "temperature", 3, 0)
+    fold = calibration.stratified_folds(y, 3, 0)
     assert set(np.bincount(fold)) <= {999, 1000, 1001, 1002}
     for f in range(3):
         held = fold == f
@@ -99,9 +99,9 @@ def test_crossfitted_validation_probabilities_come_from_the_other_folds():
 
 
 def test_focal_loss_and_label_smoothing_switch_to_fitted_biases(caplog):
-    assert evaluation.calibration_method("temperature", "cross_entropy", 0.0) == "temperature"
-    assert evaluation.calibration_method("none", "focal", 0.0) == "bias_temperature"
-    assert evaluation.calibration_method("temperature", "cross_entropy", 0.1) == \
+    assert calibration.calibration_method("temperature", "cross_entropy", 0.0) == "temperature"
+    assert calibration.calibration_method("none", "focal", 0.0) == "bias_temperature"
+    assert calibration.calibration_method("temperature", "cross_entropy", 0.1) == \
         "bias_temperature"
     assert "prior shift alone cannot correct" in caplog.text
 

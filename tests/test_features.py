@@ -80,7 +80,7 @@ def test_specifications_are_coded_on_train_with_unknowns_at_zero():
 
 
 def test_history_channels_see_the_whole_history_of_each_vehicle():
-    from componentx.dataset import HISTORY_SCALE, history_channels
+    from componentx.features import HISTORY_SCALE, history_channels
 
     times = np.array([0.0, 2.0, 5.0, 1.0, 4.0])
     ids = np.array([1, 1, 1, 2, 2])

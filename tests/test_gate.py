@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -75,18 +76,28 @@ def test_other_vehicles_are_an_error():
         gate_verdict(run, other, COST, 0.02)
 
 
-def test_promote_only_what_passed(tmp_path):
-    model, metrics, gate = tmp_path / "best.pt", tmp_path / "evaluate.json", tmp_path / "g.json"
-    predicted = tmp_path / "predictions"
-    predicted.mkdir()
-    (predicted / "validation.parquet").write_bytes(b"table")
-    model.write_bytes(b"weights")
-    metrics.write_text(json.dumps({"validation": {}}))
-    gate.write_text(json.dumps({"passed": False}))
-    with pytest.raises(ValueError, match="gate failed"):
-        promote(model, metrics, gate, predicted, tmp_path / "promoted")
-    assert not (tmp_path / "promoted").exists()
-    gate.write_text(json.dumps({"passed": True}))
-    promote(model, metrics, gate, predicted, tmp_path / "promoted")
-    assert (tmp_path / "promoted" / "model.pt").read_bytes() == b"weights"
-    assert (tmp_path / "promoted" / "predictions" / "validation.parquet").read_bytes() == b"table"
+def test_promote_copies_the_bundle_the_gate_ships(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for kind, folder in (("sequence", "models/bundles/sequence"),
+                         ("baseline", "models/bundles/baseline"),
+                         ("baseline", "models/bundle")):
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / "bundle.json").write_text(json.dumps({"kind": kind}))
+    for folder in ("data/predictions", "data/baseline_predictions"):
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / "validation.parquet").write_text(folder)
+    gate = Path("metrics/gate.json")
+    gate.parent.mkdir()
+    gate.write_text(json.dumps({"passed": False, "ship": "reference",
+                                "reference": "data/baseline_predictions"}))
+    assert promote(Path("models/bundle"), gate, Path("promoted")) == "baseline"
+    assert (Path("promoted/predictions/validation.parquet").read_text()
+            == "data/baseline_predictions")
+    assert json.loads(Path("promoted/gate.json").read_text())["ship"] == "reference"
+    # Later runs gate against the promoted model; a run that does not beat it promotes nothing.
+    gate.write_text(json.dumps({"passed": False, "ship": "reference",
+                                "reference": "promoted/predictions"}))
+    with pytest.raises(ValueError, match="nothing to promote"):
+        promote(Path("models/bundle"), gate, Path("promoted"))
+    assert promote(Path("models/bundle"), gate, Path("promoted"), force=True) == "sequence"
+    assert Path("promoted/predictions/validation.parquet").read_text() == "data/predictions"

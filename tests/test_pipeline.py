@@ -376,3 +376,36 @@ def test_a_labelled_dataset_needs_no_windows_and_no_cost_matrix(tmp_path):
     assert set(report["test"]["per_class"]) == {"class_0", "class_1", "class_2"}
     given = pd.read_csv(folder / "test_labels.csv")["class_label"].to_numpy()
     assert report["test"]["cost_always_0"] == (given != 0).sum()  # zero_one: 1 per mistake
+
+
+def test_predict_reproduces_evaluate_and_the_artifact_is_registered(repo, tmp_path):
+    sh(repo, "git", "checkout", "--", ".")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    fleet, syn = tmp_path / "fleet", params["synthetic"]
+    sh(repo, sys.executable, "-m", "componentx", "synthetic", "--out", str(fleet),
+       "--n-train", str(syn["n_train"]), "--n-validation", str(syn["n_validation"]),
+       "--n-test", str(syn["n_test"]), "--seed", str(syn["seed"]), "--signal", syn["signal"],
+       "--strength", str(syn["strength"]),
+       "--windows", *[str(w) for w in params["labels"]["windows"]])
+    for kind, evaluated, engines in (("sequence", "predictions", {"torch": 1e-6, "onnx": 1e-4}),
+                                     ("baseline", "baseline_predictions", {"auto": 1e-6})):
+        theirs = pd.read_parquet(repo / "data" / evaluated / "test.parquet")
+        for engine, tolerance in engines.items():
+            out = tmp_path / f"{kind}-{engine}.csv"
+            sh(repo, sys.executable, "-m", "componentx", "predict", "--bundle",
+               f"models/bundles/{kind}", "--readouts",
+               str(fleet / "test_operational_readouts.csv"), "--specifications",
+               str(fleet / "test_specifications.csv"), "--out", str(out), "--engine", engine)
+            ours = pd.read_csv(out)
+            assert ours["vehicle_id"].tolist() == theirs["vehicle_id"].tolist()
+            probs = [f"prob_{c}" for c in range(5)]
+            assert np.abs(ours[probs].to_numpy() - theirs[probs].to_numpy()).max() <= tolerance
+            assert (ours["decision"].to_numpy() == theirs["predicted"].to_numpy()).all()
+    shipped = json.loads((repo / "models/bundle/bundle.json").read_text())
+    gate = json.loads((repo / "metrics/gate.json").read_text())
+    assert shipped["shipped"] and (shipped["kind"] == "sequence") == gate["passed"]
+    assert "Model card" in (repo / "models/bundle/model_card.md").read_text()
+    listed = dvc(repo, "artifacts", "get", str(repo), "componentx-model", "-o",
+                 str(tmp_path / "artifact"), check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads((tmp_path / "artifact" / "bundle.json").read_text()) == shipped

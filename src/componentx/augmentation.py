@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from componentx.dataset import HISTORY_CHANNELS, Batch
+from componentx.dataset import Batch
+from componentx.features import HISTORY_CHANNELS
 
 AUGMENTATIONS = ("jitter", "scaling", "time_warp", "crop", "mixup")
 EXTRA_CHANNELS = len(HISTORY_CHANNELS) + 1  # history channels, then the age

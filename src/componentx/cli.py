@@ -5,6 +5,7 @@ Also renders every plot for offline use:
     componentx validate [params.yaml]
     componentx synthetic --out DIR [--n-train 6000 ...]
     componentx compare [EXPERIMENT ...]
+    componentx predict --bundle models/bundle --readouts R.csv [--specifications S.csv] --out D.csv
     componentx promote [--force]
     componentx plots [--out dvc_plots]
 """
@@ -56,12 +57,25 @@ def compare(args: argparse.Namespace) -> None:
     print(f"lowest validation cost: {best.name} (choose on validation; test is only reported)")
 
 
-def promote(args: argparse.Namespace) -> None:
-    from componentx.gate import promote as copy_model
+def predict(args: argparse.Namespace) -> None:
+    from componentx.scoring import predict as score
 
-    copy_model(args.model, args.metrics, args.gate, args.predictions, args.to, args.force)
-    log.info("promoted %s with its metrics and predictions to %s/ (use gate.reference=%s/"
-             "predictions to gate later runs against it)", args.model, args.to, args.to)
+    report = score(args.bundle, args.readouts, args.specifications, args.out, args.engine,
+                   args.at, args.memory_mb)
+    unknown = {k: v for k, v in report.unknown_categories.items() if v}
+    log.info("scored %d windows of %d vehicles (%d readouts%s) into %s%s", report.scored,
+             report.vehicles, report.readouts,
+             f", {report.buckets} buckets" if report.buckets > 1 else "", args.out,
+             f"; categories never seen in training (coded unknown): {unknown}" if unknown else "")
+
+
+def promote(args: argparse.Namespace) -> None:
+    from componentx.gate import promote as copy_bundle
+
+    shipped = copy_bundle(args.bundle, args.gate, args.to, args.force)
+    log.info("promoted the %s model (%s) with its predictions to %s/ (use gate.reference=%s/"
+             "predictions to gate later runs against it)", shipped, args.bundle, args.to,
+             args.to)
 
 
 def plots(args: argparse.Namespace) -> None:
@@ -100,13 +114,25 @@ def parser() -> argparse.ArgumentParser:
                          help="skip the paired differences (no DVC cache needed)")
     command.set_defaults(run=compare)
 
-    command = commands.add_parser("promote", help="copy a model that passed the gate")
-    command.add_argument("--model", type=Path, default=Path("models/best.pt"))
-    command.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
+    command = commands.add_parser("predict", help="score new readouts with a model bundle")
+    command.add_argument("--bundle", type=Path, default=Path("models/bundle"))
+    command.add_argument("--readouts", type=Path, required=True)
+    command.add_argument("--specifications", type=Path)
+    command.add_argument("--out", type=Path, required=True, help="decisions CSV to write")
+    command.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto",
+                         help="sequence bundles: onnx (default, no torch) or torch")
+    command.add_argument("--at", help="score at given times: a file of vehicle_id,time_step, "
+                         "or a column of the readouts file, non-zero on the readouts to score")
+    command.add_argument("--memory-mb", type=float, default=1024,
+                         help="files larger than this are scored vehicle bucket by bucket")
+    command.set_defaults(run=predict)
+
+    command = commands.add_parser("promote", help="copy the bundle the gate ships")
+    command.add_argument("--bundle", type=Path, default=Path("models/bundle"))
     command.add_argument("--gate", type=Path, default=Path("metrics/gate.json"))
-    command.add_argument("--predictions", type=Path, default=Path("data/predictions"))
     command.add_argument("--to", type=Path, default=Path("promoted"))
-    command.add_argument("--force", action="store_true", help="promote even if the gate failed")
+    command.add_argument("--force", action="store_true",
+                         help="promote the sequence model even if the gate keeps the reference")
     command.set_defaults(run=promote)
 
     command = commands.add_parser("plots", help="every plot of dvc.yaml as an offline page "

@@ -12,14 +12,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from componentx.features import FeatureStats, encode_specs, normalise
-from componentx.windowing import gather_rows
-
-AGE_SCALE = 48.0  # time units; the age channel is (ref_time - time_step) / AGE_SCALE
-HISTORY_SCALE = 240.0  # time units, about a study's length: operating time is t / HISTORY_SCALE
-# Per-readout channels about the vehicle's whole history, which a window of its last readouts
-# cannot see: time since its first readout and how many readouts it had so far (log1p).
-HISTORY_CHANNELS = ("operating_time", "readouts_so_far")
+from componentx.features import (
+    HISTORY_CHANNELS,
+    FeatureStats,
+    encode_specs,
+    model_inputs,
+    window_inputs,
+)
 
 
 @dataclass
@@ -67,15 +66,11 @@ class WindowSet:
         return self.features.shape[1] + 1
 
     def batch(self, index: np.ndarray) -> Batch:
-        pad = len(self.features) - 1
-        rows = gather_rows(self.end_row[index], self.length[index], self.size, pad)
         # torch's allocator aligns to 64 bytes; oneDNN and MKL may round differently on
         # buffers aligned otherwise, which would make runs differ from process to process.
-        x = torch.empty((*rows.shape, self.n_inputs), dtype=torch.float32)
-        view = x.numpy()
-        view[:, :, :-1] = self.features[rows]
-        view[:, :, -1] = np.where(rows != pad, self.ref_time[index][:, None] - self.times[rows],
-                                  0.0) / AGE_SCALE
+        x = torch.empty((len(index), self.size, self.n_inputs), dtype=torch.float32)
+        window_inputs(self.features, self.times, self.end_row[index], self.length[index],
+                      self.ref_time[index], self.size, out=x.numpy())
         return Batch(x, torch.from_numpy(self.length[index]), self.specs[index],
                      self.labels[index])
 
@@ -99,14 +94,6 @@ def prefetched_batches(windows: WindowSet, indices: Iterable[np.ndarray], pin: b
             yield pending.popleft().result()
 
 
-def history_channels(times: np.ndarray, vehicle_ids: np.ndarray) -> np.ndarray:
-    """(rows, 2) float32: operating time since the vehicle's first readout, and log1p of the
-    number of its readouts so far, at every readout (readouts sorted by vehicle and time)."""
-    first = np.searchsorted(vehicle_ids, vehicle_ids, side="left")
-    return np.column_stack([(times - times[first]) / HISTORY_SCALE,
-                            np.log1p(np.arange(len(times)) - first + 1)]).astype(np.float32)
-
-
 def input_names(stats: FeatureStats) -> list[str]:
     """The model's input channels, in order."""
     return [*stats.names, *HISTORY_CHANNELS, "age"]
@@ -120,9 +107,7 @@ def load_window_set(windows_dir: Path, ingested_dir: Path, split: str, stats: Fe
     values = np.load(windows_dir / f"{split}_values.npy", mmap_mode="r")
     times = np.load(windows_dir / f"{split}_time.npy")
     vehicles = np.load(windows_dir / f"{split}_vehicle.npy")
-    features = np.zeros((len(times) + 1, len(stats.names) + len(HISTORY_CHANNELS)), np.float32)
-    features[:-1, :len(stats.names)] = normalise(values, times, vehicles, stats)
-    features[:-1, len(stats.names):] = history_channels(times, vehicles)
+    features = model_inputs(values, times, vehicles, stats)
     windows = pd.read_parquet(windows_dir / f"{split}_windows.parquet")
     specs = window_spec_codes(ingested_dir, specs_split or split, spec_columns,
                               windows["vehicle_id"].to_numpy())

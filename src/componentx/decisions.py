@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 DECISION_RULES = ("argmax", "expected_cost")
 
@@ -23,6 +22,8 @@ def fit_scaling(logits: np.ndarray, y: np.ndarray, offset: np.ndarray, fit_bias:
     ``offset`` is the known log prior ratio of the fitting sample, so only the model's own
     miscalibration is fitted. Fit on validation only.
     """
+    import torch  # only to fit; applying a calibration needs numpy alone
+
     k = logits.shape[1]
     logits_t = torch.tensor(logits, dtype=torch.float64)
     offset_t = torch.tensor(np.broadcast_to(offset, (k,)), dtype=torch.float64)

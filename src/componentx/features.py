@@ -12,11 +12,21 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+from componentx.windowing import gather_rows
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TRANSFORMS = ("cumulative", "increments", "both")
+AGE_SCALE = 48.0  # time units; the age channel is (ref_time - time_step) / AGE_SCALE
+HISTORY_SCALE = 240.0  # time units, about a study's length: operating time is t / HISTORY_SCALE
+# Per-readout channels about the vehicle's whole history, which a window of its last readouts
+# cannot see: time since its first readout and how many readouts it had so far (log1p).
+HISTORY_CHANNELS = ("operating_time", "readouts_so_far")
 
 
 def signed_log1p(values: np.ndarray) -> np.ndarray:
@@ -140,6 +150,39 @@ def normalise(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
                                  block_rows)
     for start, stop, block in blocks:
         out[start:stop] = np.nan_to_num((block - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
+    return out
+
+
+def history_channels(times: np.ndarray, vehicle_ids: np.ndarray) -> np.ndarray:
+    """(rows, 2) float32: operating time since the vehicle's first readout, and log1p of the
+    number of its readouts so far, at every readout (readouts sorted by vehicle and time)."""
+    first = np.searchsorted(vehicle_ids, vehicle_ids, side="left")
+    return np.column_stack([(times - times[first]) / HISTORY_SCALE,
+                            np.log1p(np.arange(len(times)) - first + 1)]).astype(np.float32)
+
+
+def model_inputs(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
+                 stats: FeatureStats) -> np.ndarray:
+    """Every readout's model inputs but the age, with a zero padding row at the end:
+    normalised features, then the history channels (float32)."""
+    inputs = np.zeros((len(times) + 1, len(stats.names) + len(HISTORY_CHANNELS)), np.float32)
+    inputs[:-1, :len(stats.names)] = normalise(values, times, vehicle_ids, stats)
+    inputs[:-1, len(stats.names):] = history_channels(times, vehicle_ids)
+    return inputs
+
+
+def window_inputs(inputs: np.ndarray, times: np.ndarray, end_row: np.ndarray,
+                  length: np.ndarray, ref_time: np.ndarray, size: int,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """(windows, size, inputs + 1) float32: each window's readouts from :func:`model_inputs`,
+    left-padded, with the age before the reference time as the last channel. ``times`` has
+    one entry per row of ``inputs`` (the last, the padding row's, is not used)."""
+    pad = len(inputs) - 1
+    rows = gather_rows(end_row, length, size, pad)
+    if out is None:
+        out = np.empty((*rows.shape, inputs.shape[1] + 1), dtype=np.float32)
+    out[:, :, :-1] = inputs[rows]
+    out[:, :, -1] = np.where(rows != pad, ref_time[:, None] - times[rows], 0.0) / AGE_SCALE
     return out
 
 

@@ -70,16 +70,22 @@ def format_verdict(verdict: dict) -> str:
     return "\n".join(lines)
 
 
-def promote(model: Path, metrics: Path, gate: Path, predictions: Path, target: Path,
-            force: bool = False) -> None:
-    """Copy a model that passed the gate, with its metrics and predictions, to ``target``
-    (atomically); ``gate.reference: <target>/predictions`` then gates later runs against it."""
+def promote(bundle: Path, gate: Path, target: Path, force: bool = False) -> str:
+    """Copy the bundle the gate ships, with that model's predictions, to ``target``
+    (atomically); ``--force`` promotes the sequence model's bundle whatever the gate said.
+    Returns the promoted model's kind."""
+    bundle, gate = Path(bundle), Path(gate)
     verdict = json.loads(gate.read_text())
-    if not verdict["passed"] and not force:
-        raise ValueError(f"{gate} says the gate failed; nothing promoted (use --force to "
-                         "promote anyway)")
+    if force:
+        bundle = bundle.parent / "bundles" / "sequence"
+    kind = json.loads((bundle / "bundle.json").read_text())["kind"]
+    if Path(target).resolve() == Path(verdict["reference"]).resolve().parent and not force \
+            and verdict["ship"] == "reference":
+        raise ValueError(f"{gate}: the gate keeps {target}/ (the run is not clearly cheaper); "
+                         "nothing to promote (--force promotes the run anyway)")
+    predictions = Path("data/predictions" if kind == "sequence" else "data/baseline_predictions")
     with atomic_dir(target) as tmp:
-        shutil.copy2(model, tmp / "model.pt")
-        shutil.copy2(metrics, tmp / "evaluate.json")
-        shutil.copy2(gate, tmp / "gate.json")
+        shutil.copytree(bundle, tmp, dirs_exist_ok=True)
         shutil.copytree(predictions, tmp / "predictions")
+        shutil.copy2(gate, tmp / "gate.json")
+    return kind

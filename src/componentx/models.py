@@ -221,7 +221,8 @@ class Pooling(nn.Module):
     def forward(self, steps: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor
                 ) -> torch.Tensor:
         if self.kind == "last":
-            last = steps[torch.arange(len(steps), device=steps.device), lengths - 1]
+            last = steps.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, steps.shape[-1]))
+            last = last.squeeze(1)
             if self.bidirectional_lstm:  # the backward direction ends at the first step
                 half = steps.shape[-1] // 2
                 return torch.cat([last[:, :half], steps[:, 0, half:]], dim=1)

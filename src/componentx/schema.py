@@ -124,7 +124,7 @@ _NUMBER = r"(?i)^\s*[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?\s*$|^\s*[-+]?(inf|nan)\s*
 _INTEGER = r"^\s*[-+]?\d+\s*$"
 
 
-def _locate_bad_value(path: Path, column: str, integer: bool) -> DatasetError:
+def locate_bad_value(path: Path, column: str, integer: bool) -> DatasetError:
     """Find the first value of ``column`` that does not parse; only runs on the error path."""
     reader = pacsv.open_csv(
         path,
@@ -169,7 +169,7 @@ def read_table(path: Path, column_types: dict[str, pa.DataType]) -> pa.Table:
             raise DatasetError(path, f"cannot be parsed as CSV: {error}") from None
         column = header[int(match.group(1))]
         integer = pa.types.is_integer(column_types.get(column, pa.float64()))
-        raise _locate_bad_value(path, column, integer) from None
+        raise locate_bad_value(path, column, integer) from None
     return pa.Table.from_batches(batches, schema=schema)
 
 

@@ -8,8 +8,12 @@ of windows into row indices, left-padded with a padding row.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METADATA_COLUMNS = ["vehicle_id", "ref_time", "class_label", "end_row", "length"]
 

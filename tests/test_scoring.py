@@ -1,0 +1,214 @@
+"""componentx predict on hand-made bundles: ONNX parity for every architecture, the same checks
+as ingest with one-line errors, --at, unknown categories, buckets, and no torch with ONNX."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from componentx.bundle import read_meta, write_sequence_bundle
+from componentx.calibration import Calibrator
+from componentx.features import HISTORY_CHANNELS, compute_stats
+from componentx.metrics import OFFICIAL_COST
+from componentx.models import ModelConfig, build_model
+from componentx.schema import DatasetError
+from componentx.scoring import predict
+
+FEATURES = ["c_0", "h_0", "h_1"]
+REPORT = {"cost_total": 10.0, "cost_total_ci": [5.0, 15.0], "cost_always_0": 20.0}
+
+
+def readouts(seed: int = 0, vehicles: int = 12) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for vehicle in range(vehicles):
+        n = int(rng.integers(1, 15))
+        times = np.cumsum(rng.integers(1, 30, n)) * 0.2
+        values = np.cumsum(rng.gamma(2.0, 10.0, (n, 3)), axis=0)
+        values[rng.random((n, 3)) < 0.1] = np.nan
+        rows.append(pd.DataFrame({"vehicle_id": vehicle, "time_step": np.round(times, 1),
+                                  **{f: values[:, j] for j, f in enumerate(FEATURES)}}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def specifications(vehicles: int = 12) -> pd.DataFrame:
+    return pd.DataFrame({"vehicle_id": range(vehicles),
+                         "Spec_0": [f"Cat{v % 3}" for v in range(vehicles)]})
+
+
+def make_bundle(folder, arch="lstm", **model):
+    frame = readouts(1)
+    stats = compute_stats(frame[FEATURES].to_numpy(), frame["time_step"].to_numpy(),
+                          frame["vehicle_id"].to_numpy(), FEATURES, ["c_0"], "both")
+    torch.manual_seed(0)
+    config = ModelConfig(arch=arch, n_features=len(stats.names) + len(HISTORY_CHANNELS) + 1,
+                         num_classes=5, spec_cardinalities=[3], hidden_size=16, head_hidden=8,
+                         conv_channels=8, num_heads=2, **model)
+    network = build_model(config).eval()
+    calibrator = Calibrator("temperature", 1.7, np.zeros(5),
+                            np.log([0.97, 0.005, 0.005, 0.005, 0.015]) - np.log(0.2))
+    write_sequence_bundle(folder, {"config": config.to_dict(), "model": network.state_dict()}, {
+        "feature_columns": FEATURES, "spec_columns": ["Spec_0"],
+        "spec_vocabularies": {"Spec_0": ["Cat0", "Cat1"]}, "num_classes": 5,
+        "class_windows": [6, 12, 24, 48], "window_size": 8, "risk_class": 1,
+        "cost_matrix": OFFICIAL_COST, "decision": "expected_cost",
+        "features": stats.__dict__, "calibration": calibrator.to_dict(), "shipped": True,
+        "metrics": {"validation": REPORT, "test": REPORT, "gate": {"split": "validation"}},
+        "provenance": {"params": {}, "data": {"source": "test", "version": "x", "vehicles": {}},
+                       "code": {"version": "test", "commit": "test"}}})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("bundle") / "bundle")
+
+
+@pytest.fixture
+def files(tmp_path):
+    readouts(0).to_csv(tmp_path / "readouts.csv", index=False)
+    specifications().to_csv(tmp_path / "specs.csv", index=False)
+    return tmp_path / "readouts.csv", tmp_path / "specs.csv"
+
+
+def run(bundle, files, tmp_path, engine="auto", **options):
+    out = tmp_path / "decisions.csv"
+    report = predict(bundle, files[0], files[1], out, engine, **options)
+    return pd.read_csv(out), report
+
+
+VARIANTS = [("lstm", {}), ("lstm", {"bidirectional": True, "num_layers": 2}),
+            ("lstm", {"pooling": "mean"}), ("cnn_lstm", {}), ("attention_lstm", {}),
+            ("transformer", {})]
+
+
+@pytest.mark.parametrize(("arch", "model"), VARIANTS,
+                         ids=[f"{a}{'-' if m else ''}{'-'.join(m)}" for a, m in VARIANTS])
+def test_onnx_matches_torch_for_every_architecture(tmp_path, files, arch, model):
+    folder = make_bundle(tmp_path / arch, arch, **model)
+    onnx, _ = run(folder, files, tmp_path, "onnx")
+    reference, _ = run(folder, files, tmp_path, "torch")
+    probs = [c for c in onnx.columns if c.startswith("prob_")]
+    assert np.abs(onnx[probs].to_numpy() - reference[probs].to_numpy()).max() <= 1e-4
+    assert (onnx["decision"] == reference["decision"]).all()
+
+
+def test_decisions_file_by_hand(bundle, files, tmp_path):
+    decisions, report = run(bundle, files, tmp_path)
+    assert list(decisions.columns) == ["vehicle_id", "time_step",
+                                       *[f"prob_{c}" for c in range(5)],
+                                       *[f"expected_cost_{c}" for c in range(5)],
+                                       "decision", "risk_failure_within_48"]
+    frame = readouts(0)
+    last = frame.groupby("vehicle_id")["time_step"].max()
+    assert decisions["vehicle_id"].tolist() == list(range(12))
+    assert np.allclose(decisions["time_step"], last.to_numpy())  # the last readout
+    probs = decisions[[f"prob_{c}" for c in range(5)]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1)
+    expected = probs @ np.array(OFFICIAL_COST, dtype=float)
+    assert np.allclose(decisions[[f"expected_cost_{c}" for c in range(5)]], expected)
+    assert (decisions["decision"] == expected.argmin(axis=1)).all()
+    assert np.allclose(decisions["risk_failure_within_48"], probs[:, 1:].sum(axis=1))
+    assert report.unknown_categories == {"Spec_0": 4}  # Cat2 was never seen in training
+
+
+def test_scoring_at_given_times_file_and_column(bundle, files, tmp_path):
+    at = tmp_path / "at.csv"
+    pd.DataFrame({"vehicle_id": [0, 0, 3], "time_step": [1000.0, 0.0, 1000.0]}).to_csv(
+        at, index=False)
+    decisions, _ = run(bundle, files, tmp_path, at=str(at))
+    # Vehicle 0 at time 0 is before its first readout: nothing to score there.
+    assert decisions["vehicle_id"].tolist() == [0, 3]
+    frame = readouts(0)
+    frame["score_here"] = 0
+    frame.loc[[0, 5], "score_here"] = 1
+    frame.to_csv(files[0], index=False)
+    by_column, _ = run(bundle, files, tmp_path, at="score_here")
+    assert by_column["time_step"].tolist() == frame.loc[[0, 5], "time_step"].tolist()
+
+
+def test_buckets_give_the_same_decisions(bundle, files, tmp_path):
+    whole, _ = run(bundle, files, tmp_path)
+    split, report = run(bundle, files, tmp_path, memory_mb=files[0].stat().st_size / 4 / 2**20)
+    assert report.buckets >= 4
+    pd.testing.assert_frame_equal(whole, split)
+
+
+def edit_csv(path, change):
+    lines = path.read_text().splitlines()
+    change(lines)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def set_cell(row, column, value):
+    def change(lines):
+        header = lines[0].split(",")
+        cells = lines[row].split(",")
+        cells[header.index(column)] = value
+        lines[row] = ",".join(cells)
+    return change
+
+
+@pytest.mark.parametrize(("which", "change", "says"), [
+    (0, set_cell(4, "h_0", "oops"), "readouts.csv, column 'h_0', line 5: value 'oops' is not"),
+    (0, set_cell(6, "c_0", "inf"), "readouts.csv, column 'c_0', line 7: inf is not allowed"),
+    (0, set_cell(3, "vehicle_id", ""), "readouts.csv, column 'vehicle_id', line 4: missing"),
+    (0, set_cell(3, "time_step", ""), "readouts.csv, column 'time_step', line 4: missing"),
+    (0, set_cell(3, "time_step", "-1"), "line 4: negative time_step"),
+    (0, lambda lines: lines.append(lines[2]), "duplicate readout"),
+    (0, lambda lines: lines.__setitem__(0, lines[0].replace("h_0,h_1", "h_1,h_0")),
+     "readouts.csv, column 'h_1', line 1: columns are in another order"),
+    (0, lambda lines: lines.__setitem__(0, lines[0] + ",extra"),
+     "column 'extra', line 1: columns differ from the model's: unexpected ['extra']"),
+    (0, lambda lines: lines.__setitem__(0, lines[0].replace(",h_1", ",h_9")),
+     "column 'h_1', line 1: columns differ from the model's: missing ['h_1']"),
+    (1, lambda lines: lines.pop(), "vehicle 11 has readouts in"),
+    (1, lambda lines: lines.append("99,Cat0"), "vehicle 99 has specifications but no readouts"),
+    (1, lambda lines: lines.append("3,Cat1"), "specs.csv, column 'vehicle_id', line 14: vehicle 3 "
+                                              "appears more than once"),
+])
+def test_bad_input_is_one_line_naming_file_column_and_line(bundle, files, tmp_path, which,
+                                                           change, says):
+    edit_csv(files[which], change)
+    out = tmp_path / "decisions.csv"
+    with pytest.raises(DatasetError) as error:
+        predict(bundle, files[0], files[1], out)
+    assert says in str(error.value) and "\n" not in str(error.value)
+    assert not out.exists() and not list(tmp_path.glob(".decisions*"))
+
+
+def test_the_command_exits_1_with_one_line_and_writes_nothing(bundle, files, tmp_path):
+    files[0].write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff")
+    out = tmp_path / "decisions.csv"
+    result = subprocess.run([sys.executable, "-m", "componentx", "predict", "--bundle",
+                             str(bundle), "--readouts", str(files[0]), "--specifications",
+                             str(files[1]), "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "readouts.csv" in result.stderr
+    assert not out.exists()
+
+
+def test_the_onnx_engine_does_not_import_torch(bundle, files, tmp_path):
+    code = ("import sys; from componentx.scoring import predict\n"
+            f"predict({str(bundle)!r}, {str(files[0])!r}, {str(files[1])!r}, "
+            f"{str(tmp_path / 'x.csv')!r}, 'onnx')\n"
+            "print(sorted(m for m in ('torch', 'sklearn', 'lightgbm') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_bundle_says_what_it_is(bundle):
+    meta = read_meta(bundle)
+    assert meta["kind"] == "sequence" and meta["format"] == 1
+    assert {"model.pt", "model.onnx", "bundle.json", "model_card.md"} <= {
+        p.name for p in bundle.iterdir()}
+    card = (bundle / "model_card.md").read_text()
+    assert "Intended use" in card and "validation 10 (95% CI 5–15" in card
+    assert json.loads((bundle / "bundle.json").read_text())["window_size"] == 8
