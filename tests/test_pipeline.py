@@ -91,7 +91,7 @@ def repo(tmp_path_factory) -> Path:
     first = dvc(path, "repro")
     assert stages_run(first.stdout) == {"ingest", "labels", "windowing", "stats", "pretrain",
                                         "train", "baseline", "evaluate", "explain", "gate",
-                                        "fleet", "plots_page"}
+                                        "fleet", "export", "plots_page"}
     commit(path, "first run")
     return path
 
@@ -123,12 +123,12 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    ({"train": {"lr": 0.004}}, {"train", "evaluate", "explain", "gate", "fleet"}),
+    ({"train": {"lr": 0.004}}, {"train", "evaluate", "explain", "gate", "fleet", "export"}),
     ({"features": {"transform": "increments"}},
-     {"stats", "pretrain", "train", "evaluate", "explain", "gate", "fleet"}),
-    ({"baseline": {"k": 3}}, {"baseline", "evaluate", "gate", "fleet"}),
-    ({"gate": {"ece_tolerance": 0.5}}, {"gate"}),
-    ({"fleet": {"target_fa": 2}}, {"fleet"}),
+     {"stats", "pretrain", "train", "evaluate", "explain", "gate", "fleet", "export"}),
+    ({"baseline": {"k": 3}}, {"baseline", "evaluate", "gate", "fleet", "export"}),
+    ({"gate": {"ece_tolerance": 0.5}}, {"gate", "export"}),
+    ({"fleet": {"target_fa": 2}}, {"fleet", "export"}),  # export records every param
 ])
 def test_a_param_reruns_only_the_stages_that_read_it(repo, overrides, expected):
     set_params(repo, overrides)
@@ -165,7 +165,7 @@ def test_the_fleet_holdout_is_seen_by_no_model_and_scored_by_both(repo):
 
 def test_experiments_metrics_diff_and_plots(repo):
     run = dvc(repo, "exp", "run", "-n", "faster", "-S", "train.lr=0.005")
-    assert stages_run(run.stdout) == {"train", "evaluate", "explain", "gate", "fleet"}
+    assert stages_run(run.stdout) == {"train", "evaluate", "explain", "gate", "fleet", "export"}
     shown = dvc(repo, "exp", "show", "--csv").stdout
     assert "faster" in shown and "0.005" in shown
     assert "test.expected_cost.cost_total" in shown
@@ -405,7 +405,10 @@ def test_predict_reproduces_evaluate_and_the_artifact_is_registered(repo, tmp_pa
     gate = json.loads((repo / "metrics/gate.json").read_text())
     assert shipped["shipped"] and (shipped["kind"] == "sequence") == gate["passed"]
     assert "Model card" in (repo / "models/bundle/model_card.md").read_text()
-    listed = dvc(repo, "artifacts", "get", str(repo), "componentx-model", "-o",
-                 str(tmp_path / "artifact"), check=False)
-    assert listed.returncode == 0, listed.stderr
-    assert json.loads((tmp_path / "artifact" / "bundle.json").read_text()) == shipped
+    sh(repo, sys.executable, "-m", "componentx", "promote", "--version", "v0.1.0",
+       "--stage", "prod")
+    assert json.loads((repo / "promoted/bundle.json").read_text()) == shipped
+    for how in (["--rev", "v0.1.0"], ["--stage", "prod"]):
+        out = tmp_path / f"artifact{how[0]}"
+        dvc(repo, "artifacts", "get", str(repo), "componentx-model", *how, "-o", str(out))
+        assert json.loads((out / "bundle.json").read_text()) == shipped

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from componentx.runtime import log, run_stage
 
+ARTIFACT = "componentx-model"  # dvc.yaml artifacts: the bundle the gate ships
+
 
 def validate(args: argparse.Namespace) -> None:
     from componentx.params import problems, read_params
@@ -76,6 +78,13 @@ def promote(args: argparse.Namespace) -> None:
     log.info("promoted the %s model (%s) with its predictions to %s/ (use gate.reference=%s/"
              "predictions to gate later runs against it)", shipped, args.bundle, args.to,
              args.to)
+    if args.version or args.stage:
+        from componentx.registry import register
+
+        for tag in register(ARTIFACT, args.version, args.stage):
+            log.info("tagged HEAD %s (dvc artifacts get . %s%s)", tag, ARTIFACT,
+                     f" --stage {args.stage}" if args.stage and "#" in tag else
+                     f" --rev {args.version}")
 
 
 def plots(args: argparse.Namespace) -> None:
@@ -133,6 +142,9 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--to", type=Path, default=Path("promoted"))
     command.add_argument("--force", action="store_true",
                          help="promote the sequence model even if the gate keeps the reference")
+    command.add_argument("--version", help="register HEAD's bundle as this version, e.g. "
+                         "v1.0.0 (git tag componentx-model@v1.0.0, the model registry way)")
+    command.add_argument("--stage", help="and assign it to a stage, e.g. prod")
     command.set_defaults(run=promote)
 
     command = commands.add_parser("plots", help="every plot of dvc.yaml as an offline page "
