@@ -65,3 +65,12 @@ def test_unknown_vehicle_is_an_error():
 def test_gather_pads_on_the_left():
     rows = windowing.gather_rows(np.array([3, 10]), np.array([2, 4]), size=4, pad_row=99)
     assert rows.tolist() == [[99, 99, 1, 2], [6, 7, 8, 9]]
+
+
+def test_a_window_always_keeps_the_readout_at_its_reference_time():
+    """Times where origin + span - 1 rounds below the last time (0.4 + 1.0 - 1.0 < 0.4)."""
+    for ids, times in ((np.array([62]), np.array([0.4])),
+                       (np.array([1, 1, 2]), np.array([0.1, 0.7, 0.4]))):
+        end, length = windowing.window_index(ids, times, ids, times, size=8)
+        assert (length >= 1).all()
+        assert (end == np.arange(1, len(ids) + 1)).all()

@@ -34,10 +34,14 @@ def window_index(vehicle_ids: np.ndarray, times: np.ndarray, label_vehicles: np.
                                           != label_vehicles)
     if unknown.any():
         raise ValueError(f"label for vehicle {label_vehicles[unknown][0]} which has no readouts")
-    origin, span = times.min() if len(times) else 0.0, np.ptp(times) + 1.0 if len(times) else 1.0
+    origin = times.min() if len(times) else 0.0
+    extent = np.ptp(times) if len(times) else 0.0  # times - origin lies in [0, extent]
+    span = extent + 1.0
     row_vehicle = np.repeat(np.arange(len(vehicles)), ends - starts)
     key = row_vehicle * span + (times - origin)
-    label_key = dense * span + (np.minimum(ref_times, origin + span - 1.0) - origin)
+    # The same arithmetic as the keys (ref - origin), so a reference at a readout's time never
+    # rounds below it.
+    label_key = dense * span + np.minimum(ref_times - origin, extent)
     end = np.searchsorted(key, label_key, side="right")
     end = np.clip(end, starts[dense], ends[dense])
     length = np.minimum(end - starts[dense], size)
