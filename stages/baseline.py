@@ -22,14 +22,25 @@ PREDICTIONS, METRICS = Path("data/baseline_predictions"), Path("metrics/baseline
 MODEL = Path("models/baseline")
 
 
-def split_features(split: str, names: list[str], specs: list[str]
+def use_window_stats() -> bool:
+    """baseline.window_stats, or with auto: on when the train readouts are not cumulative."""
+    if BASELINE["window_stats"] != "auto":
+        return bool(BASELINE["window_stats"])
+    cumulative = baseline.is_cumulative(np.load(WINDOWS / "train_values.npy", mmap_mode="r"),
+                                        np.load(WINDOWS / "train_vehicle.npy"))
+    log.info("baseline.window_stats auto: the readouts look %s, window statistics %s",
+             "cumulative" if cumulative else "like levels", "off" if cumulative else "on")
+    return not cumulative
+
+
+def split_features(split: str, names: list[str], specs: list[str], window_stats: bool
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     windows = pd.read_parquet(WINDOWS / f"{split}_windows.parquet")
     codes = window_spec_codes(INGESTED, split, specs, windows["vehicle_id"].to_numpy())
     table = baseline.summary_features(
         np.load(WINDOWS / f"{split}_values.npy", mmap_mode="r"),
         np.load(WINDOWS / f"{split}_time.npy"), np.load(WINDOWS / f"{split}_vehicle.npy"),
-        windows, names, BASELINE["k"], codes, specs)
+        windows, names, BASELINE["k"], codes, specs, window_stats)
     return table, windows
 
 
@@ -38,7 +49,8 @@ def main() -> None:
     num_classes, specs = summary.num_classes, summary.spec_columns
     cost_matrix = check_cost_matrix(EVALUATE["cost_matrix"], num_classes)
     names = json.loads((WINDOWS / "features.json").read_text())
-    data = {split: split_features(split, names, specs) for split in SPLITS}
+    window_stats = use_window_stats()
+    data = {split: split_features(split, names, specs, window_stats) for split in SPLITS}
     train_y = data["train"][1]["class_label"].to_numpy()
     val_x, val_y = data["validation"][0], data["validation"][1]["class_label"].to_numpy()
     weights = class_weight_tensor(BASELINE["class_weights"], train_y, num_classes)
@@ -55,6 +67,7 @@ def main() -> None:
     labels = {s: data[s][1]["class_label"].to_numpy() for s in ("validation", "test")}
     report, scored, _ = evaluation.evaluate_logits(logits, labels, priors, cost_matrix, EVALUATE)
     report["iterations"] = fitted.iterations
+    report["window_stats"] = window_stats
     with atomic_dir(PREDICTIONS) as tmp:
         for split, result in scored.items():
             evaluation.predictions_frame(data[split][1]["vehicle_id"].to_numpy(), result,

@@ -65,8 +65,8 @@ def test_constant_feature_and_bad_params():
     values[:, 1] = 5.0
     stats = features.compute_stats(values, times, ids, NAMES, COUNTERS, "cumulative")
     assert stats.std[1] == 1.0
-    with pytest.raises(ValueError, match="features.counters"):
-        features.compute_stats(values, times, ids, NAMES, ["nope"], "cumulative")
+    with_unknown = features.compute_stats(values, times, ids, NAMES, ["nope"], "cumulative")
+    assert with_unknown.counters == [] and with_unknown.mean != stats.mean  # nothing logged
     with pytest.raises(ValueError, match="features.transform"):
         features.compute_stats(values, times, ids, NAMES, COUNTERS, "log")
 
@@ -87,3 +87,10 @@ def test_history_channels_see_the_whole_history_of_each_vehicle():
     channels = history_channels(times, ids)
     assert np.allclose(channels[:, 0], np.array([0, 2, 5, 0, 3]) / HISTORY_SCALE)
     assert np.allclose(channels[:, 1], np.log1p([1, 2, 3, 1, 2]))
+
+
+def test_counters_the_data_do_not_have_are_ignored(caplog):
+    values = np.arange(12, dtype=float).reshape(6, 2)
+    times, ids = np.arange(6, dtype=float), np.zeros(6, dtype=int)
+    stats = features.compute_stats(values, times, ids, ["a", "b"], ["171_0", "a"], "cumulative")
+    assert stats.counters == ["a"] and "171_0" in caplog.text

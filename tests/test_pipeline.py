@@ -27,7 +27,7 @@ TINY = {
     "synthetic": {"n_train": 150, "n_validation": 80, "n_test": 80},
     "window": {"size": 8},
     "model": {"hidden_size": 8, "head_hidden": 8},
-    "train": {"epochs": 2, "batch_size": 64},
+    "train": {"epochs": 2, "batch_size": 64, "min_steps": 0},
     "evaluate": {"bootstrap": 50},
     "explain": {"vehicles": 2, "steps": 4},
 }
@@ -243,7 +243,8 @@ def test_sigkill_mid_epoch_then_repro_resumes_to_the_same_metrics(tmp_path):
     import torch
 
     overrides = {**TINY, "synthetic": {"n_train": 400, "n_validation": 80, "n_test": 80},
-                 "train": {"epochs": 6, "batch_size": 16, "patience": 10, "monitor": "loss"}}
+                 "train": {"epochs": 6, "batch_size": 16, "patience": 10, "monitor": "loss",
+                           "min_steps": 0}}
     repo = make_repo(tmp_path / "killed", overrides)
     env = {**ENV, "COMPONENTX_LOG": "INFO"}
     process = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env,

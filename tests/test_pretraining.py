@@ -47,7 +47,8 @@ def test_frozen_encoder_epochs_then_unfrozen(tmp_path):
     encoder = {k: v.clone() for k, v in training.build_model(model_config).encoder
                .state_dict().items()}
     config = training.TrainConfig(epochs=2, batch_size=16, device="cpu", num_threads=1,
-                                  monitor="loss", init="pretrained", freeze_epochs=1)
+                                  monitor="loss", init="pretrained", freeze_epochs=1,
+                                  min_steps=0)
     snapshots = []
 
     def remember(epoch, *_):

@@ -36,7 +36,7 @@ def configs(tmp_path, **train_overrides):
     model = ModelConfig(arch="lstm", n_features=5, num_classes=5, spec_cardinalities=[3],
                         hidden_size=8, head_hidden=8)
     settings = {"epochs": 4, "batch_size": 16, "lr": 5e-3, "patience": 10, "device": "cpu",
-                "num_threads": 1, "monitor": "macro_f1", **train_overrides}
+                "num_threads": 1, "monitor": "macro_f1", "min_steps": 0, **train_overrides}
     train = training.TrainConfig(**settings)
     return model, train
 
@@ -184,3 +184,33 @@ def test_augmented_training_is_deterministic_on_cpu(tmp_path):
     assert a.history != plain.history
     with pytest.raises(ValueError, match="train.augment"):
         run(tmp_path, "bad", augment=["rotate"])
+
+
+def test_the_budget_fits_the_data():
+    defaults = training.TrainConfig(epochs=15, batch_size=128, patience=5)
+    # The default Component X run: unchanged.
+    big = training.fit_budget(defaults, n_train=12_061, n_validation=5_046)
+    assert (big.batch_size, big.epochs, big.patience) == (128, 15, 5)
+    assert (big.monitor, big.smoothing) == ("expected_cost", 1)
+    # A few dozen series: small batches, enough steps, no early stopping on noise.
+    tiny = training.fit_budget(defaults, n_train=29, n_validation=10)
+    assert tiny.batch_size == 8 and tiny.epochs == 250  # 4 steps per epoch, 1000 steps
+    assert tiny.patience == 50 and (tiny.monitor, tiny.smoothing) == ("none", 1)
+    # What the user sets explicitly stays.
+    fixed = training.fit_budget(training.TrainConfig(monitor="macro_f1", smoothing=2,
+                                                     min_steps=0), 29, 10)
+    assert (fixed.monitor, fixed.smoothing, fixed.epochs) == ("macro_f1", 2, 20)
+
+
+def test_without_a_monitor_the_last_epoch_is_kept(tmp_path):
+    state = run(tmp_path, "last", epochs=5, monitor="none", patience=1)
+    assert state.epoch == 5 and state.best_epoch == 5
+
+
+def test_smoothing_averages_the_monitored_value_over_epochs(tmp_path):
+    plain = run(tmp_path, "plain", epochs=6, monitor="loss", smoothing=1)
+    smooth = run(tmp_path, "smooth", epochs=6, monitor="loss", smoothing=3)
+    losses = [h["validation"]["loss"] for h in smooth.history]
+    averaged = [np.mean(losses[max(0, i - 2):i + 1]) for i in range(len(losses))]
+    assert smooth.best_metric == pytest.approx(min(averaged))
+    assert plain.best_metric == pytest.approx(min(losses))

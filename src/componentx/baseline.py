@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from componentx.decisions import class_priors, expected_cost_decision, shift_priors
 from componentx.features import signed_log1p
 from componentx.metrics import total_cost
+from componentx.windowing import gather_rows
 
 SMOOTHING = 9  # boosting iterations averaged when choosing the best one on validation
 LIBRARIES = ("lightgbm", "sklearn")
@@ -59,7 +61,8 @@ def _last_observed(values: np.ndarray, vehicle_ids: np.ndarray, column: int) -> 
 
 def summary_features(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
                      windows: pd.DataFrame, feature_names: list[str], k: int,
-                     specs: np.ndarray, spec_names: list[str]) -> pd.DataFrame:
+                     specs: np.ndarray, spec_names: list[str], window_stats: bool = False
+                     ) -> pd.DataFrame:
     """One row per window (reference readout = the window's last readout).
 
     - ``last_*``: the last known value of every feature;
@@ -69,7 +72,8 @@ def summary_features(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndar
     - ``share_*``: each histogram bin's share of its family, and ``recent_share_*``: the
       share of the last ``k`` readouts' increase minus the lifetime share;
     - ``missing_*``: the family is missing at the reference readout; time since the first
-      readout, since the previous one, readouts so far; the specifications as categories.
+      readout, since the previous one, readouts so far; the specifications as categories;
+    - with ``window_stats``, :func:`window_statistics` of the raw values.
     """
     if k < 2:
         raise ValueError(f"baseline.k must be at least 2, got {k}")
@@ -124,9 +128,55 @@ def summary_features(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndar
     columns["time_since_previous"] = np.where(so_far > 1, times[end] - times[anchors["1"]],
                                               np.nan)
     columns["readouts_so_far"] = so_far
+    if window_stats:
+        columns |= window_statistics(values, windows, feature_names)
     for j, name in enumerate(spec_names):
         columns[name] = specs[:, j]
     return pd.DataFrame(columns)
+
+
+def is_cumulative(values: np.ndarray, vehicle_ids: np.ndarray, threshold: float = 0.95) -> bool:
+    """Whether the readouts look cumulative (counters, histograms): at least ``threshold`` of
+    the observed steps between a vehicle's consecutive readouts do not decrease."""
+    same = vehicle_ids[1:] == vehicle_ids[:-1]
+    steps = np.asarray(values[1:], dtype=np.float64)[same] - np.asarray(
+        values[:-1], dtype=np.float64)[same]
+    observed = ~np.isnan(steps)
+    return bool(observed.any() and (steps[observed] >= 0).mean() >= threshold)
+
+
+def window_statistics(values: np.ndarray, windows: pd.DataFrame, feature_names: list[str]
+                      ) -> dict[str, np.ndarray]:
+    """Per feature, over each window's readouts: mean, standard deviation, minimum, maximum
+    and where the maximum is (0 at the window's first readout, 1 at its last). For readouts
+    that are levels rather than cumulative counts, where the shape of the window matters."""
+    end, length = windows["end_row"].to_numpy(), windows["length"].to_numpy()
+    size = int(length.max()) if len(length) else 1
+    rows = gather_rows(end, length, size, pad_row=len(values))
+    padded = np.concatenate([np.asarray(values, dtype=np.float64),
+                             np.full((1, values.shape[1]), np.nan)])
+    block = padded[rows]  # (windows, size, features), NaN outside the window
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN
+        stats = {"mean": np.nanmean(block, axis=1), "std": np.nanstd(block, axis=1),
+                 "min": np.nanmin(block, axis=1), "max": np.nanmax(block, axis=1)}
+    where = np.argmax(np.where(np.isnan(block), -np.inf, block), axis=1)  # position in window
+    first = size - length
+    stats["argmax"] = np.where(np.isnan(stats["max"]), np.nan, (where - first[:, None]) / (
+        np.maximum(length, 2)[:, None] - 1))
+    return {f"window_{kind}_{name}": values_[:, j] for kind, values_ in stats.items()
+            for j, name in enumerate(feature_names)}
+
+
+def resolve_size_settings(settings: dict, n_train: int) -> dict:
+    """``min_samples_leaf`` and ``max_leaf_nodes`` as given, or with ``auto`` sized to the
+    training windows: leaves of about 2% of them (2 to 20), about 5% as many leaves (4 to 31)."""
+    resolved = dict(settings)
+    if settings["min_samples_leaf"] == "auto":
+        resolved["min_samples_leaf"] = int(np.clip(n_train // 50, 2, 20))
+    if settings["max_leaf_nodes"] == "auto":
+        resolved["max_leaf_nodes"] = int(np.clip(n_train // 20, 4, 31))
+    return resolved
 
 
 def validation_cost(probs: np.ndarray, y: np.ndarray, train_priors: np.ndarray,
@@ -202,6 +252,7 @@ def fit_baseline(train: pd.DataFrame, train_y: np.ndarray, sample_weight: np.nda
     LightGBM stops ``patience`` iterations after that point; scikit-learn's
     HistGradientBoostingClassifier runs ``max_iter`` and is refitted to it.
     """
+    settings = resolve_size_settings(settings, len(train))
     library = settings["library"]
     num_classes = len(cost_matrix)
     if library == "lightgbm":

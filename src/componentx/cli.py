@@ -1,10 +1,11 @@
-"""componentx: validate params, write the synthetic fleet, compare experiments, promote.
+"""componentx: validate params, write the synthetic fleet, compare experiments, sweep, promote.
 
 Also renders every plot for offline use:
 
     componentx validate [params.yaml]
     componentx synthetic --out DIR [--n-train 6000 ...]
     componentx compare [EXPERIMENT ...]
+    componentx sweep [--arch lstm cnn_lstm] [--pooling last mean] [--bidirectional false true]
     componentx predict --bundle models/bundle --readouts R.csv [--specifications S.csv] --out D.csv
     componentx promote [--force]
     componentx plots [--out dvc_plots]
@@ -43,20 +44,48 @@ def synthetic(args: argparse.Namespace) -> None:
              "-S data.csv_dir=%s)", args.out, args.out)
 
 
-def compare(args: argparse.Namespace) -> None:
-    from componentx import experiments
+def _comparison(experiments: list, paired: bool = True) -> tuple[str, object]:
+    """``experiments.comparison_table`` with the workspace's cost matrix and bootstrap."""
+    from componentx.experiments import comparison_table
     from componentx.metrics import check_cost_matrix
     from componentx.params import load_params
     from componentx.schema import DatasetSummary
 
-    params = load_params()
-    found = experiments.list_experiments(names=args.experiments or None)
+    evaluate = load_params()["evaluate"]
     classes = DatasetSummary.load(Path("data/ingested/schema.json")).num_classes
-    table, best = experiments.comparison_table(
-        found, check_cost_matrix(params["evaluate"]["cost_matrix"], classes),
-        params["evaluate"]["bootstrap"], params["evaluate"]["seed"], paired=not args.unpaired)
+    return comparison_table(experiments, check_cost_matrix(evaluate["cost_matrix"], classes),
+                            evaluate["bootstrap"], evaluate["seed"], paired=paired)
+
+
+def compare(args: argparse.Namespace) -> None:
+    from componentx.experiments import list_experiments
+
+    table, best = _comparison(list_experiments(names=args.experiments or None),
+                              paired=not args.unpaired)
     print(table)
     print(f"lowest validation cost: {best.name} (choose on validation; test is only reported)")
+
+
+def sweep(args: argparse.Namespace) -> None:
+    from componentx import sweep as grid
+    from componentx.experiments import list_experiments
+
+    windows = grid.train_windows()
+    found = grid.candidates(windows, args.arch, args.pooling,
+                            [b == "true" for b in args.bidirectional])
+    log.info("sweep: %d experiments on %d training windows%s", len(found), windows,
+             f" (small data: {grid.SMALL_WIDTH} wide)" if windows < grid.SMALL_DATA else "")
+    grid.run(found)
+    names = [c.name for c in found]
+    experiments = list_experiments(names=names)
+    table, _ = _comparison(experiments)
+    best = grid.pick(experiments, names)
+    grid.apply(best.name)
+    print(table)
+    validation = best.report["validation"]
+    print(f"pick: {best.name} (validation cost {validation['cost_total']:,.0f}, accuracy "
+          f"{validation['accuracy']:.3f}); applied to the workspace with dvc exp apply, "
+          "git commit to keep it")
 
 
 def predict(args: argparse.Namespace) -> None:
@@ -96,6 +125,7 @@ def plots(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from componentx.sweep import ARCHS, POOLINGS
     from componentx.synthetic import CLASS_WINDOWS, SIGNAL_STRENGTH, SIGNALS
 
     main = argparse.ArgumentParser(prog="componentx", description=__doc__.splitlines()[0])
@@ -122,6 +152,17 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--unpaired", action="store_true",
                          help="skip the paired differences (no DVC cache needed)")
     command.set_defaults(run=compare)
+
+    command = commands.add_parser(
+        "sweep", help="train a standard grid of models as DVC experiments, apply the best on "
+        "validation")
+    command.add_argument("--arch", nargs="+", default=list(ARCHS),
+                         choices=("lstm", "cnn_lstm", "attention_lstm", "transformer"))
+    command.add_argument("--pooling", nargs="+", default=list(POOLINGS),
+                         choices=("last", "mean", "attention"))
+    command.add_argument("--bidirectional", nargs="+", default=["false", "true"],
+                         choices=("false", "true"))
+    command.set_defaults(run=sweep)
 
     command = commands.add_parser("predict", help="score new readouts with a model bundle")
     command.add_argument("--bundle", type=Path, default=Path("models/bundle"))

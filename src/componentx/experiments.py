@@ -63,9 +63,13 @@ def load(ref: str, name: str | None = None, cwd: Path | None = None) -> Experime
 
 def list_experiments(cwd: Path | None = None, names: list[str] | None = None
                      ) -> list[Experiment]:
-    """The committed run (HEAD) and every experiment of HEAD (``dvc exp list``), or ``names``."""
+    """The committed run (HEAD, when its metrics are committed) and every experiment of HEAD
+    (``dvc exp list``), or those in ``names``."""
     head = _git("rev-parse", "HEAD", cwd=cwd).strip()
-    found = [load("HEAD", "HEAD", cwd)]
+    try:
+        found = [load("HEAD", "HEAD", cwd)]
+    except subprocess.CalledProcessError:  # a new project: nothing committed to compare with
+        found = []
     for line in _git("for-each-ref", "--format=%(refname)", f"refs/exps/{head[:2]}/{head[2:]}",
                      cwd=cwd).split():
         name = line.rsplit("/", 1)[-1]

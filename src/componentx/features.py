@@ -9,6 +9,7 @@ train readouts and missing values become 0 (the train mean).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 TRANSFORMS = ("cumulative", "increments", "both")
+log = logging.getLogger(__name__)
 AGE_SCALE = 48.0  # time units; the age channel is (ref_time - time_step) / AGE_SCALE
 HISTORY_SCALE = 240.0  # time units, about a study's length: operating time is t / HISTORY_SCALE
 # Per-readout channels about the vehicle's whole history, which a window of its last readouts
@@ -114,8 +116,10 @@ def compute_stats(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray
     with Chan's parallel formula, so the result matches a computation on the whole table.
     """
     unknown = sorted(set(counters) - set(features))
-    if unknown:
-        raise ValueError(f"features.counters names columns not in the readouts: {unknown}")
+    if unknown:  # the Component X counters on another dataset: nothing to log-transform
+        log.warning("features.counters names %d columns the readouts do not have, ignored: %s",
+                    len(unknown), unknown[:8])
+    counters = [c for c in counters if c in set(features)]
     names = transformed_names(features, transform)
     is_counter = np.isin(list(features), list(counters))
     count = np.zeros(len(names))

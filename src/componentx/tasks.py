@@ -35,7 +35,7 @@ class Task:
 
 
 TASKS = (
-    Task("few-fixed", series=48, classes=4, min_length=24, max_length=24),
+    Task("few-fixed", series=60, classes=4, min_length=24, max_length=24),
     Task("binary-variable", series=120, classes=2, min_length=10, max_length=40, seed=1),
     Task("many-variable", series=360, classes=9, min_length=16, max_length=40, seed=2),
 )

@@ -9,7 +9,7 @@ import os
 import random
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 SCHEDULERS = ("none", "step", "cosine", "plateau")
 LOSSES = ("cross_entropy", "focal")
 MONITORS = {"loss": "min", "accuracy": "max", "macro_f1": "max", "cost": "min",
-            "expected_cost": "min"}
+            "expected_cost": "min", "none": "min"}
+SMALL_VALIDATION = 500  # windows; below, no early stopping (monitor auto)
+PATIENCE_SHARE = 0.2  # patience is at least this share of the epochs
 
 
 class CheckpointError(StageError):
@@ -61,7 +63,9 @@ class TrainConfig:
     gamma: float = 0.5
     grad_clip: float = 1.0
     patience: int = 5
-    monitor: str = "expected_cost"
+    monitor: str = "auto"
+    smoothing: int | str = "auto"
+    min_steps: int = 1000
     resume: bool = True
     loss: str = "cross_entropy"
     focal_gamma: float = 2.0
@@ -136,6 +140,34 @@ def epoch_order(labels: np.ndarray, seed: int, epoch: int, balanced: bool) -> np
     counts = np.bincount(labels)
     weights = 1.0 / counts[labels]
     return rng.choice(len(labels), size=len(labels), replace=True, p=weights / weights.sum())
+
+
+def fit_budget(config: TrainConfig, n_train: int, n_validation: int) -> TrainConfig:
+    """The training budget for this data, from ``config`` (``params.train``):
+
+    - batch size at most a quarter of the training windows (at least 8), so an epoch has
+      several optimizer steps;
+    - epochs raised until the run makes at least ``min_steps`` optimizer steps;
+    - patience at least ``PATIENCE_SHARE`` of those epochs;
+    - ``monitor: auto`` watches the expected cost with ``SMALL_VALIDATION`` or more validation
+      windows; with fewer, ``none``: no early stopping, the whole budget is trained and the
+      last epoch kept, because a few validation vehicles would stop training on noise (their
+      loss rises as soon as the model grows confident, long before it stops improving);
+      ``smoothing: auto`` is 1 (any other monitor can be averaged over epochs with it).
+
+    On the default Component X data (12,000 windows, 5,046 validation vehicles) nothing
+    changes: batch 128, 15 epochs (1,425 steps), patience 5, expected cost, no smoothing.
+    """
+    batch = max(1, min(config.batch_size, max(8, n_train // 4)))
+    steps_per_epoch = math.ceil(max(n_train, 1) / batch)
+    epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
+    small = n_validation < SMALL_VALIDATION
+    monitor = ("none" if small else "expected_cost") if config.monitor == "auto" \
+        else config.monitor
+    smoothing = 1 if config.smoothing == "auto" else int(config.smoothing)
+    return replace(config, batch_size=batch, epochs=epochs, monitor=monitor,
+                   smoothing=smoothing,
+                   patience=max(config.patience, math.ceil(PATIENCE_SHARE * epochs)))
 
 
 def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
@@ -326,10 +358,17 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
     share of each batch (gradients are averaged, so the result equals one process) and only
     rank 0 writes checkpoints and calls ``on_epoch_end``.
     """
-    if config.monitor not in MONITORS:
-        raise ValueError(f"train.monitor must be one of {sorted(MONITORS)}, got "
+    if config.monitor not in (*MONITORS, "auto"):
+        raise ValueError(f"train.monitor must be auto or one of {sorted(MONITORS)}, got "
                          f"{config.monitor!r}")
     check(config.augment)
+    config = fit_budget(config, len(train_set), len(val_set))
+    log.info("budget for %d train / %d validation windows: batch %d, %d epochs (%d optimizer "
+             "steps), patience %d, early stopping on validation %s%s", len(train_set),
+             len(val_set), config.batch_size, config.epochs,
+             config.epochs * math.ceil(len(train_set) / config.batch_size), config.patience,
+             config.monitor if config.monitor != "none" else "none (the last epoch is kept)",
+             f" averaged over {config.smoothing} epochs" if config.smoothing > 1 else "")
     rank, world = distributed_context()
     device = choose_device(config.device, rank)
     if device.type == "cpu":
@@ -436,7 +475,10 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
         val_metrics = validation_metrics(val_logits, val_y, cost_matrix, train_priors,
                                          weights)
         lr = optimizer.param_groups[0]["lr"]
-        monitored = val_metrics[config.monitor]
+        val_metrics["none"] = -float(epoch)  # without a monitor, the latest epoch is the best
+        recent = [h["validation"][config.monitor] for h in state.history[-(config.smoothing - 1):]
+                  ] if config.smoothing > 1 else []
+        monitored = float(np.mean([*recent, val_metrics[config.monitor]]))
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(monitored)
         else:

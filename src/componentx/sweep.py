@@ -1,0 +1,98 @@
+"""A small standard model sweep as DVC experiments: architectures × pooling × bidirectional,
+sized to the data, run one after another in the workspace (``dvc exp run``), compared on
+validation with paired intervals (:mod:`componentx.experiments`), the best applied with
+``dvc exp apply``. Test is reported, never used to choose."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from componentx.errors import StageError
+from componentx.experiments import Experiment
+
+ARCHS = ("lstm", "cnn_lstm")
+POOLINGS = ("last", "mean")
+BIDIRECTIONAL = (False, True)
+SMALL_DATA = 2000  # training windows; below, the swept models are half the default width
+SMALL_WIDTH = 32  # hidden_size, head_hidden and conv_channels on small data
+TRAIN_WINDOWS = Path("data/windows/train_windows.parquet")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One experiment of the sweep: its name and its ``-S`` overrides."""
+
+    name: str
+    overrides: dict[str, object]
+
+    def set_params(self) -> list[str]:
+        args = []
+        for key, value in self.overrides.items():
+            args += ["-S", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
+        return args
+
+
+def candidates(n_train_windows: int, archs: Sequence[str] = ARCHS,
+               poolings: Sequence[str] = POOLINGS,
+               bidirectional: Sequence[bool] = BIDIRECTIONAL) -> list[Candidate]:
+    """The grid, simplest first (ties on validation go to the earlier one). With fewer than
+    ``SMALL_DATA`` training windows every candidate is ``SMALL_WIDTH`` wide."""
+    small = n_train_windows < SMALL_DATA
+    found = []
+    for arch, pooling, both in itertools.product(archs, poolings, bidirectional):
+        name = f"sweep-{arch.replace('_', '-')}-{pooling}-{'bi' if both else 'uni'}"
+        sizes = {"model.hidden_size": SMALL_WIDTH, "model.head_hidden": SMALL_WIDTH} | (
+            {"model.conv_channels": SMALL_WIDTH} if arch == "cnn_lstm" else {})
+        found.append(Candidate(name, {"model.arch": arch, "model.pooling": pooling,
+                                      "model.bidirectional": both, **(sizes if small else {})}))
+    return found
+
+
+def _dvc(*args: str, cwd: Path | None = None) -> str:
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise StageError(f"dvc {' '.join(args)} failed:\n{tail}")
+    return result.stdout
+
+
+def train_windows(cwd: Path | None = None) -> int:
+    """Training windows of the current data (running the pipeline up to windowing if needed)."""
+    path = (cwd or Path()) / TRAIN_WINDOWS
+    _dvc("repro", "windowing", cwd=cwd)
+    return pq.read_metadata(path).num_rows
+
+
+def run(found: list[Candidate], cwd: Path | None = None) -> None:
+    """Each candidate as a named workspace experiment; an earlier sweep's experiment of the
+    same name on this commit is replaced."""
+    existing = set(_dvc("exp", "list", "--name-only", cwd=cwd).split())
+    stale = [c.name for c in found if c.name in existing]
+    if stale:
+        _dvc("exp", "remove", *stale, cwd=cwd)
+    for candidate in tqdm(found, desc="sweep", unit="experiment", file=sys.stderr):
+        _dvc("exp", "run", "-n", candidate.name, *candidate.set_params(), cwd=cwd)
+
+
+def apply(name: str, cwd: Path | None = None) -> None:
+    """``dvc exp apply``: the experiment's params, code and outputs into the workspace."""
+    _dvc("exp", "apply", name, cwd=cwd)
+
+
+def pick(experiments: Sequence[Experiment], names: Sequence[str]) -> Experiment:
+    """The swept experiment with the lowest validation cost; ties go to the lower validation
+    log loss, then to the earlier (simpler) candidate."""
+    swept = [e for name in names for e in experiments if e.name == name]
+    if not swept:
+        raise StageError("no sweep experiment finished; see dvc exp show")
+    return min(swept, key=lambda e: (e.report["validation"]["cost_total"],
+                                     e.report["validation"].get("log_loss", 0.0)))

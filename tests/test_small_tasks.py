@@ -1,0 +1,101 @@
+"""The pipeline with its defaults on small multichannel tasks (``componentx.tasks``), and the
+model sweep, through the real DVC CLI; setting only what the layout forces: the data folder,
+the window size and a 0/1 cost matrix (the class count is inferred)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_pipeline import commit, dvc, make_repo, sh
+
+from componentx import sweep
+from componentx.experiments import Experiment
+from componentx.tasks import TASKS, write_task
+
+# Test accuracy each task reaches with the defaults (bench/small_tasks.py measures them).
+STATED = {"few-fixed": {"sequence": 0.5, "baseline": 0.6},
+          "binary-variable": {"sequence": 0.75, "baseline": 0.75},
+          "many-variable": {"sequence": 0.6, "baseline": 0.6}}
+
+
+def task_repo(path: Path, task) -> Path:
+    repo = make_repo(path, {"data": {"source": "csv"}, "window": {"size": task.max_length},
+                            "evaluate": {"cost_matrix": "zero_one"}})
+    write_task(task, repo / "data" / "raw")  # the user's folder, ignored by git
+    return repo
+
+
+def test_the_sweep_grid_is_sized_to_the_data():
+    small = sweep.candidates(500)
+    assert len(small) == 8 and len({c.name for c in small}) == 8
+    assert all(c.overrides["model.hidden_size"] == sweep.SMALL_WIDTH for c in small)
+    assert small[0].set_params() == ["-S", "model.arch=lstm", "-S", "model.pooling=last",
+                                     "-S", "model.bidirectional=false", "-S",
+                                     "model.hidden_size=32", "-S", "model.head_hidden=32"]
+    assert small[4].overrides["model.conv_channels"] == sweep.SMALL_WIDTH  # cnn_lstm
+    large = sweep.candidates(12_000, ["transformer"], ["attention"], [True])
+    assert [c.name for c in large] == ["sweep-transformer-attention-bi"]
+    assert "model.hidden_size" not in large[0].overrides
+
+
+def test_the_pick_is_the_lowest_validation_cost_ties_to_log_loss_then_order():
+    def experiment(name, cost, log_loss):
+        return Experiment(name, name, {}, {"validation": {"cost_total": cost,
+                                                          "log_loss": log_loss}})
+
+    found = [experiment("HEAD", 1.0, 0.1), experiment("a", 3.0, 0.5),
+             experiment("b", 2.0, 0.9), experiment("c", 2.0, 0.4), experiment("d", 2.0, 0.4)]
+    assert sweep.pick(found, ["a", "b", "c", "d"]).name == "c"  # HEAD is not a candidate
+    with pytest.raises(Exception, match="no sweep experiment"):
+        sweep.pick(found, ["z"])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("task", TASKS, ids=[t.name for t in TASKS])
+def test_defaults_learn_small_tasks(tmp_path, task):
+    repo = task_repo(tmp_path / task.name, task)
+    dvc(repo, "repro")
+    sequence = json.loads((repo / "metrics/evaluate.json").read_text())["test"]["accuracy"]
+    gbdt = json.loads((repo / "metrics/baseline.json").read_text())["test"]["accuracy"]
+    stated = STATED[task.name]
+    assert sequence >= stated["sequence"], f"sequence model test accuracy {sequence:.2f}"
+    assert gbdt >= stated["baseline"], f"baseline test accuracy {gbdt:.2f}"
+
+
+@pytest.mark.e2e
+def test_sweep_runs_experiments_and_applies_the_best_on_validation(tmp_path):
+    task = next(t for t in TASKS if t.name == "few-fixed")
+    repo = task_repo(tmp_path / "sweep", task)
+    dvc(repo, "repro")
+    commit(repo, "defaults")
+    grid = ["--arch", "lstm", "--pooling", "last", "mean", "--bidirectional", "false"]
+    output = sh(repo, sys.executable, "-m", "componentx", "sweep", *grid).stdout
+    table, last = output.strip().splitlines()[:-1], output.strip().splitlines()[-1]
+    assert last.startswith("pick: sweep-lstm-")
+    picked = last.split()[1]
+    rows = {line.split("|")[1].strip(): line for line in table if line.startswith("| ")}
+    assert {"HEAD", "sweep-lstm-last-uni", "sweep-lstm-mean-uni"} <= set(rows)
+    # The pick is the experiment with the lowest validation cost, as DVC recorded it.
+    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    costs = {}
+    for commit_ in shown:
+        for exp in commit_.get("experiments") or []:
+            for run in exp["revs"]:
+                data = run["data"]
+                metrics = data["metrics"]["metrics/evaluate.json"]["data"]
+                costs[run.get("name") or data.get("name")] = metrics["validation"]["cost_total"]
+    swept = {k: v for k, v in costs.items() if k and k.startswith("sweep-")}
+    assert set(swept) == {"sweep-lstm-last-uni", "sweep-lstm-mean-uni"}
+    assert swept[picked] == min(swept.values())
+    # ... and its params are what the workspace now holds.
+    params = yaml.safe_load((repo / "params.yaml").read_text())["model"]
+    assert (params["pooling"], params["hidden_size"]) == (picked.split("-")[2],
+                                                          sweep.SMALL_WIDTH)
+    # A second sweep on the same commit replaces its experiments rather than failing.
+    again = sh(repo, sys.executable, "-m", "componentx", "sweep", *grid[:2], "--pooling",
+               "last", "--bidirectional", "false").stdout
+    assert again.strip().splitlines()[-1].startswith("pick: sweep-lstm-last-uni")
