@@ -5,6 +5,7 @@ the window size and a 0/1 cost matrix (the class count is inferred)."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -99,3 +100,7 @@ def test_sweep_runs_experiments_and_applies_the_best_on_validation(tmp_path):
     again = sh(repo, sys.executable, "-m", "componentx", "sweep", *grid[:2], "--pooling",
                "last", "--bidirectional", "false").stdout
     assert again.strip().splitlines()[-1].startswith("pick: sweep-lstm-last-uni")
+    # A fresh clone has no cached predictions: the comparison still prints, unpaired.
+    shutil.rmtree(repo / ".dvc" / "cache")
+    compared = sh(repo, sys.executable, "-m", "componentx", "compare").stdout
+    assert "not cached" in compared and "lowest validation cost" in compared

@@ -16,6 +16,10 @@ import yaml
 from componentx.metrics import paired_interval, vehicle_costs
 
 
+class NotCachedError(LookupError):
+    """An experiment's predictions are not in the local DVC cache (a fresh clone)."""
+
+
 @dataclass
 class Experiment:
     """One experiment (or the committed run): where it lives and what it measured."""
@@ -28,9 +32,16 @@ class Experiment:
     def predictions(self, split: str) -> pd.DataFrame:
         """Its ``data/predictions/{split}.parquet``, from the DVC cache."""
         import dvc.api
+        from dvc.exceptions import PathMissingError
+        from dvc_data.index import DataIndexError
 
-        with dvc.api.open(f"data/predictions/{split}.parquet", rev=self.ref, mode="rb") as f:
-            return pd.read_parquet(io.BytesIO(f.read()))
+        try:
+            with dvc.api.open(f"data/predictions/{split}.parquet", rev=self.ref,
+                              mode="rb") as f:
+                return pd.read_parquet(io.BytesIO(f.read()))
+        except (FileNotFoundError, PathMissingError, DataIndexError) as error:
+            raise NotCachedError(f"{self.name}: data/predictions not in the DVC cache "
+                                 "(dvc pull, or dvc exp pull for experiments)") from error
 
 
 def _git(*args: str, cwd: Path | None = None) -> str:
@@ -96,8 +107,9 @@ def comparison_table(experiments: list[Experiment], cost_matrix: np.ndarray, n_b
     """Markdown table of experiments, best validation cost first, and the best one.
 
     Each row: changed params, validation cost with its interval, the paired differences (same
-    vehicles) to the first experiment (the committed run), to the best and to the baseline,
-    and test cost, which is reported, never used.
+    vehicles) to the first experiment (the committed run), to the best and to the baseline
+    ("not cached" where either side's predictions are not in the local DVC cache), and test
+    cost, which is reported, never used.
     """
     ranked = sorted(experiments, key=lambda e: e.report["validation"]["cost_total"])
     best, head = ranked[0], experiments[0]
@@ -108,7 +120,10 @@ def comparison_table(experiments: list[Experiment], cost_matrix: np.ndarray, n_b
     def against(other: Experiment, experiment: Experiment) -> str:
         if experiment is other or not paired:
             return "—"
-        d = paired_against(other, experiment, "validation", cost_matrix, n_boot, seed)
+        try:
+            d = paired_against(other, experiment, "validation", cost_matrix, n_boot, seed)
+        except NotCachedError:
+            return "not cached"
         return f"{d['difference']:+,.0f} ({d['ci'][0]:+,.0f} to {d['ci'][1]:+,.0f})"
 
     for experiment in ranked:
