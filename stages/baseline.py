@@ -58,9 +58,12 @@ def main() -> None:
     priors = effective_priors(train_y, weights, False, num_classes)
     fitted = baseline.fit_baseline(data["train"][0], train_y, sample_weight, val_x, val_y,
                                    priors, cost_matrix, specs, BASELINE)
-    log.info("baseline (%s): %d windows x %d summary features; validation expected cost is "
-             "lowest after %d of %d iterations (%.0f, smoothed over %d)", BASELINE["library"],
-             len(train_y), data["train"][0].shape[1], fitted.iterations,
+    fitted.window_stats = window_stats
+    sizes = baseline.resolve_size_settings(BASELINE, len(train_y))
+    log.info("baseline (%s): %d windows x %d summary features, leaves of %d or more, %d at "
+             "most; validation expected cost is lowest after %d of %d iterations (%.0f, "
+             "smoothed over %d)", BASELINE["library"], len(train_y), data["train"][0].shape[1],
+             sizes["min_samples_leaf"], sizes["max_leaf_nodes"], fitted.iterations,
              len(fitted.validation_costs), fitted.validation_costs[fitted.iterations - 1],
              baseline.SMOOTHING)
     logits = {s: fitted.logits(data[s][0], num_classes) for s in ("validation", "test")}
@@ -68,6 +71,7 @@ def main() -> None:
     report, scored, _ = evaluation.evaluate_logits(logits, labels, priors, cost_matrix, EVALUATE)
     report["iterations"] = fitted.iterations
     report["window_stats"] = window_stats
+    report |= {key: sizes[key] for key in ("min_samples_leaf", "max_leaf_nodes")}
     with atomic_dir(PREDICTIONS) as tmp:
         for split, result in scored.items():
             evaluation.predictions_frame(data[split][1]["vehicle_id"].to_numpy(), result,

@@ -71,7 +71,8 @@ def main() -> None:
             "metrics": metrics_of(evaluate, evaluate["paired_vs_baseline"], gate)})
         write_baseline_bundle(tmp / "baseline", BASELINE_MODEL, {
             **common, "k": params["baseline"]["k"], "library": fitted["library"],
-            "iterations": fitted["iterations"], "calibration": baseline["calibration"],
+            "iterations": fitted["iterations"], "window_stats": fitted["window_stats"],
+            "calibration": baseline["calibration"],
             "shipped": shipped == "reference", "metrics": metrics_of(baseline, None, gate)})
     reference = Path(GATE["reference"]).parent
     chosen = BUNDLES / "sequence" if shipped == "sequence" else (

@@ -47,13 +47,14 @@ def sequence_risk(summary: DatasetSummary) -> np.ndarray:
 
 
 def baseline_risk(summary: DatasetSummary, meta: pd.DataFrame) -> np.ndarray:
+    fitted = baseline.FittedBaseline.load(BASELINE_MODEL)
     features = baseline.summary_features(
         np.load(WINDOWS / "fleet_values.npy", mmap_mode="r"), np.load(WINDOWS / "fleet_time.npy"),
         np.load(WINDOWS / "fleet_vehicle.npy"), meta,
         json.loads((WINDOWS / "features.json").read_text()), K,
         window_spec_codes(INGESTED, "train", summary.spec_columns, meta["vehicle_id"].to_numpy()),
-        summary.spec_columns)
-    logits = baseline.FittedBaseline.load(BASELINE_MODEL).logits(features, summary.num_classes)
+        summary.spec_columns, fitted.window_stats)
+    logits = fitted.logits(features, summary.num_classes)
     calibration = json.loads(Path("metrics/baseline.json").read_text())["calibration"]
     return risk(Calibrator.from_dict(calibration).probabilities(logits))
 

@@ -125,8 +125,8 @@ def run() -> None:
         if live is not None:
             tracker.log_artifacts([MODELS / "best.pt"], "checkpoints")
     if main_process:
-        log.info("best validation %s %.4f at epoch %d of %d", TRAIN.monitor,
-                 state.best_metric, state.best_epoch, state.epoch)
+        log.info("kept the model of epoch %d of %d (monitor and budget as logged at the start)",
+                 state.best_epoch, state.epoch)
 
 
 if __name__ == "__main__":

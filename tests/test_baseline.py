@@ -88,3 +88,40 @@ def test_best_iteration_is_smoothed():
     noisy = np.array([10.0, 9, 1, 9, 8, 7, 6, 6, 6, 6, 6, 6])  # a lone dip at iteration 3
     assert baseline.best_iteration(noisy, smoothing=1) == 3
     assert baseline.best_iteration(noisy, smoothing=5) > 6
+
+
+def test_window_statistics_by_hand():
+    values = np.array([[0.0, 1, 1], [2, np.nan, np.nan], [4, 3, 1], [16, 5, 3], [7, 7, 1]])
+    windows = pd.DataFrame({"end_row": [4, 2, 5], "length": [4, 2, 1]})
+    stats = baseline.window_statistics(values, windows, ["c", "h_0", "h_1"])
+    assert stats["window_mean_c"].tolist() == [5.5, 1.0, 7.0]
+    assert stats["window_max_c"].tolist() == [16, 2, 7] and stats["window_min_c"][0] == 0
+    assert stats["window_std_c"][1] == pytest.approx(1.0)
+    # Where the maximum is: 0 at the window's first readout, 1 at its last (NaN skipped).
+    assert stats["window_argmax_c"].tolist() == [1.0, 1.0, 0.0]
+    assert stats["window_argmax_h_0"][0] == 1.0 and stats["window_argmax_h_1"][0] == 1.0
+    assert stats["window_mean_h_0"][0] == 3.0  # over the three observed readouts
+    assert stats["window_max_h_0"][1] == 1.0  # [1, NaN]
+    assert "window_mean_c" not in hand_made()  # off unless asked for
+
+
+def test_cumulative_readouts_are_told_from_levels():
+    ids = np.array([1, 1, 1, 2, 2, 2])
+    counters = np.array([[0.0], [1], [3], [5], [5], [9]])
+    levels = np.array([[0.0], [2], [1], [5], [3], [4]])
+    assert baseline.is_cumulative(counters, ids)
+    assert not baseline.is_cumulative(levels, ids)
+    # The drop from one vehicle to the next is not a step.
+    assert baseline.is_cumulative(np.array([[9.0], [10], [0], [1]]), np.array([1, 1, 2, 2]))
+
+
+def test_tree_sizes_follow_the_training_windows():
+    auto = {"min_samples_leaf": "auto", "max_leaf_nodes": "auto"}
+    assert baseline.resolve_size_settings(auto, 36) == {"min_samples_leaf": 2,
+                                                       "max_leaf_nodes": 4}
+    assert baseline.resolve_size_settings(auto, 300) == {"min_samples_leaf": 6,
+                                                        "max_leaf_nodes": 15}
+    assert baseline.resolve_size_settings(auto, 12_061) == {"min_samples_leaf": 20,
+                                                           "max_leaf_nodes": 31}
+    fixed = {"min_samples_leaf": 7, "max_leaf_nodes": 9}
+    assert baseline.resolve_size_settings(fixed, 36) == fixed

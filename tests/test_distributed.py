@@ -17,7 +17,7 @@ from componentx.models import ModelConfig
 MODEL = ModelConfig(arch="lstm", n_features=5, num_classes=5, spec_cardinalities=[3],
                     hidden_size=8, head_hidden=8, dropout=0.0)
 CONFIG = training.TrainConfig(epochs=2, batch_size=16, lr=5e-3, device="cpu", num_threads=1,
-                              monitor="loss", class_weights="inverse")
+                              monitor="loss", class_weights="inverse", min_steps=0)
 
 
 FROZEN = dataclasses.replace(CONFIG, init="pretrained", freeze_epochs=1)

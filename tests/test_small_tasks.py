@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from test_pipeline import commit, dvc, make_repo, sh
@@ -17,10 +18,13 @@ from componentx import sweep
 from componentx.experiments import Experiment
 from componentx.tasks import TASKS, write_task
 
-# Test accuracy each task reaches with the defaults (bench/small_tasks.py measures them).
+# Test accuracy each task must reach with the defaults: about two or more times chance, with
+# room below what bench/small_tasks.py measured on this project's machine (few-fixed 0.67 /
+# 0.92, binary-variable 0.79 / 0.96, many-variable 0.81 / 0.89), as other CPUs train a little
+# differently.
 STATED = {"few-fixed": {"sequence": 0.5, "baseline": 0.6},
-          "binary-variable": {"sequence": 0.75, "baseline": 0.75},
-          "many-variable": {"sequence": 0.6, "baseline": 0.6}}
+          "binary-variable": {"sequence": 0.65, "baseline": 0.8},
+          "many-variable": {"sequence": 0.6, "baseline": 0.7}}
 
 
 def task_repo(path: Path, task) -> Path:
@@ -65,6 +69,17 @@ def test_defaults_learn_small_tasks(tmp_path, task):
     stated = STATED[task.name]
     assert sequence >= stated["sequence"], f"sequence model test accuracy {sequence:.2f}"
     assert gbdt >= stated["baseline"], f"baseline test accuracy {gbdt:.2f}"
+    # Levels, not counters: the baseline used window statistics, and its bundle scores the
+    # test readouts exactly as the baseline stage did.
+    assert json.loads((repo / "models/baseline/baseline.json").read_text())["window_stats"]
+    out = repo / "scored.csv"
+    sh(repo, sys.executable, "-m", "componentx", "predict", "--bundle",
+       "models/bundles/baseline", "--readouts", "data/raw/test_operational_readouts.csv",
+       "--out", str(out))
+    ours = pd.read_csv(out)
+    theirs = pd.read_parquet(repo / "data/baseline_predictions/test.parquet")
+    assert ours["vehicle_id"].tolist() == theirs["vehicle_id"].tolist()
+    assert (ours["decision"].to_numpy() == theirs["predicted"].to_numpy()).all()
 
 
 @pytest.mark.e2e

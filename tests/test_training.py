@@ -9,6 +9,7 @@ import torch
 
 from componentx import training
 from componentx.dataset import WindowSet
+from componentx.errors import StageError
 from componentx.metrics import OFFICIAL_COST
 from componentx.models import ModelConfig
 
@@ -200,11 +201,17 @@ def test_the_budget_fits_the_data():
     fixed = training.fit_budget(training.TrainConfig(monitor="macro_f1", smoothing=2,
                                                      min_steps=0), 29, 10)
     assert (fixed.monitor, fixed.smoothing, fixed.epochs) == ("macro_f1", 2, 20)
+    # An explicit monitor on a small validation set is averaged over a few epochs.
+    chosen = training.fit_budget(training.TrainConfig(monitor="loss"), 29, 10)
+    assert (chosen.monitor, chosen.smoothing) == ("loss", training.SMALL_SMOOTHING)
+    with pytest.raises(StageError, match="no training windows"):
+        training.fit_budget(defaults, 0, 10)
 
 
 def test_without_a_monitor_the_last_epoch_is_kept(tmp_path):
-    state = run(tmp_path, "last", epochs=5, monitor="none", patience=1)
+    state = run(tmp_path, "last", epochs=5, monitor="none", patience=1, smoothing=3)
     assert state.epoch == 5 and state.best_epoch == 5
+    assert all("none" not in h["validation"] for h in state.history)  # nothing made up logged
 
 
 def test_smoothing_averages_the_monitored_value_over_epochs(tmp_path):

@@ -200,12 +200,14 @@ def best_iteration(costs: Sequence[float], smoothing: int = SMOOTHING) -> int:
 
 @dataclass
 class FittedBaseline:
-    """A boosted-tree model and the number of its iterations that validation chose."""
+    """A boosted-tree model, the number of its iterations that validation chose, and whether
+    its features include :func:`window_statistics`."""
 
     library: str
     model: Any  # lightgbm.Booster or sklearn's HistGradientBoostingClassifier
     iterations: int
     validation_costs: list[float]
+    window_stats: bool = False
 
     def probabilities(self, features: pd.DataFrame, num_classes: int) -> np.ndarray:
         if self.library == "lightgbm":
@@ -228,7 +230,8 @@ class FittedBaseline:
             (folder / "model.pkl").write_bytes(pickle.dumps(self.model))
         (folder / "baseline.json").write_text(json.dumps(
             {"library": self.library, "iterations": self.iterations,
-             "validation_costs": self.validation_costs}) + "\n")
+             "validation_costs": self.validation_costs, "window_stats": self.window_stats})
+            + "\n")
 
     @classmethod
     def load(cls, folder: Path) -> FittedBaseline:
@@ -239,7 +242,8 @@ class FittedBaseline:
             model = lightgbm.Booster(model_file=str(folder / "model.txt"))
         else:
             model = pickle.loads((folder / "model.pkl").read_bytes())  # written by save()
-        return cls(meta["library"], model, meta["iterations"], meta["validation_costs"])
+        return cls(meta["library"], model, meta["iterations"], meta["validation_costs"],
+                   meta.get("window_stats", False))
 
 
 def fit_baseline(train: pd.DataFrame, train_y: np.ndarray, sample_weight: np.ndarray | None,

@@ -68,20 +68,23 @@ def compare(args: argparse.Namespace) -> None:
 
 def sweep(args: argparse.Namespace) -> None:
     from componentx import sweep as grid
-    from componentx.experiments import list_experiments
+    from componentx.experiments import list_experiments, validation_rank
 
     windows = grid.train_windows()
     found = grid.candidates(windows, args.arch, args.pooling,
                             [b == "true" for b in args.bidirectional])
     log.info("sweep: %d experiments on %d training windows%s", len(found), windows,
              f" (small data: {grid.SMALL_WIDTH} wide)" if windows < grid.SMALL_DATA else "")
-    grid.run(found)
-    names = [c.name for c in found]
+    names = grid.run(found)
     experiments = list_experiments(names=names)
     table, _ = _comparison(experiments)
     best = grid.pick(experiments, names)
     grid.apply(best.name)
     print(table)
+    head = next((e for e in experiments if e.name == "HEAD"), None)
+    if head is not None and validation_rank(head) < validation_rank(best):
+        print("note: the committed run (HEAD) is cheaper on validation than every sweep "
+              "experiment; git checkout -- . && dvc checkout returns to it")
     validation = best.report["validation"]
     print(f"pick: {best.name} (validation cost {validation['cost_total']:,.0f}, accuracy "
           f"{validation['accuracy']:.3f}); applied to the workspace with dvc exp apply, "

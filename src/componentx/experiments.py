@@ -102,6 +102,12 @@ def paired_against(best: Experiment, other: Experiment, split: str, cost_matrix:
                            n_boot, seed)
 
 
+def validation_rank(experiment: Experiment) -> tuple[float, float]:
+    """How experiments are ordered: validation cost, ties broken by validation log loss."""
+    validation = experiment.report["validation"]
+    return validation["cost_total"], validation.get("log_loss", 0.0)
+
+
 def comparison_table(experiments: list[Experiment], cost_matrix: np.ndarray, n_boot: int = 1000,
                      seed: int = 0, paired: bool = True) -> tuple[str, Experiment]:
     """Markdown table of experiments, best validation cost first, and the best one.
@@ -111,7 +117,7 @@ def comparison_table(experiments: list[Experiment], cost_matrix: np.ndarray, n_b
     ("not cached" where either side's predictions are not in the local DVC cache), and test
     cost, which is reported, never used.
     """
-    ranked = sorted(experiments, key=lambda e: e.report["validation"]["cost_total"])
+    ranked = sorted(experiments, key=validation_rank)
     best, head = ranked[0], experiments[0]
     lines = [f"| experiment | changed params | validation cost (95% CI) | − {head.name}, paired "
              "(95% CI) | − best, paired (95% CI) | − baseline, paired (95% CI) | test cost "

@@ -258,7 +258,7 @@ class Scorer:
             features = summary_features(values, times, ids,
                                         pd.DataFrame({"end_row": end, "length": length}),
                                         meta["feature_columns"], meta["k"], specs,
-                                        meta["spec_columns"])
+                                        meta["spec_columns"], meta.get("window_stats", False))
             return self.model.logits(features, meta["num_classes"])
         inputs = model_inputs(values, times, ids, FeatureStats(**meta["features"]))
         padded_times = np.r_[times, 0.0]

@@ -1,7 +1,7 @@
 """A small standard model sweep as DVC experiments: architectures × pooling × bidirectional,
 sized to the data, run one after another in the workspace (``dvc exp run``), compared on
-validation with paired intervals (:mod:`componentx.experiments`), the best applied with
-``dvc exp apply``. Test is reported, never used to choose."""
+validation (the table has paired intervals, :mod:`componentx.experiments`), the lowest
+validation cost applied with ``dvc exp apply``. Test is reported, never used to choose."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import pyarrow.parquet as pq
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from componentx.errors import StageError
-from componentx.experiments import Experiment
+from componentx.runtime import log
+
+if TYPE_CHECKING:
+    from componentx.experiments import Experiment
 
 ARCHS = ("lstm", "cnn_lstm")
 POOLINGS = ("last", "mean")
@@ -67,20 +68,31 @@ def _dvc(*args: str, cwd: Path | None = None) -> str:
 
 def train_windows(cwd: Path | None = None) -> int:
     """Training windows of the current data (running the pipeline up to windowing if needed)."""
+    import pyarrow.parquet as pq
+
     path = (cwd or Path()) / TRAIN_WINDOWS
     _dvc("repro", "windowing", cwd=cwd)
     return pq.read_metadata(path).num_rows
 
 
-def run(found: list[Candidate], cwd: Path | None = None) -> None:
+def run(found: list[Candidate], cwd: Path | None = None) -> list[str]:
     """Each candidate as a named workspace experiment; an earlier sweep's experiment of the
-    same name on this commit is replaced."""
+    same name on this commit is replaced. Returns the names that finished: a candidate that
+    fails is logged with DVC's last lines and skipped."""
+    from tqdm import tqdm
+
     existing = set(_dvc("exp", "list", "--name-only", cwd=cwd).split())
     stale = [c.name for c in found if c.name in existing]
     if stale:
         _dvc("exp", "remove", *stale, cwd=cwd)
+    finished = []
     for candidate in tqdm(found, desc="sweep", unit="experiment", file=sys.stderr):
-        _dvc("exp", "run", "-n", candidate.name, *candidate.set_params(), cwd=cwd)
+        try:
+            _dvc("exp", "run", "-n", candidate.name, *candidate.set_params(), cwd=cwd)
+            finished.append(candidate.name)
+        except StageError as error:
+            log.warning("%s failed, skipped: %s", candidate.name, error)
+    return finished
 
 
 def apply(name: str, cwd: Path | None = None) -> None:
@@ -91,8 +103,9 @@ def apply(name: str, cwd: Path | None = None) -> None:
 def pick(experiments: Sequence[Experiment], names: Sequence[str]) -> Experiment:
     """The swept experiment with the lowest validation cost; ties go to the lower validation
     log loss, then to the earlier (simpler) candidate."""
+    from componentx.experiments import validation_rank
+
     swept = [e for name in names for e in experiments if e.name == name]
     if not swept:
         raise StageError("no sweep experiment finished; see dvc exp show")
-    return min(swept, key=lambda e: (e.report["validation"]["cost_total"],
-                                     e.report["validation"].get("log_loss", 0.0)))
+    return min(swept, key=validation_rank)
