@@ -381,6 +381,7 @@ def test_a_labelled_dataset_needs_no_windows_and_no_cost_matrix(tmp_path):
 
 def test_predict_reproduces_evaluate_and_the_artifact_is_registered(repo, tmp_path):
     sh(repo, "git", "checkout", "--", ".")
+    dvc(repo, "checkout", "--force")  # the outputs of HEAD, which promote --version tags
     params = yaml.safe_load((repo / "params.yaml").read_text())
     fleet, syn = tmp_path / "fleet", params["synthetic"]
     sh(repo, sys.executable, "-m", "componentx", "synthetic", "--out", str(fleet),
