@@ -44,7 +44,7 @@ class Candidate:
 def candidates(n_train_windows: int, archs: Sequence[str] = ARCHS,
                poolings: Sequence[str] = POOLINGS,
                bidirectional: Sequence[bool] = BIDIRECTIONAL) -> list[Candidate]:
-    """The grid, simplest first (ties on validation go to the earlier one). With fewer than
+    """The grid, simplest first (full ties on validation go to the earlier one). With fewer than
     ``SMALL_DATA`` training windows every candidate is ``SMALL_WIDTH`` wide."""
     small = n_train_windows < SMALL_DATA
     found = []
