@@ -25,12 +25,13 @@ import torch
 import yaml
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from componentx.dataset import window_spec_codes
-from componentx.decisions import class_priors, decide, fit_scaling, softmax
-from componentx.metrics import bootstrap_intervals, paired_interval, vehicle_costs
-from componentx.schema import SPLITS, DatasetSummary
-from componentx.training import class_weight_tensor, effective_priors
-from componentx.windowing import gather_rows
+from componentx.data.layout import SPLITS, DatasetSummary
+from componentx.data.specs import vehicle_codes
+from componentx.data.windowing import gather_rows
+from componentx.decisions.calibration import fit_scaling, softmax
+from componentx.decisions.metrics import bootstrap_intervals, paired_interval, vehicle_costs
+from componentx.decisions.priors import class_priors, class_weights, training_priors
+from componentx.decisions.rules import decide
 
 SPLIT_PAIR = ("validation", "test")
 
@@ -80,7 +81,7 @@ def old_baseline(params: dict, cost_matrix: np.ndarray) -> dict[str, np.ndarray]
     data = {}
     for split in SPLITS:
         meta = pd.read_parquet(windows_dir / f"{split}_windows.parquet")
-        codes = window_spec_codes(ingested, split, specs, meta["vehicle_id"].to_numpy())
+        codes = vehicle_codes(ingested, split, specs, meta["vehicle_id"].to_numpy())
         data[split] = (old_summary_features(
             np.load(windows_dir / f"{split}_values.npy", mmap_mode="r"),
             np.load(windows_dir / f"{split}_time.npy"),
@@ -88,18 +89,18 @@ def old_baseline(params: dict, cost_matrix: np.ndarray) -> dict[str, np.ndarray]
             meta["class_label"].to_numpy())
     num_classes = len(cost_matrix)
     train_x, train_y = data["train"]
-    weights = class_weight_tensor("inverse", train_y, num_classes)
+    weights = class_weights("inverse", train_y, num_classes)
     model = HistGradientBoostingClassifier(
         max_iter=200, learning_rate=0.05, max_leaf_nodes=31, random_state=0,
         categorical_features=[train_x.columns.get_loc(c) for c in specs] or None,
-    ).fit(train_x, train_y, sample_weight=weights.numpy()[train_y])
+    ).fit(train_x, train_y, sample_weight=weights[train_y])
     logits = {}
     for split in SPLIT_PAIR:
         probs = np.full((len(data[split][1]), num_classes), 1e-9)
         probs[:, model.classes_] = np.maximum(model.predict_proba(data[split][0]), 1e-9)
         logits[split] = np.log(probs / probs.sum(axis=1, keepdims=True))
     probs = old_calibration(logits, {s: data[s][1] for s in SPLIT_PAIR},
-                            effective_priors(train_y, weights, False, num_classes))
+                            training_priors(train_y, weights, False, num_classes))
     return {s: decide(probs[s], "expected_cost", cost_matrix) for s in SPLIT_PAIR}
 
 

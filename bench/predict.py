@@ -22,12 +22,12 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from componentx import synthetic
-from componentx.bundle import read_meta
-from componentx.calibration import Calibrator
-from componentx.schema import ID, TIME
-from componentx.scoring import Scorer, predict, read_blocks
-from componentx.windowing import window_index
+from componentx.data import synthetic
+from componentx.data.layout import ID, TIME
+from componentx.data.readouts import readout_blocks
+from componentx.data.windowing import window_index
+from componentx.serving.bundle import read_meta
+from componentx.serving.scoring import Scorer, predict
 
 
 def one_vehicle_latencies(bundle: Path, meta: dict, engine: str, table, repeats: int
@@ -45,7 +45,6 @@ def one_vehicle_latencies(bundle: Path, meta: dict, engine: str, table, repeats:
         import torch
 
         torch.set_num_threads(1)
-    calibrator = Calibrator.from_dict(meta["calibration"])
     cost = np.asarray(meta["cost_matrix"], dtype=float)
     ids = table.column(ID).to_numpy()
     starts = np.r_[0, np.flatnonzero(ids[1:] != ids[:-1]) + 1, len(ids)]
@@ -62,7 +61,7 @@ def one_vehicle_latencies(bundle: Path, meta: dict, engine: str, table, repeats:
                                    vehicle_times[-1:], meta["window_size"])
         logits = scorer.logits(values[rows], vehicle_times, vehicle_ids, end, length,
                                vehicle_times[-1:], specs)
-        (calibrator.probabilities(logits) @ cost).argmin(axis=1)
+        (scorer.probabilities(logits) @ cost).argmin(axis=1)
         seconds.append(time.perf_counter() - start)
     return np.asarray(seconds[5:])  # the first calls warm the engine up
 
@@ -82,8 +81,8 @@ def main() -> None:
         readouts = folder / "test_operational_readouts.csv"
         specs = folder / "test_specifications.csv"
         start = time.perf_counter()
-        table = pa.Table.from_batches(list(read_blocks(readouts, meta["feature_columns"],
-                                                       None)))
+        table = pa.Table.from_batches(list(readout_blocks(readouts, meta["feature_columns"],
+                                                          "the model's")))
         parse = time.perf_counter() - start
         table = table.sort_by([(ID, "ascending"), (TIME, "ascending")])
         arch = meta.get("model_config", {}).get("arch", meta.get("library"))

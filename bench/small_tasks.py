@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from componentx.tasks import TASKS, write_task
+from componentx.data.tasks import TASKS, write_task
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ["dvc.yaml", "params.yaml", "stages", "src", ".gitignore", ".dvcignore",

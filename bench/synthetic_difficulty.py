@@ -20,10 +20,16 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from componentx import baseline, evaluation, labels, schema, synthetic, windowing
-from componentx.dataset import window_spec_codes
-from componentx.metrics import check_cost_matrix
-from componentx.training import class_weight_tensor, effective_priors
+from componentx.data import labels, synthetic, windowing
+from componentx.data.ingest import ingest
+from componentx.data.layout import SPLITS
+from componentx.data.specs import vehicle_codes
+from componentx.decisions.evaluation import evaluate_logits
+from componentx.decisions.metrics import check_cost_matrix
+from componentx.decisions.priors import class_weights, training_priors
+from componentx.gbdt.features import summary_features
+from componentx.gbdt.model import fit_baseline
+from componentx.params import SIGNALS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,11 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def baseline_costs(folder: Path, params: dict) -> dict[str, float]:
     """Validation and test cost of the baseline on a CSV dataset, as the pipeline computes it."""
     label_params, size = params["labels"], params["window"]["size"]
-    num_classes = label_params["num_classes"]
     with tempfile.TemporaryDirectory() as ingested:
-        summary = schema.ingest(folder, Path(ingested), num_classes)
+        summary = ingest(folder, Path(ingested), label_params["num_classes"],
+                         label_params["windows"])
+        num_classes = summary.num_classes
         data = {}
-        for split in schema.SPLITS:
+        for split in SPLITS:
             readouts = pd.read_parquet(Path(ingested) / f"{split}_readouts.parquet")
             ids, times = readouts["vehicle_id"].to_numpy(), readouts["time_step"].to_numpy()
             if split == "train":
@@ -48,28 +55,31 @@ def baseline_costs(folder: Path, params: dict) -> dict[str, float]:
                 frame = labels.labels_at_last_readout(
                     ids, times, pd.read_parquet(Path(ingested) / f"{split}_labels.parquet"))
             meta = windowing.build_windows(ids, times, frame, size)
-            codes = window_spec_codes(Path(ingested), split, summary.spec_columns,
-                                      meta["vehicle_id"].to_numpy())
-            table = baseline.summary_features(
+            codes = vehicle_codes(Path(ingested), split, summary.spec_columns,
+                                  meta["vehicle_id"].to_numpy())
+            table = summary_features(
                 readouts[summary.feature_columns].to_numpy(), times, ids, meta,
                 summary.feature_columns, params["baseline"]["k"], codes, summary.spec_columns)
-            data[split] = (table, meta["class_label"].to_numpy())
+            data[split] = (table, meta["class_label"].to_numpy(), meta["vehicle_id"].to_numpy())
     cost_matrix = check_cost_matrix(params["evaluate"]["cost_matrix"], num_classes)
     train_y = data["train"][1]
-    weights = class_weight_tensor(params["baseline"]["class_weights"], train_y, num_classes)
-    priors = effective_priors(train_y, weights, False, num_classes)
-    fitted = baseline.fit_baseline(data["train"][0], train_y, weights.numpy()[train_y],
-                                   *data["validation"], priors, cost_matrix,
-                                   summary.spec_columns, params["baseline"])
+    weights = class_weights(params["baseline"]["class_weights"], train_y, num_classes,
+                            "baseline.class_weights")
+    priors = training_priors(train_y, weights, False, num_classes)
+    fitted = fit_baseline(data["train"][0], train_y,
+                          None if weights is None else weights[train_y],
+                          *data["validation"][:2], priors, cost_matrix,
+                          summary.spec_columns, params["baseline"])
     logits = {s: fitted.logits(data[s][0], num_classes) for s in ("validation", "test")}
-    report, _, _ = evaluation.evaluate_logits(logits, {s: data[s][1] for s in logits}, priors,
-                                              cost_matrix, params["evaluate"])
+    report = evaluate_logits(logits, {s: data[s][1] for s in logits},
+                             {s: data[s][2] for s in logits}, priors, cost_matrix,
+                             params["evaluate"]).report
     return {s: 1 - report[s]["cost_total"] / report[s]["cost_always_0"] for s in logits}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--signals", nargs="+", default=list(synthetic.SIGNALS))
+    parser.add_argument("--signals", nargs="+", default=list(SIGNALS))
     parser.add_argument("--strengths", nargs="+", type=float, default=[synthetic.SIGNAL_STRENGTH])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

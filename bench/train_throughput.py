@@ -27,14 +27,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from componentx.dataset import WindowSet, prefetched_batches
-from componentx.features import AGE_SCALE, compute_stats, normalise
-from componentx.models import (
-    ARCHS,
+from componentx.data.features import AGE_SCALE, compute_stats, normalise
+from componentx.params import ARCHS
+from componentx.sequence.dataset import WindowSet, prefetched_batches
+from componentx.sequence.models import (
     LSTMEncoder,
     ModelConfig,
     build_model,
@@ -42,6 +43,7 @@ from componentx.models import (
     packed_lstm,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 FEATURES = 210  # the default pipeline: 105 cumulative values + 105 increments
 
 
@@ -92,6 +94,13 @@ class PackedLSTMEncoder(LSTMEncoder):
 
     def forward(self, x, lengths, mask):
         return packed_lstm(self.lstm, x, lengths)
+
+
+def model_config(arch: str) -> ModelConfig:
+    """``arch`` with params.yaml's ``model`` settings, on this benchmark's inputs."""
+    settings = yaml.safe_load((ROOT / "params.yaml").read_text())["model"]
+    return ModelConfig(**{**settings, "arch": arch}, n_features=FEATURES + 1, num_classes=5,
+                       spec_cardinalities=[])
 
 
 def journal_model(config: ModelConfig) -> nn.Module:
@@ -193,7 +202,7 @@ def main() -> None:
     print(f"{args.windows} windows of {args.size} readouts x {FEATURES + 1} inputs, batch "
           f"{args.batch_size}, {torch.get_num_threads()} threads\npeak: {how}\n")
 
-    config = ModelConfig(arch="lstm", n_features=FEATURES + 1, num_classes=5)
+    config = model_config("lstm")
     journal = timed(lambda: journal_model(config), journal_batches)
     start = time.perf_counter()
     loaded = sum(len(batch[-1]) for batch in project_batches())
@@ -212,7 +221,7 @@ def main() -> None:
     print(f"{'model.arch (params.yaml defaults)':34} {'windows/s':>9} {'x journal':>9} "
           f"{'MFLOP/window':>12} {'GFLOP/s':>8} {'% peak':>7}")
     for arch in ARCHS:
-        arch_config = ModelConfig(arch=arch, n_features=FEATURES + 1, num_classes=5)
+        arch_config = model_config(arch)
         rate = timed(lambda c=arch_config: build_model(c), project_batches)
         flops = flops_per_window(build_model(arch_config), sample.x, sample.lengths,
                                  sample.specs, sample.y)

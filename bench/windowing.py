@@ -17,9 +17,10 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 
-from componentx import labels as labels_module
-from componentx import synthetic
-from componentx.windowing import build_windows, gather_rows
+from componentx.data import labels as labels_module
+from componentx.data import synthetic
+from componentx.data.windowing import build_windows, gather_rows
+from componentx.params import EVENT_REFS
 
 FEATURES = 105
 
@@ -83,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vehicles", type=int, default=23_550)
     parser.add_argument("--journal-labels", type=int, default=20_000)
-    parser.add_argument("--event-refs", default="one_per_class", choices=labels_module.EVENT_REFS)
+    parser.add_argument("--event-refs", default="one_per_class", choices=EVENT_REFS)
     parser.add_argument("--size", type=int, default=32)
     args = parser.parse_args()
 

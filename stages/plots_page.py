@@ -3,7 +3,7 @@ Vega inline from the installed vl-convert-python, so the page opens without a ne
 
 from pathlib import Path
 
-from componentx.offline_plots import page_template
+from componentx.reports.offline_plots import page_template
 from componentx.runtime import atomic_write_bytes, log, run_stage
 
 OUT = Path("plots/page_template.html")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from componentx import alarms
+from componentx.decisions import alarms
 
 TIMES = np.arange(0.0, 100.0, 10.0)  # ten readouts per vehicle
 RISK = {

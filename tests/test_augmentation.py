@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from componentx.augmentation import AUGMENTATIONS, EXTRA_CHANNELS, augment
-from componentx.dataset import Batch
+from componentx.params import AUGMENTATIONS
+from componentx.sequence.augmentation import EXTRA_CHANNELS, augment
+from componentx.sequence.dataset import Batch
 
 FEATURES, WINDOW = 4, 6
 

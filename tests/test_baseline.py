@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from componentx import baseline
-from componentx.features import signed_log1p
-from componentx.metrics import OFFICIAL_COST
+from componentx.data.features import signed_log1p
+from componentx.decisions.metrics import OFFICIAL_COST
+from componentx.errors import BundleError
+from componentx.gbdt import features as baseline_features
+from componentx.gbdt import model as baseline
 
 
 def hand_made():
@@ -18,12 +20,12 @@ def hand_made():
     times = np.array([0.0, 2, 4, 10, 1])
     ids = np.array([5, 5, 5, 5, 6])
     windows = pd.DataFrame({"end_row": [4, 2, 5], "length": [4, 2, 1]})
-    return baseline.summary_features(values, times, ids, windows, ["c", "h_0", "h_1"], 3,
+    return baseline_features.summary_features(values, times, ids, windows, ["c", "h_0", "h_1"], 3,
                                      np.array([[1], [1], [2]]), ["s"])
 
 
 def test_families_group_histogram_bins():
-    assert baseline.families(["171_0", "167_0", "167_1", "x"]) == {
+    assert baseline_features.families(["171_0", "167_0", "167_1", "x"]) == {
         "171_0": [0], "167": [1, 2], "x": [3]}
 
 
@@ -53,7 +55,7 @@ def test_features_never_look_after_the_reference_readout():
     values = np.array([[0.0, 1, 1], [2, np.nan, np.nan], [4, 3, 1], [16, 5, 3], [7, 7, 1]])
     later = values.copy()
     later[3] = [1e6, 1e6, 1e6]  # a change after the second window's reference readout
-    moved = baseline.summary_features(later, np.array([0.0, 2, 4, 10, 1]),
+    moved = baseline_features.summary_features(later, np.array([0.0, 2, 4, 10, 1]),
                                       np.array([5, 5, 5, 5, 6]),
                                       pd.DataFrame({"end_row": [4, 2, 5], "length": [4, 2, 1]}),
                                       ["c", "h_0", "h_1"], 3, np.array([[1], [1], [2]]), ["s"])
@@ -61,8 +63,8 @@ def test_features_never_look_after_the_reference_readout():
     assert not table.iloc[0].equals(moved.iloc[0])
 
 
-@pytest.mark.parametrize("library", ["lightgbm", "sklearn"])
-def test_fit_keeps_the_best_validation_iteration_and_covers_every_class(library):
+def fitted_on_a_toy_task(library):
+    """Trees on a task where x decides classes 0, 2 and 4 (1 and 3 never occur)."""
     rng = np.random.default_rng(0)
     n = 600
     features = pd.DataFrame({"x": rng.normal(size=n), "s": rng.integers(0, 3, n)})
@@ -73,15 +75,44 @@ def test_fit_keeps_the_best_validation_iteration_and_covers_every_class(library)
                 "min_samples_leaf": 5, "l2_regularization": 0.0, "seed": 0, "patience": 20}
     fitted = baseline.fit_baseline(features[:400], labels[:400], None, features[400:],
                                    labels[400:], priors / priors.sum(), cost, ["s"], settings)
+    return fitted, features, labels, priors / priors.sum(), cost
+
+
+@pytest.mark.parametrize("library", ["lightgbm", "sklearn"])
+def test_fit_keeps_the_best_validation_iteration_and_covers_every_class(library):
+    fitted, features, labels, priors, cost = fitted_on_a_toy_task(library)
+    n = len(labels)
     assert fitted.iterations == baseline.best_iteration(fitted.validation_costs)
     kept = fitted.probabilities(features[400:], num_classes=5)
-    assert baseline.validation_cost(kept, labels[400:], priors / priors.sum(), cost) == \
+    assert baseline.validation_cost(kept, labels[400:], priors, cost) == \
         fitted.validation_costs[fitted.iterations - 1]
     logits = fitted.logits(features, num_classes=5)
     probs = np.exp(logits)
     assert logits.shape == (n, 5) and np.allclose(probs.sum(axis=1), 1.0)
     assert (probs[:, 1] < 0.05).all() and (probs[:, 3] < 0.05).all()  # never seen
     assert (probs.argmax(axis=1) == labels).mean() > 0.9
+
+
+@pytest.mark.parametrize("library", ["lightgbm", "sklearn"])
+def test_a_fitted_model_is_saved_as_data_and_loads_to_the_same_predictions(tmp_path, library):
+    fitted, features, *_ = fitted_on_a_toy_task(library)
+    fitted.save(tmp_path)
+    assert not [p for p in tmp_path.iterdir() if p.suffix in (".pkl", ".pickle", ".joblib")]
+    loaded = baseline.FittedBaseline.load(tmp_path)
+    assert np.array_equal(loaded.logits(features, 5), fitted.logits(features, 5))
+
+
+def test_a_scikit_learn_file_with_other_types_is_refused(tmp_path):
+    import fractions
+
+    import skops.io
+
+    fitted, *_ = fitted_on_a_toy_task("sklearn")
+    fitted.save(tmp_path)
+    skops.io.dump({"model": fitted.model, "extra": fractions.Fraction(1, 3)},
+                  tmp_path / baseline.SKLEARN_FILE)
+    with pytest.raises(BundleError, match="refused"):
+        baseline.FittedBaseline.load(tmp_path)
 
 
 def test_best_iteration_is_smoothed():
@@ -93,7 +124,7 @@ def test_best_iteration_is_smoothed():
 def test_window_statistics_by_hand():
     values = np.array([[0.0, 1, 1], [2, np.nan, np.nan], [4, 3, 1], [16, 5, 3], [7, 7, 1]])
     windows = pd.DataFrame({"end_row": [4, 2, 5], "length": [4, 2, 1]})
-    stats = baseline.window_statistics(values, windows, ["c", "h_0", "h_1"])
+    stats = baseline_features.window_statistics(values, windows, ["c", "h_0", "h_1"])
     assert stats["window_mean_c"].tolist() == [5.5, 1.0, 7.0]
     assert stats["window_max_c"].tolist() == [16, 2, 7] and stats["window_min_c"][0] == 0
     assert stats["window_std_c"][1] == pytest.approx(1.0)
@@ -109,10 +140,11 @@ def test_cumulative_readouts_are_told_from_levels():
     ids = np.array([1, 1, 1, 2, 2, 2])
     counters = np.array([[0.0], [1], [3], [5], [5], [9]])
     levels = np.array([[0.0], [2], [1], [5], [3], [4]])
-    assert baseline.is_cumulative(counters, ids)
-    assert not baseline.is_cumulative(levels, ids)
+    assert baseline_features.is_cumulative(counters, ids)
+    assert not baseline_features.is_cumulative(levels, ids)
     # The drop from one vehicle to the next is not a step.
-    assert baseline.is_cumulative(np.array([[9.0], [10], [0], [1]]), np.array([1, 1, 2, 2]))
+    assert baseline_features.is_cumulative(np.array([[9.0], [10], [0], [1]]),
+                                           np.array([1, 1, 2, 2]))
 
 
 def test_tree_sizes_follow_the_training_windows():

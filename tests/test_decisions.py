@@ -5,15 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from componentx import calibration, decisions, evaluation, metrics
-from componentx.metrics import OFFICIAL_COST
+from componentx.decisions import calibration, evaluation, metrics, priors, rules
+from componentx.decisions.metrics import OFFICIAL_COST
+from componentx.errors import ParamsError
+from componentx.reports.tables import comparison_markdown
 
 COST = np.array(OFFICIAL_COST, dtype=float)
 
 
 def calibrated_sample(rng, n=20_000, k=3):
     logits = rng.normal(0, 1.5, (n, k))
-    probs = decisions.softmax(logits)
+    probs = calibration.softmax(logits)
     y = np.array([rng.choice(k, p=p) for p in probs])
     return logits, y
 
@@ -21,11 +23,11 @@ def calibrated_sample(rng, n=20_000, k=3):
 def test_temperature_recovers_a_known_miscalibration():
     logits, y = calibrated_sample(np.random.default_rng(0))
     no_offset = np.zeros(3)
-    assert decisions.fit_scaling(logits * 3.0, y, no_offset, False)[0] == pytest.approx(
+    assert calibration.fit_scaling(logits * 3.0, y, no_offset, False)[0] == pytest.approx(
         3.0, rel=0.08)
-    assert decisions.fit_scaling(logits * 0.5, y, no_offset, False)[0] == pytest.approx(
+    assert calibration.fit_scaling(logits * 0.5, y, no_offset, False)[0] == pytest.approx(
         0.5, rel=0.08)
-    temperature, bias = decisions.fit_scaling(logits * 2.0 + [0.0, 1.0, -0.5], y, no_offset,
+    temperature, bias = calibration.fit_scaling(logits * 2.0 + [0.0, 1.0, -0.5], y, no_offset,
                                               True)
     assert temperature == pytest.approx(2.0, rel=0.08)
     assert bias == pytest.approx([0.0, -0.5, 0.25], abs=0.08)  # -shift / T, class 0 fixed
@@ -42,12 +44,13 @@ def fleet_sample(rng, n, priors=DEPLOYMENT):
     y = rng.choice(5, size=n, p=priors)
     x = means[y] + rng.normal(size=(n, 2))
     log_likelihood = x @ means.T - (means**2).sum(axis=1) / 2
-    return log_likelihood + np.log(TRAINING), decisions.softmax(log_likelihood + np.log(priors)), y
+    probs = calibration.softmax(log_likelihood + np.log(priors))
+    return log_likelihood + np.log(TRAINING), probs, y
 
 
 def scores(probs, y):
     log_loss = -np.log(probs[np.arange(len(y)), y]).mean()
-    return log_loss, decisions.expected_cost_decision(probs, COST), y
+    return log_loss, rules.expected_cost_decision(probs, COST), y
 
 
 @pytest.mark.parametrize("overconfidence", [2.0, 3.0])
@@ -60,7 +63,7 @@ def test_calibration_recovers_the_true_posteriors_under_a_prior_shift(overconfid
     rng = np.random.default_rng(7)
     fit_logits, _, fit_y = fleet_sample(rng, 100_000)
     logits, truth, y = fleet_sample(rng, 200_000)
-    calibrator = evaluation.fit_calibrator(fit_logits * overconfidence, fit_y, TRAINING,
+    calibrator = calibration.fit_calibrator(fit_logits * overconfidence, fit_y, TRAINING,
                                            DEPLOYMENT, method)
     probs = calibrator.probabilities(logits * overconfidence)
     ours_loss, ours_pred, _ = scores(probs, y)
@@ -78,7 +81,7 @@ def test_biases_absorb_a_per_class_distortion_that_temperature_cannot():
     true_loss = scores(truth, y)[0]
     loss = {}
     for method in ("temperature", "bias_temperature"):
-        calibrator = evaluation.fit_calibrator(2 * fit_logits + distortion, fit_y, TRAINING,
+        calibrator = calibration.fit_calibrator(2 * fit_logits + distortion, fit_y, TRAINING,
                                                DEPLOYMENT, method)
         loss[method] = scores(calibrator.probabilities(2 * logits + distortion), y)[0]
     assert loss["bias_temperature"] == pytest.approx(true_loss, rel=0.02)
@@ -93,7 +96,7 @@ def test_crossfitted_validation_probabilities_come_from_the_other_folds():
     assert set(np.bincount(fold)) <= {999, 1000, 1001, 1002}
     for f in range(3):
         held = fold == f
-        own = evaluation.fit_calibrator(2 * logits[~held], y[~held], TRAINING, None,
+        own = calibration.fit_calibrator(2 * logits[~held], y[~held], TRAINING, None,
                                         "temperature")
         assert np.allclose(probs[held], own.probabilities(2 * logits[held]))
 
@@ -108,10 +111,10 @@ def test_focal_loss_and_label_smoothing_switch_to_fitted_biases(caplog):
 
 def test_prior_shift_by_hand():
     probs = np.array([[0.8, 0.2], [0.5, 0.5]])
-    shifted = decisions.shift_priors(probs, np.array([0.5, 0.5]), np.array([0.9, 0.1]))
+    shifted = priors.shift_priors(probs, np.array([0.5, 0.5]), np.array([0.9, 0.1]))
     # 0.8 * 1.8 = 1.44 and 0.2 * 0.2 = 0.04, normalised.
     assert np.allclose(shifted, [[1.44 / 1.48, 0.04 / 1.48], [0.9, 0.1]])
-    back = decisions.shift_priors(shifted, np.array([0.9, 0.1]), np.array([0.5, 0.5]))
+    back = priors.shift_priors(shifted, np.array([0.9, 0.1]), np.array([0.5, 0.5]))
     assert np.allclose(back, probs)
 
 
@@ -121,30 +124,40 @@ def test_expected_cost_decision_on_hand_made_probabilities():
         [0.95, 0.0, 0.0, 0.0, 0.05],  # predicting 0 costs 25, 4 costs 9.5, 3 costs 18.55
         [0.5, 0.5, 0.0, 0.0, 0.0],  # predicting 1 costs 3.5, 0 costs 100
     ])
-    assert decisions.expected_cost_decision(probs, COST).tolist() == [0, 4, 1]
-    assert decisions.decide(probs, "argmax", COST).tolist() == [0, 0, 0]
-    with pytest.raises(ValueError, match="decision rule"):
-        decisions.decide(probs, "vote", COST)
+    assert rules.expected_cost_decision(probs, COST).tolist() == [0, 4, 1]
+    assert rules.decide(probs, "argmax", COST).tolist() == [0, 0, 0]
+    assert rules.decide(probs, "expected_cost", COST).tolist() == [0, 4, 1]
+
+
+def test_failure_risk_is_the_probability_of_a_class_at_least_risk_class():
+    probs = np.array([[0.5, 0.1, 0.2, 0.15, 0.05]])
+    assert rules.failure_risk(probs, 1) == pytest.approx([0.5])
+    assert rules.failure_risk(probs, 3) == pytest.approx([0.2])
+    with pytest.raises(ParamsError, match="fleet.risk_class"):
+        rules.failure_risk(probs, 5)
+    windows = [6, 12, 24, 48]  # classes 4, 3, 2, 1
+    assert [rules.risk_window(windows, r) for r in (1, 2, 4)] == [48, 24, 6]
+    assert rules.risk_column(windows, 2) == "risk_failure_within_24"
+    assert rules.risk_title(windows, 1) == "P(failure within 48)"
+    assert rules.risk_column(None, 2) == "risk_class_2_or_higher"
 
 
 def test_the_calibration_depends_on_the_validation_labels():
     rng = np.random.default_rng(3)
     val_logits, val_y = calibrated_sample(rng, n=2000, k=5)
     priors = np.full(5, 0.2)
-    first = evaluation.fit_calibrator(val_logits * 2, val_y, priors, None, "temperature")
-    again = evaluation.fit_calibrator(val_logits * 2, val_y, priors, None, "temperature")
+    first = calibration.fit_calibrator(val_logits * 2, val_y, priors, None, "temperature")
+    again = calibration.fit_calibrator(val_logits * 2, val_y, priors, None, "temperature")
     assert first.temperature == again.temperature
-    other_val = evaluation.fit_calibrator(val_logits * 2, rng.permutation(val_y), priors, None,
+    other_val = calibration.fit_calibrator(val_logits * 2, rng.permutation(val_y), priors, None,
                                           "temperature")
     assert other_val.temperature != first.temperature
 
 
 def test_given_priors_are_validated():
     logits, y = calibrated_sample(np.random.default_rng(4), n=100, k=5)
-    with pytest.raises(ValueError, match="evaluate.priors"):
-        evaluation.fit_calibrator(logits, y, np.full(5, 0.2), [0.5, 0.5], "temperature")
-    with pytest.raises(ValueError, match="evaluate.calibration"):
-        evaluation.fit_calibrator(logits, y, np.full(5, 0.2), None, "isotonic")
+    with pytest.raises(ParamsError, match="evaluate.priors"):
+        calibration.fit_calibrator(logits, y, np.full(5, 0.2), [0.5, 0.5], "temperature")
 
 
 def test_evaluation_fits_on_validation_only():
@@ -154,13 +167,15 @@ def test_evaluation_fits_on_validation_only():
               for s in ("validation", "test")}
     settings = {"priors": "validation", "calibration": "temperature", "decision": "expected_cost",
                 "bootstrap": 50, "seed": 0, "folds": 5}
-    priors = np.full(5, 0.2)
-    report, _, _ = evaluation.evaluate_logits(logits, labels, priors, COST, settings)
+    trained = np.full(5, 0.2)
+    vehicles = {s: np.arange(400) for s in logits}
+    report = evaluation.evaluate_logits(logits, labels, vehicles, trained, COST, settings).report
     scrambled = {"validation": logits["validation"], "test": rng.normal(0, 5, (400, 5))}
     other_labels = {"validation": labels["validation"], "test": rng.permutation(labels["test"])}
-    again, _, _ = evaluation.evaluate_logits(scrambled, other_labels, priors, COST, settings)
+    again = evaluation.evaluate_logits(scrambled, other_labels, vehicles, trained, COST,
+                                       settings).report
     assert again["calibration"] == report["calibration"]
     assert again["validation"] == report["validation"]
     assert again["test"] != report["test"]
-    table = evaluation.comparison_markdown({"A": report, "B": again})
+    table = comparison_markdown({"A": report, "B": again})
     assert table.count("| A |") == 2 and "| B | test |" in table

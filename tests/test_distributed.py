@@ -1,4 +1,5 @@
-"""Two processes with DistributedDataParallel (gloo, CPU) train exactly like one."""
+"""Two processes with DistributedDataParallel (gloo, CPU) train exactly like one: the same
+weights, and the same training and validation metrics in the history."""
 
 from __future__ import annotations
 
@@ -9,33 +10,30 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_training import COST, window_set
+from conftest import COST, model_config, train_config, window_set
 
-from componentx import training
-from componentx.models import ModelConfig
+from componentx.sequence import training
+from componentx.sequence.config import TrainConfig
 
-MODEL = ModelConfig(arch="lstm", n_features=5, num_classes=5, spec_cardinalities=[3],
-                    hidden_size=8, head_hidden=8, dropout=0.0)
-CONFIG = training.TrainConfig(epochs=2, batch_size=16, lr=5e-3, device="cpu", num_threads=1,
-                              monitor="loss", class_weights="inverse", min_steps=0)
-
-
+MODEL = model_config(hidden_size=8, head_hidden=8, dropout=0.0)
+CONFIG = train_config(epochs=2, batch_size=16, lr=5e-3, device="cpu", num_threads=1,
+                      monitor="loss", class_weights="inverse", min_steps=0)
 FROZEN = dataclasses.replace(CONFIG, init="pretrained", freeze_epochs=1)
 
 
-def encoder_state(config: training.TrainConfig) -> dict | None:
+def encoder_state(config: TrainConfig) -> dict | None:
     if config.init != "pretrained":
         return None
     torch.manual_seed(123)
     return training.build_model(MODEL).encoder.state_dict()
 
 
-def run(config: training.TrainConfig, out: Path) -> training.TrainState:
+def run(config: TrainConfig, out: Path) -> training.TrainState:
     return training.train(MODEL, config, window_set(0), window_set(1), COST, out, "f",
                           encoder_state=encoder_state(config))
 
 
-def worker(rank: int, world: int, store: str, out: str, config: training.TrainConfig) -> None:
+def worker(rank: int, world: int, store: str, out: str, config: TrainConfig) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         run(config, Path(out))
@@ -47,10 +45,12 @@ def worker(rank: int, world: int, store: str, out: str, config: training.TrainCo
 def test_two_processes_match_one(tmp_path, config):
     single = run(config, tmp_path / "one")
     mp.spawn(worker, args=(2, str(tmp_path / "store"), str(tmp_path / "two"), config), nprocs=2)
-    one = torch.load(tmp_path / "one" / "last.pt", weights_only=False)
-    two = torch.load(tmp_path / "two" / "last.pt", weights_only=False)
+    one = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
+    two = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
     for name, tensor in one["model"].items():
         assert torch.allclose(tensor, two["model"][name], atol=1e-5), name
-    val_one = [h["validation"]["loss"] for h in single.history]
-    val_two = [h["validation"]["loss"] for h in two["state"]["history"]]
-    assert val_one == pytest.approx(val_two, rel=1e-5)
+    history = two["state"]["history"]
+    for split in ("train", "validation"):
+        for metric in single.history[0][split]:
+            assert [h[split][metric] for h in history] == pytest.approx(
+                [h[split][metric] for h in single.history], rel=1e-5), (split, metric)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from conftest import model_config
 
-from componentx.explain import integrated_gradients, top_features
-from componentx.models import ModelConfig, build_model
+from componentx.sequence.explain import integrated_gradients, top_features
+from componentx.sequence.models import build_model
 
 
 def test_attributions_add_up_and_ignore_padding():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="attention_lstm", n_features=4, num_classes=3,
-                                    hidden_size=8, head_hidden=8, num_heads=2, dropout=0.0))
+    model = build_model(model_config(arch="attention_lstm", n_features=4, num_classes=3,
+                                     spec_cardinalities=[], hidden_size=8, head_hidden=8,
+                                     num_heads=2, dropout=0.0))
     x = torch.randn(2, 6, 4)
     x[0, :2] = 0  # vehicle 0 has 4 real readouts
     lengths, specs = torch.tensor([4, 6]), torch.zeros((2, 0), dtype=torch.long)

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from componentx import features
+from componentx.data import features, specs
+from componentx.params import TRANSFORMS
 
 NAMES = ["c1", "h_0", "h_1"]
 COUNTERS = ["c1"]
@@ -36,7 +37,7 @@ def whole_table_reference(values, times, ids, transform):
     return np.concatenate(parts, axis=1)
 
 
-@pytest.mark.parametrize("transform", features.TRANSFORMS)
+@pytest.mark.parametrize("transform", TRANSFORMS)
 @pytest.mark.parametrize("block_rows", [7, 64, 10_000])
 def test_streaming_stats_match_numpy(transform, block_rows):
     values, times, ids = table(np.random.default_rng(0))
@@ -60,27 +61,28 @@ def test_first_readout_of_a_vehicle_has_no_increment():
     assert out[1, 0] == 1.0 and out[3, 0] == 2.0
 
 
-def test_constant_feature_and_bad_params():
+def test_constant_feature_and_unknown_counters():
     values, times, ids = table(np.random.default_rng(1))
     values[:, 1] = 5.0
     stats = features.compute_stats(values, times, ids, NAMES, COUNTERS, "cumulative")
     assert stats.std[1] == 1.0
     with_unknown = features.compute_stats(values, times, ids, NAMES, ["nope"], "cumulative")
     assert with_unknown.counters == [] and with_unknown.mean != stats.mean  # nothing logged
-    with pytest.raises(ValueError, match="features.transform"):
-        features.compute_stats(values, times, ids, NAMES, COUNTERS, "log")
 
 
 def test_specifications_are_coded_on_train_with_unknowns_at_zero():
     train = pd.DataFrame({"Spec_0": ["Cat1", "Cat0", "Cat1"], "Spec_1": ["a", None, "b"]})
     split = pd.DataFrame({"Spec_0": ["Cat0", "Cat9"], "Spec_1": [None, "b"]})
-    codes, cardinalities = features.encode_specs(train, split, ["Spec_0", "Spec_1"])
+    vocabulary = specs.vocabularies(train, ["Spec_0", "Spec_1"])
+    assert vocabulary == {"Spec_0": ["Cat0", "Cat1"], "Spec_1": ["a", "b"]}
+    codes, unknown = specs.encode(vocabulary, split)
     assert codes.tolist() == [[1, 0], [0, 2]]
-    assert cardinalities == [3, 3]
+    assert unknown == {"Spec_0": 1, "Spec_1": 0}  # a missing value is not an unknown category
+    assert specs.cardinalities(vocabulary) == [3, 3]
 
 
 def test_history_channels_see_the_whole_history_of_each_vehicle():
-    from componentx.features import HISTORY_SCALE, history_channels
+    from componentx.data.features import HISTORY_SCALE, history_channels
 
     times = np.array([0.0, 2.0, 5.0, 1.0, 4.0])
     ids = np.array([1, 1, 1, 2, 2])

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import COST
 
-from componentx.gate import format_verdict, gate_verdict, promote
-from componentx.metrics import OFFICIAL_COST
-
-COST = np.array(OFFICIAL_COST, dtype=float)
+from componentx.decisions.gate import format_verdict, gate_verdict
+from componentx.errors import UserError
+from componentx.serving.promote import promote
 
 
 def predictions(y, predicted, probs) -> pd.DataFrame:
@@ -72,32 +72,37 @@ def test_other_vehicles_are_an_error():
     _, y, probs = fleet(3)
     run = predictions(y, y, probs)
     other = run.assign(vehicle_id=run["vehicle_id"] + 1)
-    with pytest.raises(ValueError, match="same vehicles"):
+    with pytest.raises(UserError, match="same vehicles"):
         gate_verdict(run, other, COST, 0.02)
 
 
 def test_promote_copies_the_bundle_the_gate_ships(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    _, y, probs = fleet(4, n=50)
+    frames = {"data/predictions": predictions(y, y, probs),
+              "data/baseline_predictions": predictions(y, np.zeros_like(y), probs)}
     for kind, folder in (("sequence", "models/bundles/sequence"),
                          ("baseline", "models/bundles/baseline"),
                          ("baseline", "models/bundle")):
         Path(folder).mkdir(parents=True)
         (Path(folder) / "bundle.json").write_text(json.dumps({"kind": kind}))
-    for folder in ("data/predictions", "data/baseline_predictions"):
+    for folder, frame in frames.items():
         Path(folder).mkdir(parents=True)
-        (Path(folder) / "validation.parquet").write_text(folder)
+        frame.to_parquet(Path(folder) / "validation.parquet", index=False)
     gate = Path("metrics/gate.json")
     gate.parent.mkdir()
     gate.write_text(json.dumps({"passed": False, "ship": "reference",
                                 "reference": "data/baseline_predictions"}))
     assert promote(Path("models/bundle"), gate, Path("promoted")) == "baseline"
-    assert (Path("promoted/predictions/validation.parquet").read_text()
-            == "data/baseline_predictions")
+    promoted = pd.read_parquet("promoted/predictions/validation.parquet")
+    pd.testing.assert_frame_equal(promoted, frames["data/baseline_predictions"])
+    assert json.loads(Path("promoted/bundle.json").read_text())["kind"] == "baseline"
     assert json.loads(Path("promoted/gate.json").read_text())["ship"] == "reference"
     # Later runs gate against the promoted model; a run that does not beat it promotes nothing.
     gate.write_text(json.dumps({"passed": False, "ship": "reference",
                                 "reference": "promoted/predictions"}))
-    with pytest.raises(ValueError, match="nothing to promote"):
+    with pytest.raises(UserError, match="nothing to promote"):
         promote(Path("models/bundle"), gate, Path("promoted"))
     assert promote(Path("models/bundle"), gate, Path("promoted"), force=True) == "sequence"
-    assert Path("promoted/predictions/validation.parquet").read_text() == "data/predictions"
+    pd.testing.assert_frame_equal(pd.read_parquet("promoted/predictions/validation.parquet"),
+                                  frames["data/predictions"])

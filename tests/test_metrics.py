@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from componentx import metrics
+from componentx.decisions import metrics
+from componentx.errors import ParamsError
 
 COST = np.array(metrics.OFFICIAL_COST, dtype=float)
 
@@ -110,5 +111,5 @@ def test_curves_are_small_and_monotone():
 
 
 def test_cost_matrix_shape_is_checked():
-    with pytest.raises(ValueError, match="5x5"):
+    with pytest.raises(ParamsError, match="5x5"):
         metrics.check_cost_matrix([[0, 1], [1, 0]], 5)

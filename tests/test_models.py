@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import model_config
 
-from componentx.models import (
-    ARCHS,
-    ModelConfig,
+from componentx.params import ARCHS, MONITORS
+from componentx.sequence.models import (
+    ENCODERS,
     build_model,
     left_to_right_aligned,
     packed_lstm,
     reverse_real_steps,
 )
+from componentx.sequence.training import MONITOR_MODES
 
 FEATURES, CLASSES = 6, 5
 VARIANTS = [(arch, {}) for arch in ARCHS] + [
@@ -25,9 +27,9 @@ VARIANTS = [(arch, {}) for arch in ARCHS] + [
 
 def model(arch, **overrides):
     torch.manual_seed(0)
-    config = ModelConfig(arch=arch, n_features=FEATURES, num_classes=CLASSES,
-                         spec_cardinalities=[3, 4], hidden_size=16, head_hidden=8, dropout=0.0,
-                         conv_channels=8, num_heads=2, **overrides)
+    config = model_config(**{"arch": arch, "n_features": FEATURES, "num_classes": CLASSES,
+                             "spec_cardinalities": [3, 4], "hidden_size": 16, "head_hidden": 8,
+                             "dropout": 0.0, "conv_channels": 8, "num_heads": 2, **overrides})
     return build_model(config).eval()
 
 
@@ -78,7 +80,8 @@ def test_specifications_change_the_output_and_may_be_absent():
     with torch.no_grad():
         out = net(x, lengths, torch.tensor([[0, 0], [2, 3]]))
     assert not torch.allclose(out[0], out[1])
-    bare = build_model(ModelConfig(arch="lstm", n_features=FEATURES, num_classes=CLASSES))
+    bare = build_model(model_config(n_features=FEATURES, num_classes=CLASSES,
+                                    spec_cardinalities=[]))
     assert bare(x, lengths, torch.zeros((2, 0), dtype=torch.long)).shape == (2, CLASSES)
 
 
@@ -99,9 +102,9 @@ def order_task(n=384, window=10, seed=0):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_each_architecture_learns_a_task_that_needs_order(arch):
     torch.manual_seed(0)
-    config = ModelConfig(arch=arch, n_features=3, num_classes=2, hidden_size=32, head_hidden=16,
-                         dropout=0.0, conv_channels=16, num_heads=2,
-                         pooling="mean" if arch == "transformer" else "last")
+    config = model_config(arch=arch, n_features=3, num_classes=2, spec_cardinalities=[],
+                          hidden_size=32, head_hidden=16, dropout=0.0, conv_channels=16,
+                          num_heads=2, pooling="mean" if arch == "transformer" else "last")
     net = build_model(config)
     x, lengths, y = order_task()
     specs = torch.zeros((len(y), 0), dtype=torch.long)
@@ -121,13 +124,6 @@ def test_alignment_moves_real_steps_to_the_front():
     x = torch.arange(1.0, 5.0).reshape(1, 4, 1).repeat(2, 1, 1)
     aligned = left_to_right_aligned(x, torch.tensor([2, 4]))
     assert aligned[..., 0].tolist() == [[3.0, 4.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0]]
-
-
-def test_unknown_architecture_and_pooling():
-    with pytest.raises(ValueError, match="model.arch"):
-        build_model(ModelConfig(arch="gru", n_features=2, num_classes=2))
-    with pytest.raises(ValueError, match="model.pooling"):
-        build_model(ModelConfig(arch="lstm", n_features=2, num_classes=2, pooling="max"))
 
 
 def right_aligned_batch(window=12, batch=16, features=FEATURES, seed=2):
@@ -175,3 +171,8 @@ def test_reversing_real_steps_keeps_padding_in_place():
     reversed_ = reverse_real_steps(x, torch.tensor([2, 4]))
     assert reversed_[..., 0].tolist() == [[2.0, 1.0, 0.0, 0.0], [4.0, 3.0, 2.0, 1.0]]
     assert torch.equal(reverse_real_steps(reversed_, torch.tensor([2, 4])), x)
+
+
+def test_every_choice_of_params_has_its_implementation():
+    assert set(ENCODERS) == set(ARCHS)
+    assert set(MONITOR_MODES) == set(MONITORS)

@@ -63,16 +63,28 @@ def test_cross_checks():
     assert problems(with_change("evaluate", "cost_matrix", "zero_one")) == []
 
 
-def run_python(code, cwd):
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True)
+def run_stage(stage, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=cwd,
+                          capture_output=True, text=True)
 
 
 def test_a_stage_stops_with_one_line_naming_the_key(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(
         with_change("evaluate", "calibraton", "none")))
-    result = run_python("from componentx.params import load_params; load_params()", tmp_path)
+    result = run_stage("gate", tmp_path)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "unknown key evaluate.calibraton" in result.stderr
+
+
+@pytest.mark.parametrize("stage", sorted(p.stem for p in (ROOT / "stages").glob("*.py")))
+def test_importing_a_stage_reads_nothing(tmp_path, monkeypatch, stage):
+    """Params are read in main: a stage script imports in a folder without params.yaml."""
+    import importlib.util
+
+    monkeypatch.chdir(tmp_path)
+    spec = importlib.util.spec_from_file_location(f"stage_{stage}", ROOT / "stages" /
+                                                  f"{stage}.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
 @pytest.mark.parametrize(("content", "says"), [
@@ -82,7 +94,7 @@ def test_a_stage_stops_with_one_line_naming_the_key(tmp_path):
 def test_a_file_that_is_not_yaml_text_is_named(tmp_path, content, says):
     path = tmp_path / "params.yaml"
     path.write_bytes(content)
-    result = run_python("from componentx.params import load_params; load_params()", tmp_path)
+    result = run_stage("stats", tmp_path)
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert f"{path.name}" in result.stderr and says in result.stderr
 

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -15,75 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ENV, TINY, commit, dvc, make_repo, set_params, sh, stages_run
 
-from componentx import synthetic
-from componentx.labels import class_from_ttf
+from componentx.data import synthetic
+from componentx.data.labels import class_from_ttf
 
-pytestmark = pytest.mark.e2e
-
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "data/raw/README.md", ".gitignore"]
-TINY = {
-    "synthetic": {"n_train": 150, "n_validation": 80, "n_test": 80},
-    "window": {"size": 8},
-    "model": {"hidden_size": 8, "head_hidden": 8},
-    "train": {"epochs": 2, "batch_size": 64, "min_steps": 0},
-    "evaluate": {"bootstrap": 50},
-    "explain": {"vehicles": 2, "steps": 4},
-}
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-       "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-       "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
-       "DVC_NO_ANALYTICS": "1", "COMPONENTX_LOG": "WARNING"}
-
-
-def sh(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=repo, env=ENV, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n"
-                             f"{result.stdout}\n{result.stderr}")
-    return result
-
-
-def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return sh(repo, sys.executable, "-m", "dvc", *args, check=check)
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '(\w+)'", output))
-
-
-def set_params(repo: Path, overrides: dict) -> None:
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in overrides.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def make_repo(path: Path, overrides: dict) -> Path:
-    path.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        source, target = ROOT / name, path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__",
-                                                                          "*.egg-info"))
-        else:
-            shutil.copy(source, target)
-    set_params(path, overrides)
-    sh(path, "git", "init", "-q", "-b", "main")
-    dvc(path, "init", "-q")
-    shutil.copy(ROOT / ".dvc" / "config", path / ".dvc" / "config")  # the offline plots page
-    dvc(path, "config", "core.autostage", "true")
-    commit(path, "project")  # dvclive needs a commit, as any clone has
-    return path
-
-
-def commit(repo: Path, message: str) -> None:
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-q", "-m", message)
-
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
@@ -113,7 +51,16 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
     gate = json.loads((repo / "metrics/gate.json").read_text())
     assert gate["split"] == "validation" and gate["reference"] == "data/baseline_predictions"
     assert gate["checks"]["cost_total"]["difference"] == pytest.approx(paired["difference"])
-    assert gate["ship"] == ("run" if gate["passed"] else "reference")
+    cost = np.array(yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]
+                    ["cost_matrix"], dtype=float)
+    for model, folder in (("run", "predictions"), ("reference", "baseline_predictions")):
+        frame = pd.read_parquet(repo / "data" / folder / "validation.parquet")
+        spent = cost[frame["class_label"], frame["predicted"]].sum()
+        assert gate["checks"]["cost_total"][model] == pytest.approx(spent)
+    shipped = json.loads((repo / "models/bundle/bundle.json").read_text())["kind"]
+    assert shipped == ("sequence" if gate["checks"]["cost_total"]["ci"][1] < 0
+                       and gate["checks"]["brier"]["passed"] and gate["checks"]["ece"]["passed"]
+                       else "baseline")
     predictions = pd.read_parquet(repo / "data/predictions/test.parquet")
     assert len(predictions) == 80
     again = dvc(repo, "repro")
@@ -127,8 +74,8 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
     ({"features": {"transform": "increments"}},
      {"stats", "pretrain", "train", "evaluate", "explain", "gate", "fleet", "export"}),
     ({"baseline": {"k": 3}}, {"baseline", "evaluate", "gate", "fleet", "export"}),
-    ({"gate": {"ece_tolerance": 0.5}}, {"gate", "export"}),
-    ({"fleet": {"target_fa": 2}}, {"fleet", "export"}),  # export records every param
+    ({"gate": {"ece_tolerance": 0.5}}, {"gate", "export", "fleet"}),  # fleet scores bundles
+    ({"fleet": {"target_fa": 2}}, {"export", "fleet"}),  # export records every param
 ])
 def test_a_param_reruns_only_the_stages_that_read_it(repo, overrides, expected):
     set_params(repo, overrides)
@@ -153,8 +100,11 @@ def test_the_fleet_holdout_is_seen_by_no_model_and_scored_by_both(repo):
     assert set(np.load(repo / "data/windows/fleet_vehicle.npy")) == held
     report = json.loads((repo / "metrics/fleet.json").read_text())
     assert report["available"] and report["vehicles"] == len(held)
+    repaired = int(fleet.groupby("vehicle_id")["repaired"].first().sum())
+    assert report["repairs"] == repaired
     for model in ("sequence", "baseline"):
-        assert 0 <= report[model]["detection_rate"] <= 1
+        detected = report[model]["detection_rate"] * repaired
+        assert detected == pytest.approx(round(detected))  # a count of detected repairs
         assert list(report[model]["sensitivity_at_false_alarms_per_1000"]) == [
             "10", "5", "2.5", "1"]
     trajectories = pd.read_parquet(repo / "data/fleet/trajectories.parquet")
@@ -254,7 +204,7 @@ def test_sigkill_mid_epoch_then_repro_resumes_to_the_same_metrics(tmp_path):
     killed = None
     while time.time() < deadline and process.poll() is None and killed is None:
         if last.exists():
-            epoch = torch.load(last, weights_only=False)["state"]["epoch"]
+            epoch = torch.load(last, weights_only=True)["state"]["epoch"]
             if 1 <= epoch < 6:
                 for child in psutil.Process(process.pid).children(recursive=True):
                     if "stages/train.py" in " ".join(child.cmdline()):
@@ -270,13 +220,13 @@ def test_sigkill_mid_epoch_then_repro_resumes_to_the_same_metrics(tmp_path):
     assert resumed.returncode == 0, logs
     assert f"resuming from models/last.pt after epoch {killed}" in logs
     interrupted_metrics = (repo / "metrics/evaluate.json").read_text()
-    history = torch.load(last, weights_only=False)["state"]["history"]
+    history = torch.load(last, weights_only=True)["state"]["history"]
     assert [h["epoch"] for h in history] == list(range(1, 7))
 
     dvc(repo, "repro", "-f", "-s", "train")  # a finished last.pt: trains from scratch
     dvc(repo, "repro")
     assert (repo / "metrics/evaluate.json").read_text() == interrupted_metrics
-    assert torch.load(last, weights_only=False)["state"]["history"] == history
+    assert torch.load(last, weights_only=True)["state"]["history"] == history
 
 
 def test_two_processes_through_torchrun(repo):
@@ -285,7 +235,7 @@ def test_two_processes_through_torchrun(repo):
     assert "train" in stages_run(run.stdout)
     import torch
 
-    checkpoint = torch.load(repo / "models/last.pt", weights_only=False)
+    checkpoint = torch.load(repo / "models/last.pt", weights_only=True)
     assert checkpoint["train_config"]["nproc"] == 2
     assert checkpoint["state"]["epoch"] == TINY["train"]["epochs"]
     assert json.loads((repo / "dvclive/train/metrics.json").read_text())["step"] == 1
@@ -300,34 +250,74 @@ def test_corrupt_checkpoint_is_one_clear_line(repo):
     assert "delete it" in failed.stderr and "Traceback" not in failed.stderr
 
 
-def test_tracking_to_real_local_mlflow_and_tensorboard_stores(repo, monkeypatch):
-    from mlflow.tracking import MlflowClient
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def rest(url: str, payload: dict | None = None) -> dict:
+    from urllib.request import Request, urlopen
+
+    data = None if payload is None else json.dumps(payload).encode()
+    request = Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_tracking_to_mlflow_served_as_the_readme_says_and_to_tensorboard(repo, tmp_path):
+    """The run's metrics in the default local SQLite store, read back through the REST API of
+    `mlflow ui` started with the README's command on loopback; TensorBoard's event files."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     sh(repo, "git", "checkout", "--", ".")
     dvc(repo, "exp", "run", "-n", "tracked", "-S", "tracking.mlflow=true",
         "-S", "tracking.tensorboard=true")
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a local folder, as the stage uses
-    client = MlflowClient(tracking_uri=(repo / "mlruns").as_uri())
-    experiment = client.get_experiment_by_name("componentx")
-    runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 1  # train opened it, evaluate found it again
-    run = runs[0]
-    assert re.fullmatch(r"[0-9a-f]{8}-w8-lstm-[0-9a-f]{6}", run.info.run_name)
-    assert run.data.params["train.epochs"] == "2" and run.data.params["window.size"] == "8"
-    history = client.get_metric_history(run.info.run_id, "validation.loss")
-    assert [m.step for m in history] == [1, 2]
-    assert "validation.cost_total" in run.data.metrics and "test.brier" in run.data.metrics
-    artifacts = {a.path for folder in ("evaluation", "checkpoints")
-                 for a in client.list_artifacts(run.info.run_id, folder)}
-    assert {"evaluation/summary_validation.png", "evaluation/evaluate.json",
-            "checkpoints/best.pt"} <= artifacts
-    events = EventAccumulator(str(repo / "tensorboard" / run.info.run_name))
+    assert (repo / "mlflow.db").is_file()
+    port = free_port()
+    server = subprocess.Popen(["mlflow", "ui", "--backend-store-uri", "sqlite:///mlflow.db",
+                               "--host", "127.0.0.1", "--port", str(port)], cwd=repo, env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                experiment = rest(f"{api}/experiments/get-by-name?experiment_name=componentx")
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, "mlflow ui did not start"
+                time.sleep(1)
+        runs = rest(f"{api}/runs/search", {"experiment_ids": [
+            experiment["experiment"]["experiment_id"]]})["runs"]
+        assert len(runs) == 1  # train opened it, evaluate found it again
+        run = runs[0]
+        name = run["info"]["run_name"]
+        assert re.fullmatch(r"[0-9a-f]{8}-w8-lstm-[0-9a-f]{6}", name)
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        assert params["train.epochs"] == "2" and params["window.size"] == "8"
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        report = json.loads((repo / "metrics/evaluate.json").read_text())
+        assert metrics["test.cost_total"] == report["test"]["cost_total"]
+        history = rest(f"{api}/metrics/get-history?run_id={run['info']['run_id']}"
+                       "&metric_key=validation.loss")["metrics"]
+        assert [m["step"] for m in history] == [1, 2]
+        artifacts = {a["path"] for folder in ("evaluation", "checkpoints") for a in rest(
+            f"{api}/artifacts/list?run_id={run['info']['run_id']}&path={folder}")["files"]}
+        assert {"evaluation/summary_validation.png", "evaluation/evaluate.json",
+                "checkpoints/best.pt"} <= artifacts
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+    events = EventAccumulator(str(repo / "tensorboard" / name))
     events.Reload()
     assert [e.step for e in events.Scalars("validation.loss")] == [1, 2]
     assert "test.cost_total" in events.Tags()["scalars"]
     ignored = sh(repo, "git", "status", "--porcelain").stdout
-    assert "mlruns" not in ignored and "tensorboard" not in ignored
+    assert "mlflow.db" not in ignored and "mlruns" not in ignored and "tensorboard" not in ignored
 
 
 def test_plots_page_renders_offline_in_headless_chromium(repo, tmp_path):
@@ -379,16 +369,46 @@ def test_a_labelled_dataset_needs_no_windows_and_no_cost_matrix(tmp_path):
     assert report["test"]["cost_always_0"] == (given != 0).sum()  # zero_one: 1 per mistake
 
 
-def test_predict_reproduces_evaluate_and_the_artifact_is_registered(repo, tmp_path):
-    sh(repo, "git", "checkout", "--", ".")
-    dvc(repo, "checkout", "--force")  # the outputs of HEAD, which promote --version tags
+def synthetic_csv(repo: Path, folder: Path) -> Path:
+    """The repo's synthetic fleet as the CSV files a user would score (componentx synthetic)."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    fleet, syn = tmp_path / "fleet", params["synthetic"]
-    sh(repo, sys.executable, "-m", "componentx", "synthetic", "--out", str(fleet),
+    syn = params["synthetic"]
+    sh(repo, sys.executable, "-m", "componentx", "synthetic", "--out", str(folder),
        "--n-train", str(syn["n_train"]), "--n-validation", str(syn["n_validation"]),
        "--n-test", str(syn["n_test"]), "--seed", str(syn["seed"]), "--signal", syn["signal"],
        "--strength", str(syn["strength"]),
        "--windows", *[str(w) for w in params["labels"]["windows"]])
+    return folder
+
+
+def test_risk_class_reaches_the_bundle_and_predict_reports_the_fleet_stage_risk(repo, tmp_path):
+    sh(repo, "git", "checkout", "--", ".")
+    dvc(repo, "exp", "run", "-n", "risk2", "-S", "fleet.risk_class=2")
+    shipped = json.loads((repo / "models/bundle/bundle.json").read_text())
+    assert shipped["risk_class"] == 2
+    trajectories = pd.read_parquet(repo / "data/fleet/trajectories.parquet")
+    at = tmp_path / "at.csv"
+    trajectories.rename(columns={"time": "time_step"})[["vehicle_id", "time_step"]].to_csv(
+        at, index=False)
+    fleet = synthetic_csv(repo, tmp_path / "fleet")
+    out = tmp_path / "risk.csv"
+    sh(repo, sys.executable, "-m", "componentx", "predict", "--bundle", "models/bundle",
+       "--readouts", str(fleet / "train_operational_readouts.csv"), "--specifications",
+       str(fleet / "train_specifications.csv"), "--at", str(at), "--out", str(out))
+    ours = pd.read_csv(out)
+    assert ours[["vehicle_id", "time_step"]].to_numpy().tolist() == \
+        trajectories[["vehicle_id", "time"]].to_numpy().tolist()
+    fleet_risk = trajectories[f"risk_{shipped['kind']}"].to_numpy()
+    assert np.abs(ours["risk_failure_within_24"].to_numpy() - fleet_risk).max() <= 1e-6
+    probs = ours[[f"prob_{c}" for c in range(5)]].to_numpy()
+    assert np.allclose(ours["risk_failure_within_24"], probs[:, 2:].sum(axis=1))
+    sh(repo, "git", "checkout", "--", ".")
+
+
+def test_predict_reproduces_evaluate_and_the_artifact_is_registered(repo, tmp_path):
+    sh(repo, "git", "checkout", "--", ".")
+    dvc(repo, "checkout", "--force")  # the outputs of HEAD, which promote --version tags
+    fleet = synthetic_csv(repo, tmp_path / "fleet")
     for kind, evaluated, engines in (("sequence", "predictions", {"torch": 1e-6, "onnx": 1e-4}),
                                      ("baseline", "baseline_predictions", {"auto": 1e-6})):
         theirs = pd.read_parquet(repo / "data" / evaluated / "test.parquet")

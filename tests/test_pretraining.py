@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_training import COST, window_set
+from conftest import COST, PARAMS, model_config, train_config, window_set
 
-from componentx import pretraining, training
-from componentx.models import ModelConfig
+from componentx.params import MASKINGS
+from componentx.sequence import pretraining, training
 
 
-@pytest.mark.parametrize("masking", pretraining.MASKINGS)
+@pytest.mark.parametrize("masking", MASKINGS)
 def test_masks_hide_real_steps_only_and_at_least_one(masking):
     generator = torch.Generator().manual_seed(0)
     lengths = torch.tensor([1, 5, 20, 20])
@@ -27,34 +27,27 @@ def test_masks_hide_real_steps_only_and_at_least_one(masking):
         assert ((ends - starts) >= 4).sum() >= 1
 
 
-def test_unknown_masking():
-    with pytest.raises(ValueError, match="pretrain.masking"):
-        pretraining.mask_steps(torch.tensor([3]), 4, 0.3, "block", 2, torch.Generator())
-
-
 def test_pretraining_lowers_reconstruction_error():
-    config = ModelConfig(arch="lstm", n_features=5, num_classes=5, spec_cardinalities=[3],
-                         hidden_size=16, bidirectional=True)
-    settings = pretraining.PretrainConfig(epochs=6, lr=5e-3, batch_size=32, device="cpu")
+    config = model_config(hidden_size=16, bidirectional=True)
+    settings = pretraining.PretrainConfig(**{**PARAMS["pretrain"], "epochs": 6, "lr": 5e-3,
+                                             "batch_size": 32, "device": "cpu"})
     encoder, history = pretraining.pretrain(config, settings, window_set(0, vehicles=200))
     assert history[-1] < history[0]
     assert set(encoder) == set(training.build_model(config).encoder.state_dict())
 
 
 def test_frozen_encoder_epochs_then_unfrozen(tmp_path):
-    model_config = ModelConfig(arch="lstm", n_features=5, num_classes=5, spec_cardinalities=[3],
-                               hidden_size=8, head_hidden=8)
-    encoder = {k: v.clone() for k, v in training.build_model(model_config).encoder
+    model = model_config(hidden_size=8, head_hidden=8)
+    encoder = {k: v.clone() for k, v in training.build_model(model).encoder
                .state_dict().items()}
-    config = training.TrainConfig(epochs=2, batch_size=16, device="cpu", num_threads=1,
-                                  monitor="loss", init="pretrained", freeze_epochs=1,
-                                  min_steps=0)
+    config = train_config(epochs=2, batch_size=16, device="cpu", num_threads=1,
+                          monitor="loss", init="pretrained", freeze_epochs=1, min_steps=0)
     snapshots = []
 
     def remember(epoch, *_):
-        snapshots.append(torch.load(tmp_path / "last.pt", weights_only=False)["model"])
+        snapshots.append(torch.load(tmp_path / "last.pt", weights_only=True)["model"])
 
-    training.train(model_config, config, window_set(0), window_set(1), COST, tmp_path, "f",
+    training.train(model, config, window_set(0), window_set(1), COST, tmp_path, "f",
                    on_epoch_end=remember, encoder_state=encoder)
     first, second = snapshots
     key = "encoder.lstm.weight_hh_l0"

@@ -1,5 +1,6 @@
-"""componentx predict on hand-made bundles: ONNX parity for every architecture, the same checks
-as ingest with one-line errors, --at, unknown categories, buckets, and no torch with ONNX."""
+"""componentx predict on bundles written by the export code from an ingested dataset: ONNX
+parity for every architecture, the same checks as ingest with one-line errors, --at, unknown
+categories, buckets, risk_class from params, no torch with ONNX, and no code run on load."""
 
 from __future__ import annotations
 
@@ -11,23 +12,26 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import PARAMS, model_config
 
-from componentx.bundle import read_meta, write_sequence_bundle
-from componentx.calibration import Calibrator
-from componentx.features import HISTORY_CHANNELS, compute_stats
-from componentx.metrics import OFFICIAL_COST
-from componentx.models import ModelConfig, build_model
-from componentx.schema import DatasetError
-from componentx.scoring import predict
+from componentx.data.features import HISTORY_CHANNELS, compute_stats
+from componentx.data.ingest import ingest
+from componentx.decisions.calibration import Calibrator
+from componentx.decisions.metrics import OFFICIAL_COST
+from componentx.errors import BundleError, DatasetError
+from componentx.sequence.models import build_model
+from componentx.serving.bundle import read_meta, write_sequence_bundle
+from componentx.serving.export import common_meta
+from componentx.serving.scoring import predict
 
 FEATURES = ["c_0", "h_0", "h_1"]
 REPORT = {"cost_total": 10.0, "cost_total_ci": [5.0, 15.0], "cost_always_0": 20.0}
 
 
-def readouts(seed: int = 0, vehicles: int = 12) -> pd.DataFrame:
+def readouts(seed: int = 0, vehicles: int = 12, first: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     rows = []
-    for vehicle in range(vehicles):
+    for vehicle in range(first, first + vehicles):
         n = int(rng.integers(1, 15))
         times = np.cumsum(rng.integers(1, 30, n)) * 0.2
         values = np.cumsum(rng.gamma(2.0, 10.0, (n, 3)), axis=0)
@@ -37,31 +41,50 @@ def readouts(seed: int = 0, vehicles: int = 12) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def specifications(vehicles: int = 12) -> pd.DataFrame:
-    return pd.DataFrame({"vehicle_id": range(vehicles),
-                         "Spec_0": [f"Cat{v % 3}" for v in range(vehicles)]})
+def specifications(vehicles: int = 12, first: int = 0, categories: int = 3) -> pd.DataFrame:
+    return pd.DataFrame({"vehicle_id": range(first, first + vehicles),
+                         "Spec_0": [f"Cat{v % categories}" for v in range(vehicles)]})
 
 
-def make_bundle(folder, arch="lstm", **model):
+def ingested(folder):
+    """A small dataset in the layout (train knows Spec_0's Cat0 and Cat1), ingested."""
+    raw = folder / "raw"
+    raw.mkdir(parents=True)
+    for split, first in (("train", 100), ("validation", 200), ("test", 300)):
+        frame = readouts(1 if split == "train" else first, first=first)
+        frame.to_csv(raw / f"{split}_operational_readouts.csv", index=False)
+        specifications(first=first, categories=2).to_csv(raw / f"{split}_specifications.csv",
+                                                         index=False)
+        last = frame.groupby("vehicle_id")["time_step"].max()
+        if split == "train":
+            pd.DataFrame({"vehicle_id": last.index, "length_of_study_time_step": last + 60,
+                          "in_study_repair": 0}).to_csv(raw / "train_tte.csv", index=False)
+        else:
+            pd.DataFrame({"vehicle_id": last.index, "class_label": 0}).to_csv(
+                raw / f"{split}_labels.csv", index=False)
+    ingest(raw, folder / "ingested", "auto", PARAMS["labels"]["windows"])
+    return folder / "ingested"
+
+
+def make_bundle(folder, arch="lstm", risk_class=1, **model):
+    """A sequence bundle written the way the export stage writes one (its meta from
+    ``common_meta`` with params.yaml), around an untrained network."""
     frame = readouts(1)
     stats = compute_stats(frame[FEATURES].to_numpy(), frame["time_step"].to_numpy(),
                           frame["vehicle_id"].to_numpy(), FEATURES, ["c_0"], "both")
     torch.manual_seed(0)
-    config = ModelConfig(arch=arch, n_features=len(stats.names) + len(HISTORY_CHANNELS) + 1,
-                         num_classes=5, spec_cardinalities=[3], hidden_size=16, head_hidden=8,
-                         conv_channels=8, num_heads=2, **model)
+    config = model_config(**{"arch": arch, "n_features": len(stats.names)
+                             + len(HISTORY_CHANNELS) + 1, "hidden_size": 16, "head_hidden": 8,
+                             "conv_channels": 8, "num_heads": 2, **model})
     network = build_model(config).eval()
     calibrator = Calibrator("temperature", 1.7, np.zeros(5),
                             np.log([0.97, 0.005, 0.005, 0.005, 0.015]) - np.log(0.2))
+    params = {**PARAMS, "window": {"size": 8}, "fleet": {**PARAMS["fleet"],
+                                                         "risk_class": risk_class}}
     write_sequence_bundle(folder, {"config": config.to_dict(), "model": network.state_dict()}, {
-        "feature_columns": FEATURES, "spec_columns": ["Spec_0"],
-        "spec_vocabularies": {"Spec_0": ["Cat0", "Cat1"]}, "num_classes": 5,
-        "class_windows": [6, 12, 24, 48], "window_size": 8, "risk_class": 1,
-        "cost_matrix": OFFICIAL_COST, "decision": "expected_cost",
+        **common_meta(params, ingested(folder.parent / f"{folder.name}-data")),
         "features": stats.__dict__, "calibration": calibrator.to_dict(), "shipped": True,
-        "metrics": {"validation": REPORT, "test": REPORT, "gate": {"split": "validation"}},
-        "provenance": {"params": {}, "data": {"source": "test", "version": "x", "vehicles": {}},
-                       "code": {"version": "test", "commit": "test"}}})
+        "metrics": {"validation": REPORT, "test": REPORT, "gate": {"split": "validation"}}})
     return folder
 
 
@@ -118,6 +141,48 @@ def test_decisions_file_by_hand(bundle, files, tmp_path):
     assert report.unknown_categories == {"Spec_0": 4}  # Cat2 was never seen in training
 
 
+def test_the_risk_follows_the_bundled_risk_class(tmp_path, files):
+    folder = make_bundle(tmp_path / "risk2", risk_class=2)
+    assert read_meta(folder)["risk_class"] == 2
+    decisions, _ = run(folder, files, tmp_path)
+    probs = decisions[[f"prob_{c}" for c in range(5)]].to_numpy()
+    assert np.allclose(decisions["risk_failure_within_24"], probs[:, 2:].sum(axis=1))
+    assert "P(failure within 24)" in (folder / "model_card.md").read_text()
+
+
+class Payload:
+    """An object whose unpickling runs code: it creates a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_bundle_that_would_run_code_is_refused_and_the_code_never_runs(bundle, files,
+                                                                          tmp_path):
+    import shutil
+
+    evil = tmp_path / "evil"
+    shutil.copytree(bundle, evil)
+    marker = tmp_path / "payload-ran"
+    saved = torch.load(evil / "model.pt", weights_only=True)
+    torch.save({**saved, "extra": Payload(marker)}, evil / "model.pt")
+    command = [sys.executable, "-m", "componentx", "predict", "--bundle", str(evil),
+               "--readouts", str(files[0]), "--specifications", str(files[1]), "--out",
+               str(tmp_path / "out.csv"), "--engine", "torch"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 1 and not marker.exists()
+    assert "model.pt is not plain weights and was refused" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    (evil / "model.pt").unlink()
+    shutil.copy(bundle / "model.pt", evil / "model.pt")
+    (evil / "model.pkl").write_bytes(b"anything")
+    with pytest.raises(BundleError, match="holds data only"):
+        read_meta(evil)
+
+
 def test_scoring_at_given_times_file_and_column(bundle, files, tmp_path):
     at = tmp_path / "at.csv"
     pd.DataFrame({"vehicle_id": [0, 0, 3], "time_step": [1000.0, 0.0, 1000.0]}).to_csv(
@@ -157,7 +222,8 @@ def set_cell(row, column, value):
 
 @pytest.mark.parametrize(("which", "change", "says"), [
     (0, set_cell(4, "h_0", "oops"), "readouts.csv, column 'h_0', line 5: value 'oops' is not"),
-    (0, set_cell(6, "c_0", "inf"), "readouts.csv, column 'c_0', line 7: inf is not allowed"),
+    (0, set_cell(6, "c_0", "inf"), "readouts.csv, column 'c_0', line 7: infinite value inf is not "
+     "allowed"),
     (0, set_cell(3, "vehicle_id", ""), "readouts.csv, column 'vehicle_id', line 4: missing"),
     (0, set_cell(3, "time_step", ""), "readouts.csv, column 'time_step', line 4: missing"),
     (0, set_cell(3, "time_step", "-1"), "line 4: negative time_step"),
@@ -195,7 +261,7 @@ def test_the_command_exits_1_with_one_line_and_writes_nothing(bundle, files, tmp
 
 
 def test_the_onnx_engine_does_not_import_torch(bundle, files, tmp_path):
-    code = ("import sys; from componentx.scoring import predict\n"
+    code = ("import sys; from componentx.serving.scoring import predict\n"
             f"predict({str(bundle)!r}, {str(files[0])!r}, {str(files[1])!r}, "
             f"{str(tmp_path / 'x.csv')!r}, 'onnx')\n"
             "print(sorted(m for m in ('torch', 'sklearn', 'lightgbm') if m in sys.modules))")
@@ -206,7 +272,7 @@ def test_the_onnx_engine_does_not_import_torch(bundle, files, tmp_path):
 
 def test_a_bundle_says_what_it_is(bundle):
     meta = read_meta(bundle)
-    assert meta["kind"] == "sequence" and meta["format"] == 1
+    assert meta["kind"] == "sequence" and meta["format"] == 2
     assert {"model.pt", "model.onnx", "bundle.json", "model_card.md"} <= {
         p.name for p in bundle.iterdir()}
     card = (bundle / "model_card.md").read_text()

@@ -12,11 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from test_pipeline import commit, dvc, make_repo, sh
+from conftest import commit, dvc, make_repo, sh
 
-from componentx import sweep
-from componentx.experiments import Experiment
-from componentx.tasks import TASKS, write_task
+from componentx.data.tasks import TASKS, write_task
+from componentx.errors import UserError
+from componentx.experiments import sweep
+from componentx.experiments.compare import Experiment
 
 # Test accuracy each task must reach with the defaults: clearly above chance, with
 # room below what bench/small_tasks.py measured on this project's machine (few-fixed 0.67 /
@@ -55,11 +56,12 @@ def test_the_pick_is_the_lowest_validation_cost_ties_to_log_loss_then_order():
     found = [experiment("HEAD", 1.0, 0.1), experiment("a", 3.0, 0.5),
              experiment("b", 2.0, 0.9), experiment("c", 2.0, 0.4), experiment("d", 2.0, 0.4)]
     assert sweep.pick(found, ["a", "b", "c", "d"]).name == "c"  # HEAD is not a candidate
-    with pytest.raises(Exception, match="no sweep experiment"):
+    with pytest.raises(UserError, match="no sweep experiment"):
         sweep.pick(found, ["z"])
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS, ids=[t.name for t in TASKS])
 def test_defaults_learn_small_tasks(tmp_path, task):
     repo = task_repo(tmp_path / task.name, task)
@@ -83,6 +85,7 @@ def test_defaults_learn_small_tasks(tmp_path, task):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_sweep_runs_experiments_and_applies_the_best_on_validation(tmp_path):
     task = next(t for t in TASKS if t.name == "few-fixed")
     repo = task_repo(tmp_path / "sweep", task)

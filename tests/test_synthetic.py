@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from componentx import synthetic
-from componentx.labels import class_from_ttf
-from componentx.schema import SPLITS, readouts_file
+from componentx.data import synthetic
+from componentx.data.labels import class_from_ttf
+from componentx.data.layout import SPLITS, readouts_file
+from componentx.errors import ParamsError
 
 # The real validation and test label counts (classes 0..4), from the dataset's reference.
 REAL_CLASS_COUNTS = {"validation": (4910, 16, 14, 30, 76), "test": (4903, 26, 15, 41, 60)}
@@ -187,7 +188,7 @@ def test_the_risk_relation_is_the_same_in_train_validation_and_test():
 
 
 def test_unknown_signal_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="synthetic.signal"):
+    with pytest.raises(ParamsError, match="synthetic.signal"):
         synthetic.generate(tmp_path, 5, 5, 5, seed=0, signal="loud", progress=False)
 
 

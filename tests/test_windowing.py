@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from componentx import windowing
+from componentx.data import windowing
 
 
 def random_readouts(rng, vehicles=30):

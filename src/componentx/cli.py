@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from componentx.errors import UserError
 from componentx.runtime import log, run_stage
 
 ARTIFACT = "componentx-model"  # dvc.yaml artifacts: the bundle the gate ships
@@ -34,10 +35,10 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def synthetic(args: argparse.Namespace) -> None:
-    from componentx import synthetic as fleet
+    from componentx.data import synthetic as fleet
 
     if args.out.exists() and any(args.out.iterdir()):
-        raise ValueError(f"{args.out} is not empty; give a new folder")
+        raise UserError(f"{args.out} is not empty; give a new folder")
     fleet.generate(args.out, args.n_train, args.n_validation, args.n_test, args.seed,
                    tuple(args.windows), args.signal, args.strength)
     log.info("wrote the nine Component X CSV files to %s (use it with -S data.source=csv "
@@ -46,10 +47,10 @@ def synthetic(args: argparse.Namespace) -> None:
 
 def _comparison(experiments: list, paired: bool = True) -> tuple[str, object]:
     """``experiments.comparison_table`` with the workspace's cost matrix and bootstrap."""
-    from componentx.experiments import comparison_table
-    from componentx.metrics import check_cost_matrix
+    from componentx.data.layout import DatasetSummary
+    from componentx.decisions.metrics import check_cost_matrix
+    from componentx.experiments.compare import comparison_table
     from componentx.params import load_params
-    from componentx.schema import DatasetSummary
 
     evaluate = load_params()["evaluate"]
     classes = DatasetSummary.load(Path("data/ingested/schema.json")).num_classes
@@ -58,7 +59,7 @@ def _comparison(experiments: list, paired: bool = True) -> tuple[str, object]:
 
 
 def compare(args: argparse.Namespace) -> None:
-    from componentx.experiments import list_experiments
+    from componentx.experiments.compare import list_experiments
 
     table, best = _comparison(list_experiments(names=args.experiments or None),
                               paired=not args.unpaired)
@@ -67,8 +68,8 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def sweep(args: argparse.Namespace) -> None:
-    from componentx import sweep as grid
-    from componentx.experiments import list_experiments, validation_rank
+    from componentx.experiments import sweep as grid
+    from componentx.experiments.compare import list_experiments, validation_rank
 
     windows = grid.train_windows()
     found = grid.candidates(windows, args.arch, args.pooling,
@@ -92,7 +93,7 @@ def sweep(args: argparse.Namespace) -> None:
 
 
 def predict(args: argparse.Namespace) -> None:
-    from componentx.scoring import predict as score
+    from componentx.serving.scoring import predict as score
 
     report = score(args.bundle, args.readouts, args.specifications, args.out, args.engine,
                    args.at, args.memory_mb)
@@ -104,14 +105,14 @@ def predict(args: argparse.Namespace) -> None:
 
 
 def promote(args: argparse.Namespace) -> None:
-    from componentx.gate import promote as copy_bundle
+    from componentx.serving.promote import promote as copy_bundle
 
     shipped = copy_bundle(args.bundle, args.gate, args.to, args.force)
     log.info("promoted the %s model (%s) with its predictions to %s/ (use gate.reference=%s/"
              "predictions to gate later runs against it)", shipped, args.bundle, args.to,
              args.to)
     if args.version or args.stage:
-        from componentx.registry import register
+        from componentx.serving.registry import register
 
         for tag in register(ARTIFACT, args.version, args.stage):
             log.info("tagged HEAD %s (dvc artifacts get . %s%s)", tag, ARTIFACT,
@@ -120,7 +121,7 @@ def promote(args: argparse.Namespace) -> None:
 
 
 def plots(args: argparse.Namespace) -> None:
-    from componentx import offline_plots
+    from componentx.reports import offline_plots
 
     page, pngs = offline_plots.render(args.out)
     log.info("wrote %s (Vega inline, opens without a network) and %d PNGs in %s", page,
@@ -128,8 +129,10 @@ def plots(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from componentx.sweep import ARCHS, POOLINGS
-    from componentx.synthetic import CLASS_WINDOWS, SIGNAL_STRENGTH, SIGNALS
+    from componentx.data.synthetic import CLASS_WINDOWS, SIGNAL_STRENGTH
+    from componentx.experiments.sweep import GRID_ARCHS, GRID_POOLINGS
+    from componentx.params import ARCHS, POOLINGS, SIGNALS
+    from componentx.serving.scoring import ENGINES
 
     main = argparse.ArgumentParser(prog="componentx", description=__doc__.splitlines()[0])
     commands = main.add_subparsers(dest="command", required=True, metavar="command")
@@ -159,10 +162,8 @@ def parser() -> argparse.ArgumentParser:
     command = commands.add_parser(
         "sweep", help="train a standard grid of models as DVC experiments, apply the best on "
         "validation")
-    command.add_argument("--arch", nargs="+", default=list(ARCHS),
-                         choices=("lstm", "cnn_lstm", "attention_lstm", "transformer"))
-    command.add_argument("--pooling", nargs="+", default=list(POOLINGS),
-                         choices=("last", "mean", "attention"))
+    command.add_argument("--arch", nargs="+", default=list(GRID_ARCHS), choices=ARCHS)
+    command.add_argument("--pooling", nargs="+", default=list(GRID_POOLINGS), choices=POOLINGS)
     command.add_argument("--bidirectional", nargs="+", default=["false", "true"],
                          choices=("false", "true"))
     command.set_defaults(run=sweep)
@@ -172,7 +173,7 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--readouts", type=Path, required=True)
     command.add_argument("--specifications", type=Path)
     command.add_argument("--out", type=Path, required=True, help="decisions CSV to write")
-    command.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto",
+    command.add_argument("--engine", choices=ENGINES, default="auto",
                          help="sequence bundles: onnx (default, no torch) or torch")
     command.add_argument("--at", help="score at given times: a file of vehicle_id,time_step, "
                          "or a column of the readouts file, non-zero on the readouts to score")

@@ -1,12 +1,13 @@
 """Every key of ``params.yaml``, checked before any work: unknown keys, types, ranges and choices.
 
-Stage scripts call :func:`load_params`, which validates the whole file and stops with one
-line naming the first bad key and what is allowed; ``componentx validate`` lists them all.
+Stage scripts call :func:`load_params` in their ``main``, which validates the whole file and
+raises a :class:`~componentx.errors.ParamsError` naming the first bad key and what is allowed;
+``componentx validate`` lists them all. The choices a key allows are defined here once; the
+library modules that act on them import them from here.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
@@ -15,12 +16,25 @@ from typing import Any
 
 import yaml
 
-from componentx.errors import StageError
+from componentx.errors import ParamsError
 
-
-class ParamsError(StageError, ValueError):
-    """A bad params file or key."""
-
+# The choices of every key that has them: the one definition, used by the library too.
+SOURCES = ("synthetic", "csv")
+SIGNALS = ("relative", "absolute", "mixed")
+EVENT_REFS = ("one_per_class", "all", "test_like")
+CENSORED_POLICIES = ("known_class0", "end_of_study", "test_like")
+TRANSFORMS = ("cumulative", "increments", "both")
+ARCHS = ("lstm", "cnn_lstm", "attention_lstm", "transformer")
+POOLINGS = ("last", "mean", "attention")
+MASKINGS = ("random", "patch")
+SCHEDULERS = ("none", "step", "cosine", "plateau")
+MONITORS = ("loss", "accuracy", "macro_f1", "cost", "expected_cost", "none")
+LOSSES = ("cross_entropy", "focal")
+INITS = ("scratch", "pretrained")
+AUGMENTATIONS = ("jitter", "scaling", "time_warp", "crop", "mixup")
+DECISION_RULES = ("expected_cost", "argmax")
+CALIBRATIONS = ("temperature", "bias_temperature", "none")
+GBDT_LIBRARIES = ("lightgbm", "sklearn")
 
 @dataclass(frozen=True)
 class Rule:
@@ -80,48 +94,46 @@ COST_MATRIX = either(choice("zero_one"), Rule(
         for row in v)))
 
 SCHEMA: dict[str, dict[str, Rule]] = {
-    "data": {"source": choice("synthetic", "csv"), "csv_dir": TEXT},
+    "data": {"source": choice(*SOURCES), "csv_dir": TEXT},
     "synthetic": {"seed": integer(0), "n_train": integer(1), "n_validation": integer(1),
-                  "n_test": integer(1), "signal": choice("relative", "absolute", "mixed"),
+                  "n_test": integer(1), "signal": choice(*SIGNALS),
                   "strength": NON_NEGATIVE},
     "labels": {"num_classes": either(choice("auto"), integer(2)),
                "windows": list_of(POSITIVE, 1),
-               "event_refs": choice("one_per_class", "all", "test_like"),
-               "censored": choice("known_class0", "end_of_study", "test_like"),
+               "event_refs": choice(*EVENT_REFS), "censored": choice(*CENSORED_POLICIES),
                "censored_refs": integer(1), "test_like_refs": integer(1), "seed": integer(0)},
     "window": {"size": integer(1)},
-    "features": {"transform": choice("cumulative", "increments", "both"),
+    "features": {"transform": choice(*TRANSFORMS),
                  "counters": list_of(TEXT)},
-    "model": {"arch": choice("lstm", "cnn_lstm", "attention_lstm", "transformer"),
+    "model": {"arch": choice(*ARCHS),
               "hidden_size": integer(1), "num_layers": integer(1), "bidirectional": BOOL,
-              "dropout": number(low=0, high=0.99), "pooling": choice("last", "mean", "attention"),
+              "dropout": number(low=0, high=0.99), "pooling": choice(*POOLINGS),
               "spec_embedding_dim": integer(1), "head_hidden": integer(1),
               "conv_channels": integer(1), "conv_layers": integer(1), "kernel_size": integer(1),
               "num_heads": integer(1)},
     "pretrain": {"epochs": integer(0), "lr": POSITIVE, "batch_size": integer(1),
-                 "mask_ratio": number(above=0, high=1), "masking": choice("random", "patch"),
+                 "mask_ratio": number(above=0, high=1), "masking": choice(*MASKINGS),
                  "patch_size": integer(1), "seed": integer(0), "device": DEVICE},
     "train": {"lr": POSITIVE, "epochs": integer(1), "batch_size": integer(1),
               "eval_batch_size": integer(1), "seed": integer(0), "device": DEVICE,
               "num_threads": integer(0), "weight_decay": NON_NEGATIVE,
               "class_weights": either(choice("none", "inverse"), list_of(NON_NEGATIVE, 2)),
-              "balanced_sampler": BOOL, "scheduler": choice("none", "step", "cosine", "plateau"),
+              "balanced_sampler": BOOL, "scheduler": choice(*SCHEDULERS),
               "warmup_epochs": integer(0), "step_size": integer(1),
               "gamma": number(above=0, high=1),
               "grad_clip": NON_NEGATIVE, "patience": integer(1), "min_steps": integer(0),
-              "monitor": choice("auto", "loss", "accuracy", "macro_f1", "cost", "expected_cost",
-                                "none"),
+              "monitor": choice("auto", *MONITORS),
               "smoothing": either(choice("auto"), integer(1)),
-              "resume": BOOL, "loss": choice("cross_entropy", "focal"),
+              "resume": BOOL, "loss": choice(*LOSSES),
               "focal_gamma": NON_NEGATIVE, "label_smoothing": number(low=0, high=0.99),
-              "compile": BOOL, "nproc": integer(1), "init": choice("scratch", "pretrained"),
+              "compile": BOOL, "nproc": integer(1), "init": choice(*INITS),
               "freeze_epochs": integer(0),
-              "augment": list_of(choice("jitter", "scaling", "time_warp", "crop", "mixup"))},
-    "evaluate": {"cost_matrix": COST_MATRIX, "decision": choice("expected_cost", "argmax"),
-                 "calibration": choice("temperature", "bias_temperature", "none"),
+              "augment": list_of(choice(*AUGMENTATIONS))},
+    "evaluate": {"cost_matrix": COST_MATRIX, "decision": choice(*DECISION_RULES),
+                 "calibration": choice(*CALIBRATIONS),
                  "folds": integer(1), "priors": either(choice("validation"), list_of(POSITIVE, 2)),
                  "bootstrap": integer(10), "seed": integer(0)},
-    "baseline": {"library": choice("lightgbm", "sklearn"), "k": integer(2), "max_iter": integer(1),
+    "baseline": {"library": choice(*GBDT_LIBRARIES), "k": integer(2), "max_iter": integer(1),
                  "patience": integer(1), "learning_rate": POSITIVE,
                  "max_leaf_nodes": either(choice("auto"), integer(2)),
                  "min_samples_leaf": either(choice("auto"), integer(1)),
@@ -200,15 +212,12 @@ def read_params(path: str | Path = "params.yaml") -> Any:
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Read and validate ``params.yaml``; a problem exits 1 with one line naming the key."""
-    try:
-        params = read_params(path)
-        found = problems(params)
-        if found:
-            raise ParamsError(f"{path}: {found[0]}"
-                              + (f" (and {len(found) - 1} more: componentx validate {path})"
-                                 if len(found) > 1 else ""))
-    except ParamsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    """Read and validate ``params.yaml``; a problem raises :class:`ParamsError` naming the
+    first bad key (and how many more there are)."""
+    params = read_params(path)
+    found = problems(params)
+    if found:
+        raise ParamsError(f"{path}: {found[0]}"
+                          + (f" (and {len(found) - 1} more: componentx validate {path})"
+                             if len(found) > 1 else ""))
     return params

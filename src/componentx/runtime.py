@@ -1,4 +1,4 @@
-"""What every stage script shares: params, logging, atomic outputs and clean failures."""
+"""What every stage script shares: logging, atomic outputs and clean failures."""
 
 from __future__ import annotations
 
@@ -13,15 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from componentx.errors import StageError
+from componentx.errors import UserError
 
 log = logging.getLogger("componentx")
-
-
-def section_config(cls: type, params: dict[str, Any], section: str, **set_by_code: Any) -> Any:
-    """A config dataclass from a params section (validated by :func:`load_params`), plus the
-    fields that code sets (sizes known only from the data)."""
-    return cls(**params[section], **set_by_code)
 
 
 @contextmanager
@@ -41,6 +35,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 
 
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:
+    """Write ``target`` through a temporary file in its folder, fsync'ed, then renamed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
@@ -59,16 +54,22 @@ def atomic_write_json(target: str | Path, payload: Any) -> None:
     atomic_write_bytes(target, (json.dumps(payload, indent=2) + "\n").encode())
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main with logging.
-
-    Bad input or params exit 1 with a one-line error (COMPONENTX_DEBUG=1 shows the traceback).
-    """
+def setup_logging() -> None:
     logging.basicConfig(level=os.environ.get("COMPONENTX_LOG", "INFO"),
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's (or a command's) main with logging.
+
+    A :class:`~componentx.errors.UserError` exits 1 with its one line
+    (``COMPONENTX_DEBUG=1`` shows the traceback); any other exception is a bug and keeps its
+    traceback.
+    """
+    setup_logging()
     try:
         main()
-    except (StageError, ValueError, FileNotFoundError) as error:
+    except UserError as error:
         if os.environ.get("COMPONENTX_DEBUG"):
             raise
         print(f"error: {error}", file=sys.stderr)

@@ -1,0 +1,271 @@
+"""Ingest: a dataset folder in the official layout, validated, as typed parquet files.
+
+The readouts go through :mod:`componentx.data.readouts`; this module adds the per-vehicle
+files (time-to-event, labels, specifications) and the checks across files: every listed
+vehicle has readouts and every vehicle with readouts is listed, a study does not end before
+its vehicle's last readout, labels are classes of the dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from componentx.data import synthetic
+from componentx.data.labels import check_windows
+from componentx.data.layout import (
+    ID,
+    LABEL_COLUMNS,
+    SPLITS,
+    TTE_COLUMNS,
+    TTE_FILE,
+    DatasetSummary,
+    labels_file,
+    readouts_file,
+    specifications_file,
+)
+from componentx.data.readouts import (
+    check_columns,
+    first_line,
+    read_header,
+    read_readouts,
+    read_table,
+)
+from componentx.errors import DatasetError, ParamsError
+
+log = logging.getLogger(__name__)
+
+
+def ingest_source(data: dict, synthetic_settings: dict, labels: dict, out: Path
+                  ) -> DatasetSummary:
+    """Ingest ``data.source`` into ``out``: the built-in synthetic fleet (generated as CSV in
+    the layout first, into ``out/csv``, removed after) or the folder ``data.csv_dir``."""
+    if data["source"] == "csv":
+        return ingest(Path(data["csv_dir"]), out, labels["num_classes"], labels["windows"])
+    csv_dir = out / "csv"
+    classes = (len(labels["windows"]) + 1 if labels["num_classes"] == "auto"
+               else labels["num_classes"])
+    synthetic.generate(csv_dir, synthetic_settings["n_train"], synthetic_settings["n_validation"],
+                       synthetic_settings["n_test"], synthetic_settings["seed"],
+                       tuple(check_windows(labels["windows"], classes)),
+                       synthetic_settings["signal"], synthetic_settings["strength"])
+    summary = ingest(csv_dir, out, labels["num_classes"], labels["windows"])
+    shutil.rmtree(csv_dir)
+    return summary
+
+
+def count_decreasing(table: pa.Table, feature_columns: list[str]) -> int:
+    """Number of (readout, feature) steps where a cumulative value decreased within a vehicle."""
+    ids = table.column(ID).to_numpy()
+    same_vehicle = ids[1:] == ids[:-1]
+    total = 0
+    for column in feature_columns:
+        values = table.column(column).to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            total += int(((values[1:] < values[:-1]) & same_vehicle).sum())
+    return total
+
+
+def _require_present(path: Path, table: pa.Table, columns: list[str] | tuple[str, ...]) -> None:
+    """No missing (null or NaN) or infinite value in ``columns`` of a per-vehicle file."""
+    for column in columns:
+        values = table.column(column).to_numpy(zero_copy_only=False)
+        missing = table.column(column).is_null().to_numpy(zero_copy_only=False)
+        if values.dtype.kind == "f":
+            if np.isinf(values).any():
+                raise DatasetError(path, f"infinite value {values[np.isinf(values)][0]} is not "
+                                   "allowed", column, first_line(np.isinf(values)))
+            missing = missing | np.isnan(values)
+        if missing.any():
+            raise DatasetError(path, "missing value (NaN or empty) is not allowed", column,
+                               first_line(missing))
+
+
+def _check_unique_ids(path: Path, ids: np.ndarray) -> None:
+    order = np.argsort(ids, kind="stable")
+    repeated = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+    if repeated.size:
+        row = int(order[repeated[0] + 1])
+        raise DatasetError(path, f"vehicle {ids[row]} appears more than once", ID, row + 2)
+
+
+def _check_vehicles(path: Path, ids: np.ndarray, last_time: dict[int, float]) -> None:
+    """Every listed vehicle has readouts, and every vehicle with readouts is listed."""
+    known = np.fromiter(last_time.keys(), dtype=np.int64)
+    orphan = ~np.isin(ids, known)
+    if orphan.any():
+        raise DatasetError(path, f"vehicle {ids[orphan][0]} has no readouts", ID,
+                           first_line(orphan))
+    unlisted = known[~np.isin(known, ids)]
+    if unlisted.size:
+        raise DatasetError(path, f"vehicle {unlisted[0]} has readouts but is not listed here "
+                           f"({unlisted.size} such vehicles)", ID)
+
+
+def read_tte(path: Path, last_time: dict[int, float]) -> pa.Table:
+    """Read and validate train_tte.csv against the train readouts' last times."""
+    check_columns(path, read_header(path), TTE_COLUMNS)
+    table = read_table(path, {ID: pa.int64(), TTE_COLUMNS[1]: pa.float64(),
+                              TTE_COLUMNS[2]: pa.float64()}).select(list(TTE_COLUMNS))
+    _require_present(path, table, TTE_COLUMNS)
+    ids = table.column(ID).to_numpy()
+    _check_unique_ids(path, ids)
+    repair = table.column(TTE_COLUMNS[2]).to_numpy()
+    bad = (repair != 0) & (repair != 1)
+    if bad.any():
+        raise DatasetError(path, f"in_study_repair must be 0 or 1, got {repair[bad][0]}",
+                           TTE_COLUMNS[2], first_line(bad))
+    length = table.column(TTE_COLUMNS[1]).to_numpy()
+    _check_vehicles(path, ids, last_time)
+    last = np.array([last_time[i] for i in ids.tolist()])
+    early = length < last - 1e-9
+    if early.any():
+        row = int(np.flatnonzero(early)[0])
+        raise DatasetError(path, f"length_of_study_time_step {length[row]} is before vehicle "
+                           f"{ids[row]}'s last readout at {last[row]}", TTE_COLUMNS[1], row + 2)
+    return table.set_column(2, TTE_COLUMNS[2], pa.array(repair.astype(np.int8)))
+
+
+def read_labels(path: Path, last_time: dict[int, float], num_classes: int | None) -> pa.Table:
+    """Read and validate a per-vehicle labels file (class of each vehicle's last readout);
+    with ``num_classes`` None (inferred later) any class number >= 0 is accepted."""
+    check_columns(path, read_header(path), LABEL_COLUMNS)
+    table = read_table(path, {ID: pa.int64(), "class_label": pa.float64()}).select(
+        list(LABEL_COLUMNS))
+    _require_present(path, table, LABEL_COLUMNS)
+    ids = table.column(ID).to_numpy()
+    _check_unique_ids(path, ids)
+    labels = table.column("class_label").to_numpy()
+    fractional = labels != np.round(labels)
+    if fractional.any():
+        raise DatasetError(path, f"class_label {labels[fractional][0]:g} is not an integer",
+                           "class_label", first_line(fractional))
+    bad = (labels < 0) | (labels >= (num_classes or np.inf))
+    if bad.any():
+        allowed = f"0..{num_classes - 1}" if num_classes else ">= 0"
+        raise DatasetError(path, f"class_label {labels[bad][0]:g} is out of range {allowed} "
+                           "(labels.num_classes, or one more than labels.windows has edges)",
+                           "class_label", first_line(bad))
+    _check_vehicles(path, ids, last_time)
+    return table.set_column(1, "class_label", pa.array(labels.astype(np.int64)))
+
+
+def read_specifications(path: Path, last_time: dict[int, float], spec_columns: list[str] | None
+                        ) -> pa.Table:
+    """Read a specifications file: vehicle_id plus categorical columns kept as strings."""
+    header = read_header(path)
+    if ID not in header:
+        raise DatasetError(path, f"missing column '{ID}'", ID, 1)
+    columns = [c for c in header if c != ID]
+    if spec_columns is not None:
+        check_columns(path, header, [ID, *spec_columns])
+        columns = spec_columns
+    table = read_table(path, {ID: pa.int64(), **{c: pa.string() for c in columns}})
+    table = table.select([ID, *columns])
+    _require_present(path, table, [ID])
+    ids = table.column(ID).to_numpy()
+    _check_unique_ids(path, ids)
+    _check_vehicles(path, ids, last_time)
+    return table
+
+
+def known_num_classes(num_classes: int | str, train_target: str, windows: list[float] | None
+                      ) -> int | None:
+    """``labels.num_classes``; with "auto", one more than the class windows when train has
+    time-to-event, or None: inferred from the label files after reading them."""
+    if num_classes != "auto":
+        return int(num_classes)
+    if train_target != "tte":
+        return None
+    if not windows:
+        raise ParamsError("labels.num_classes is auto and train has time-to-event: set "
+                          "labels.windows (the class windows)")
+    return len(windows) + 1
+
+
+def ingest(csv_dir: Path, out_dir: Path, num_classes: int | str,
+           windows: list[float] | None = None) -> DatasetSummary:
+    """Validate a dataset folder and write typed parquet files into ``out_dir``.
+
+    Writes ``{split}_readouts.parquet`` (sorted), ``{split}_labels.parquet`` for validation
+    and test, ``train_tte.parquet`` or ``train_labels.parquet``, ``{split}_specs.parquet``
+    when specifications exist, and ``schema.json``. ``num_classes`` "auto" is inferred: one
+    more than ``windows`` (``labels.windows``) when train comes with time-to-event, else the
+    largest class in the label files plus one.
+    """
+    csv_dir, out_dir = Path(csv_dir), Path(out_dir)
+    if not csv_dir.is_dir():
+        raise DatasetError(csv_dir, "dataset folder not found (set data.csv_dir)")
+    missing = [readouts_file(s) for s in SPLITS if not (csv_dir / readouts_file(s)).is_file()]
+    if missing:
+        raise DatasetError(csv_dir / missing[0], f"file not found (missing: {', '.join(missing)};"
+                           " the expected layout is in data/raw/README.md)")
+    tte_path, train_labels_path = csv_dir / TTE_FILE, csv_dir / labels_file("train")
+    if tte_path.exists() == train_labels_path.exists():
+        raise DatasetError(csv_dir, "expected exactly one of train_tte.csv and train_labels.csv")
+    train_target = "tte" if tte_path.exists() else "labels"
+    classes = known_num_classes(num_classes, train_target, windows)
+    summary = DatasetSummary(feature_columns=[], spec_columns=[], train_target=train_target)
+    largest = 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        last_time = _ingest_readouts(csv_dir / readouts_file(split), split, summary, out_dir)
+        if split == "train" and train_target == "tte":
+            pq.write_table(read_tte(tte_path, last_time), out_dir / "train_tte.parquet")
+        else:
+            labels = read_labels(csv_dir / labels_file(split), last_time, classes)
+            pq.write_table(labels, out_dir / f"{split}_labels.parquet")
+            largest = max(largest, int(pc.max(labels.column("class_label")).as_py()))
+        _ingest_specifications(csv_dir, split, last_time, summary, out_dir)
+    summary.num_classes = classes if classes is not None else _inferred_classes(largest)
+    summary.save(out_dir / "schema.json")
+    return summary
+
+
+def _ingest_readouts(path: Path, split: str, summary: DatasetSummary, out_dir: Path
+                     ) -> dict[int, float]:
+    """One split's readouts into parquet; returns each vehicle's last readout time."""
+    log.info("reading %s", path)
+    table = read_readouts(path, summary.feature_columns or None)
+    if not summary.feature_columns:
+        summary.feature_columns = table.column_names[2:]
+    decreasing = count_decreasing(table, summary.feature_columns)
+    if decreasing:
+        message = f"{path.name}: {decreasing} decreasing steps in cumulative features (kept as "\
+                  "they are)"
+        log.warning(message)
+        summary.warnings.append(message)
+    pq.write_table(table, out_dir / f"{split}_readouts.parquet")
+    ids, times = table.column(ID).to_numpy(), table.column("time_step").to_numpy()
+    summary.rows[split] = table.num_rows
+    ends = np.r_[np.flatnonzero(ids[1:] != ids[:-1]), len(ids) - 1]
+    summary.vehicles[split] = len(ends)
+    return dict(zip(ids[ends].tolist(), times[ends].tolist(), strict=True))
+
+
+def _ingest_specifications(csv_dir: Path, split: str, last_time: dict[int, float],
+                           summary: DatasetSummary, out_dir: Path) -> None:
+    path = csv_dir / specifications_file(split)
+    if (csv_dir / specifications_file("train")).exists():
+        specs = read_specifications(path, last_time,
+                                    summary.spec_columns if split != "train" else None)
+        summary.spec_columns = specs.column_names[1:]
+        pq.write_table(specs, out_dir / f"{split}_specs.parquet")
+    elif path.exists():
+        raise DatasetError(path, "specifications exist for this split but not for train")
+
+
+def _inferred_classes(largest_label: int) -> int:
+    if largest_label + 1 < 2:
+        raise DatasetError("labels", "labels.num_classes is auto but the largest class_label in "
+                           f"the label files gives {largest_label + 1} class; a classifier "
+                           "needs at least 2")
+    log.info("labels.num_classes is auto: %d classes, from the largest class_label in the label "
+             "files", largest_label + 1)
+    return largest_label + 1

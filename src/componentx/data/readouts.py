@@ -1,0 +1,212 @@
+"""CSV files of the layout, read with pyarrow in typed blocks, and the checks every readout
+passes: the one definition that ingest and ``componentx predict`` share.
+
+Every problem is a :class:`~componentx.errors.DatasetError` naming the file, the column and
+the line (1-based, the header being line 1). Empty fields, ``NaN``, ``NA`` and ``null`` are
+read as missing; where a value may be missing is decided by the caller.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from componentx.data.layout import ID, TIME
+from componentx.errors import DatasetError
+
+READ_BLOCK_BYTES = 16 << 20
+NULL_VALUES = ["", "NaN", "nan", "NA", "null"]
+LINE = "__line"  # a readout's line in its file, carried until the duplicate check
+_NUMBER = r"(?i)^\s*[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?\s*$|^\s*[-+]?(inf|nan)\s*$"
+_INTEGER = r"^\s*[-+]?\d+\s*$"
+
+
+def read_header(path: Path) -> list[str]:
+    """Column names of a CSV file; errors on a missing, empty, binary or non-UTF-8 file."""
+    if not path.is_file():
+        raise DatasetError(path, "file not found")
+    with path.open("rb") as handle:
+        head = handle.read(1 << 16)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not a multi-byte character cut by the read
+            line = head[:error.start].count(b"\n") + 1
+            raise DatasetError(path, f"is not UTF-8 text (byte {error.start}: a binary or "
+                               "differently encoded file?)", line=line) from None
+        text = head[:error.start].decode("utf-8")
+    if "\x00" in text:
+        raise DatasetError(path, "is not a text CSV file (it contains NUL bytes)",
+                           line=text[:text.index("\x00")].count("\n") + 1)
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        header = next(csv.reader(handle), None)
+        if not header or header == [""]:
+            raise DatasetError(path, "file is empty (no header)")
+        if next(handle, None) is None:
+            raise DatasetError(path, "file has a header but no data rows", line=2)
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise DatasetError(path, f"duplicate column names {duplicated}", line=1)
+    return header
+
+
+def check_columns(path: Path, header: list[str], expected: list[str] | tuple[str, ...]) -> None:
+    """Error on missing or extra columns (order is free)."""
+    missing = [c for c in expected if c not in header]
+    if missing:
+        raise DatasetError(path, f"missing column(s) {missing}; expected {list(expected)}",
+                           column=missing[0], line=1)
+    extra = [c for c in header if c not in expected]
+    if extra:
+        raise DatasetError(path, f"unexpected column(s) {extra}; expected {list(expected)}",
+                           column=extra[0], line=1)
+
+
+def check_readout_columns(path: Path, header: list[str], features: list[str], against: str,
+                          extra_column: str | None = None) -> None:
+    """A readouts header holds vehicle_id, time_step (anywhere), ``extra_column`` when given,
+    and exactly ``features`` in that order; ``against`` says where ``features`` come from
+    ("the train split's", "the model's")."""
+    for required in (ID, TIME, *([extra_column] if extra_column else [])):
+        if required not in header:
+            raise DatasetError(path, f"missing column '{required}'", required, 1)
+    present = [c for c in header if c not in (ID, TIME, extra_column)]
+    missing = [c for c in features if c not in present]
+    extra = [c for c in present if c not in features]
+    if missing or extra:
+        detail = ", ".join(filter(None, [f"missing {missing}" if missing else "",
+                                         f"unexpected {extra}" if extra else ""]))
+        raise DatasetError(path, f"columns differ from {against}: {detail}",
+                           (missing or extra)[0], 1)
+    if present != features:
+        first = next(i for i, (a, b) in enumerate(zip(present, features, strict=True)) if a != b)
+        raise DatasetError(path, f"columns are in another order than {against}: column "
+                           f"{header.index(present[first]) + 1} is '{present[first]}', expected "
+                           f"'{features[first]}'", present[first], 1)
+
+
+def locate_bad_value(path: Path, column: str, integer: bool) -> DatasetError:
+    """Find the first value of ``column`` that does not parse; only runs on the error path."""
+    reader = pacsv.open_csv(
+        path, read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES),
+        convert_options=pacsv.ConvertOptions(include_columns=[column],
+                                             column_types={column: pa.string()}))
+    offset = 0
+    for batch in reader:
+        text = batch.column(0)
+        blank = pc.match_substring_regex(text, r"^\s*$")
+        numeric = pc.match_substring_regex(text, _INTEGER if integer else _NUMBER)
+        bad = pc.and_(pc.invert(blank), pc.invert(numeric)).fill_null(False).to_numpy(
+            zero_copy_only=False)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            kind = "an integer" if integer else "a number"
+            return DatasetError(path, f"value {text[row].as_py()!r} is not {kind}",
+                                column=column, line=offset + row + 2)
+        offset += batch.num_rows
+    return DatasetError(path, "values do not parse as numbers", column=column)
+
+
+def typed_blocks(path: Path, header: list[str], column_types: dict[str, pa.DataType]
+                 ) -> Iterator[pa.RecordBatch]:
+    """The file's record batches with ``column_types``; a value that does not parse is one
+    error naming its column and line."""
+    convert = pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=True,
+                                   null_values=NULL_VALUES)
+    try:
+        yield from pacsv.open_csv(path, read_options=pacsv.ReadOptions(
+            block_size=READ_BLOCK_BYTES), convert_options=convert)
+    except pa.ArrowInvalid as error:
+        match = re.search(r"CSV column #(\d+)", str(error))
+        if match is None:
+            raise DatasetError(path, f"cannot be parsed as CSV: {error}") from None
+        column = header[int(match.group(1))]
+        integer = pa.types.is_integer(column_types.get(column, pa.float64()))
+        raise locate_bad_value(path, column, integer) from None
+
+
+def read_table(path: Path, column_types: dict[str, pa.DataType]) -> pa.Table:
+    """A small CSV file (labels, time-to-event, specifications) as one typed table."""
+    header = read_header(path)
+    return pa.Table.from_batches(list(typed_blocks(path, header, column_types)))
+
+
+def first_line(mask: np.ndarray) -> int:
+    """The file line of the first true row of ``mask`` (rows of a whole file)."""
+    return int(np.flatnonzero(mask)[0]) + 2
+
+
+def check_readout_block(path: Path, batch: pa.RecordBatch, first: int) -> None:
+    """No missing vehicle_id or time_step, no infinite value anywhere, no negative time;
+    ``first`` is the file line of the block's first row."""
+    for name in batch.schema.names:
+        column = batch.column(name)
+        values = column.to_numpy(zero_copy_only=False)
+        missing = column.is_null().to_numpy(zero_copy_only=False)
+        if values.dtype.kind == "f":
+            missing = missing | np.isnan(values)
+            if np.isinf(values).any():
+                row = int(np.flatnonzero(np.isinf(values))[0])
+                raise DatasetError(path, f"infinite value {values[row]} is not allowed", name,
+                                   first + row)
+        if name in (ID, TIME) and missing.any():
+            raise DatasetError(path, "missing value (NaN or empty) is not allowed", name,
+                               first + int(np.flatnonzero(missing)[0]))
+    times = batch.column(TIME).to_numpy()
+    if (times < 0).any():
+        row = int(np.flatnonzero(times < 0)[0])
+        raise DatasetError(path, f"negative time_step {times[row]}", TIME, first + row)
+
+
+def readout_blocks(path: Path, features: list[str] | None, against: str = "the train split's",
+                   extra_column: str | None = None) -> Iterator[pa.RecordBatch]:
+    """Typed, checked blocks of a readouts file, each with its rows' file lines (``LINE``).
+
+    ``features`` None takes the file's own feature columns (every column but vehicle_id and
+    time_step); else the header must hold exactly them, in order (see
+    :func:`check_readout_columns`)."""
+    header = read_header(path)
+    if features is None:
+        features = [c for c in header if c not in (ID, TIME)]
+        if not features and ID in header and TIME in header:
+            raise DatasetError(path, "no feature columns besides vehicle_id and time_step",
+                               line=1)
+    check_readout_columns(path, header, features, against, extra_column)
+    types = {ID: pa.int64(), TIME: pa.float64(), **{c: pa.float64() for c in features}}
+    if extra_column is not None:
+        types[extra_column] = pa.float64()
+    offset = 0
+    for batch in typed_blocks(path, header, types):
+        batch = batch.select([ID, TIME, *features, *([extra_column] if extra_column else [])])
+        check_readout_block(path, batch, offset + 2)
+        lines = pa.array(np.arange(offset, offset + batch.num_rows) + 2)
+        yield pa.RecordBatch.from_arrays([*batch.columns, lines],
+                                         names=[*batch.schema.names, LINE])
+        offset += batch.num_rows
+
+
+def sort_readouts(path: Path, table: pa.Table) -> pa.Table:
+    """Rows sorted by (vehicle_id, time_step), without the ``LINE`` column; a repeated
+    (vehicle_id, time_step) is an error naming both lines."""
+    table = table.sort_by([(ID, "ascending"), (TIME, "ascending"), (LINE, "ascending")])
+    ids, times = table.column(ID).to_numpy(), table.column(TIME).to_numpy()
+    same = np.flatnonzero((ids[1:] == ids[:-1]) & (times[1:] == times[:-1]))
+    if same.size:
+        lines = table.column(LINE).to_numpy()[[same[0], same[0] + 1]].tolist()
+        raise DatasetError(path, f"duplicate readout (vehicle_id, time_step) = ({ids[same[0]]}, "
+                           f"{times[same[0]]}), also on line {lines[0]}", TIME, lines[1])
+    return table.drop_columns([LINE])
+
+
+def read_readouts(path: Path, features: list[str] | None, against: str = "the train split's",
+                  extra_column: str | None = None) -> pa.Table:
+    """A whole readouts file, checked and sorted by (vehicle_id, time_step)."""
+    blocks = list(readout_blocks(path, features, against, extra_column))
+    return sort_readouts(path, pa.Table.from_batches(blocks))

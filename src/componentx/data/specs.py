@@ -1,0 +1,67 @@
+"""Specifications as integer codes: the one coding every model, the bundle and scoring use.
+
+The categories of each column are learned on train (sorted, as text); a vehicle's code is the
+category's position plus one, and 0 stands for a missing or never-seen category. A column of
+``n`` categories therefore has ``n + 1`` codes (its cardinality).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from componentx.data.layout import ID
+
+
+def vocabularies(train: Mapping[str, Sequence], columns: Sequence[str]) -> dict[str, list[str]]:
+    """Sorted categories per column, from the train specifications (a table or a mapping of
+    columns); missing values are not categories."""
+    return {column: sorted({str(v) for v in train[column] if v is not None and v == v})
+            for column in columns}
+
+
+def cardinalities(vocabulary: Mapping[str, list[str]]) -> list[int]:
+    """Codes per column: its categories plus the unknown code 0."""
+    return [len(categories) + 1 for categories in vocabulary.values()]
+
+
+def encode(vocabulary: Mapping[str, list[str]], values: Mapping[str, Sequence]
+           ) -> tuple[np.ndarray, dict[str, int]]:
+    """Codes (rows, columns) of ``values`` (a table or a mapping of columns), and per column
+    the number of present values whose category was never seen in training (coded 0)."""
+    columns = list(vocabulary)
+    rows = len(values[columns[0]]) if columns else 0
+    codes = np.zeros((rows, len(columns)), dtype=np.int64)
+    unknown = {}
+    for j, column in enumerate(columns):
+        given = pd.Series(list(values[column]), dtype=object)
+        present = given.notna().to_numpy()
+        position = np.where(present, pd.Index(vocabulary[column], dtype=object).get_indexer(
+            given.astype(str)), -1)
+        codes[:, j] = position + 1
+        unknown[column] = int((present & (position < 0)).sum())
+    return codes, unknown
+
+
+def train_vocabularies(ingested: Path, columns: Sequence[str]) -> dict[str, list[str]]:
+    """The vocabularies of an ingested dataset (``train_specs.parquet``)."""
+    if not columns:
+        return {}
+    return vocabularies(pq.read_table(Path(ingested) / "train_specs.parquet").to_pydict(),
+                        columns)
+
+
+def vehicle_codes(ingested: Path, split: str, columns: Sequence[str], vehicles: np.ndarray
+                  ) -> np.ndarray:
+    """Codes (len(vehicles), columns) of the given vehicles of an ingested split (0 where a
+    vehicle has no specifications)."""
+    if not columns:
+        return np.zeros((len(vehicles), 0), dtype=np.int64)
+    table = pq.read_table(Path(ingested) / f"{split}_specs.parquet").to_pydict()
+    codes, _ = encode(train_vocabularies(ingested, columns), table)
+    position = pd.Index(table[ID]).get_indexer(vehicles)
+    return np.where(position[:, None] >= 0, codes[np.maximum(position, 0)], 0)

@@ -1,0 +1,143 @@
+"""Calibrated probabilities from a model's logits, fitted on validation only.
+
+Kept free of torch and scikit-learn (the fit imports torch when it runs), so a shipped bundle
+applies its calibration with numpy alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from componentx.decisions.priors import class_priors
+from componentx.errors import ParamsError
+
+log = logging.getLogger(__name__)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_scaling(logits: np.ndarray, y: np.ndarray, offset: np.ndarray, fit_bias: bool,
+                max_iter: int = 200) -> tuple[float, np.ndarray]:
+    """Temperature ``T`` (and per-class biases ``b``, the first fixed at 0) minimising the
+    negative log-likelihood of ``softmax(logits / T + offset + b)`` on ``y``.
+
+    ``offset`` is the known log prior ratio of the fitting sample, so only the model's own
+    miscalibration is fitted. Fit on validation only.
+    """
+    import torch  # only to fit; applying a calibration needs numpy alone
+
+    k = logits.shape[1]
+    logits_t = torch.tensor(logits, dtype=torch.float64)
+    offset_t = torch.tensor(np.broadcast_to(offset, (k,)), dtype=torch.float64)
+    y_t = torch.tensor(y, dtype=torch.long)
+    params = torch.zeros(k if fit_bias else 1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([params], lr=0.1, max_iter=max_iter,
+                                  line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        bias = torch.cat([params.new_zeros(1), params[1:]])
+        loss = torch.nn.functional.cross_entropy(logits_t / params[0].exp() + offset_t + bias,
+                                                 y_t)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    fitted = params.detach().numpy()
+    return float(np.exp(fitted[0])), np.r_[0.0, fitted[1:]] if fit_bias else np.zeros(k)
+
+
+@dataclass
+class Calibrator:
+    """Calibrated probabilities ``softmax(z / T + b + r)``.
+
+    ``T`` (and with ``bias_temperature`` the per-class biases ``b``) are fitted on validation;
+    ``r = log π_deploy - log π_train`` moves the model from the class priors it was trained
+    under to the deployment priors. The prior shift is not divided by the temperature.
+    """
+
+    method: str
+    temperature: float
+    bias: np.ndarray
+    log_prior_ratio: np.ndarray
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return softmax(logits / self.temperature + self.bias + self.log_prior_ratio)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "temperature": self.temperature,
+                "bias": self.bias.tolist(), "log_prior_ratio": self.log_prior_ratio.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Calibrator:
+        return cls(data["method"], float(data["temperature"]), np.asarray(data["bias"]),
+                   np.asarray(data["log_prior_ratio"]))
+
+
+def fit_calibrator(val_logits: np.ndarray, val_y: np.ndarray, train_priors: np.ndarray,
+                   deployment_priors: np.ndarray | None, method: str) -> Calibrator:
+    """Fit the calibration on validation.
+
+    ``train_priors`` are the priors the model was trained under; ``deployment_priors`` those
+    it will meet (validation's own when None). The fit sees validation's prior shift as a
+    known offset, so ``T`` and the biases only absorb the model's miscalibration.
+    """
+    k = val_logits.shape[1]
+    validation_priors = class_priors(val_y, k)
+    target = validation_priors if deployment_priors is None else np.asarray(
+        deployment_priors, dtype=float)
+    if target.shape != (k,) or (target <= 0).any():
+        raise ParamsError(f"evaluate.priors must be 'validation' or {k} positive numbers (one "
+                          "per class)")
+    train_log = np.log(np.asarray(train_priors, dtype=float))
+    ratio = np.log(target / target.sum()) - train_log
+    if method == "none":
+        return Calibrator(method, 1.0, np.zeros(k), ratio)
+    temperature, bias = fit_scaling(val_logits, val_y, np.log(validation_priors) - train_log,
+                                    fit_bias=method == "bias_temperature")
+    return Calibrator(method, temperature, bias, ratio)
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """A fold number per sample, every class spread evenly over the folds (seeded)."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        fold[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+    return fold
+
+
+def crossfit_probabilities(val_logits: np.ndarray, val_y: np.ndarray, train_priors: np.ndarray,
+                           deployment_priors: np.ndarray | None, method: str, folds: int,
+                           seed: int) -> np.ndarray:
+    """Validation probabilities in which each vehicle is calibrated by a fit on the other
+    folds, so validation scores do not reward a calibration for fitting its own sample."""
+    fold = stratified_folds(val_y, folds, seed)
+    probs = np.empty_like(val_logits, dtype=float)
+    for f in range(folds):
+        held = fold == f
+        calibrator = fit_calibrator(val_logits[~held], val_y[~held], train_priors,
+                                    deployment_priors, method)
+        probs[held] = calibrator.probabilities(val_logits[held])
+    return probs
+
+
+def calibration_method(method: str, loss: str, label_smoothing: float) -> str:
+    """Focal loss and label smoothing do not learn prior-shifted posteriors: a plain prior
+    shift is then wrong, so the per-class biases fitted on validation take over."""
+    if method == "bias_temperature" or (loss != "focal" and not label_smoothing):
+        return method
+    log.warning("train.loss=%s, label_smoothing=%g: the model's probabilities are not the "
+                "training posteriors, so a prior shift alone cannot correct them; using "
+                "evaluate.calibration=bias_temperature instead of %s", loss, label_smoothing,
+                method)
+    return "bias_temperature"

@@ -1,0 +1,1 @@
+"""DVC experiments side by side with paired intervals, and the standard model sweep."""

@@ -1,0 +1,1 @@
+"""Reports: plot tables, figures, the offline plots page and the model card."""

@@ -1,0 +1,129 @@
+"""Figures (PNG) for people and trackers that do not read DVC plots: an evaluation summary per
+split, attributions of the riskiest vehicles, and fleet risk trajectories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from componentx.decisions.alarms import Fleet
+from componentx.decisions.evaluation import Evaluation, ScoredSplit
+from componentx.decisions.metrics import curves_on_grid
+from componentx.reports.tables import reliability_table, write_plot_tables
+
+
+def summary_figure(path: Path, split: str, scored: ScoredSplit, predicted: np.ndarray) -> None:
+    """One PNG per split, for people and trackers that do not read DVC plots: the confusion
+    matrix, precision-recall of the failure classes, and reliability before/after calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = scored.probs.shape[1]
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(13, 4))
+    counts = np.bincount(scored.y * k + predicted, minlength=k * k).reshape(k, k)
+    left.imshow(np.log1p(counts), cmap="Blues")
+    for (actual, guess), n in np.ndenumerate(counts):
+        left.text(guess, actual, str(n), ha="center", va="center", fontsize=8)
+    left.set(xlabel="predicted", ylabel="actual", title=f"confusion, {split}",
+             xticks=range(k), yticks=range(k))
+    pr, _ = curves_on_grid(scored.y, scored.probs)
+    for name, curve in pr.items():
+        if name not in ("recall", "class_0"):
+            middle.plot(pr["recall"], curve, label=name)
+    middle.set(xlabel="recall", ylabel="precision", title="precision-recall (one vs rest)")
+    middle.legend(fontsize=8)
+    for label, source in (("before", scored.raw_probs), ("after", scored.probs)):
+        table = reliability_table(scored.y, source)
+        right.plot(table["confidence"], table["accuracy"], marker="o", label=label)
+    right.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    right.set(xlabel="confidence", ylabel="accuracy", title="reliability (top label)")
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def trajectories_figure(path: Path, fleet: Fleet, risks: dict[str, np.ndarray],
+                        thresholds: dict[str, tuple[float, float]], horizon: float,
+                        repaired: int = 3, censored: int = 1, seed: int = 0) -> None:
+    """Risk over time of a few vehicles (seeded choice), with each model's tau_on and tau_off,
+    the danger window and the repair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    which = np.flatnonzero(fleet.repaired)
+    chosen = [*rng.choice(which, min(repaired, len(which)), replace=False)]
+    which = np.flatnonzero(~fleet.repaired.astype(bool))
+    chosen += [*rng.choice(which, min(censored, len(which)), replace=False)]
+    figure, axes = plt.subplots(len(chosen), 1, figsize=(9, 2.4 * len(chosen)), squeeze=False)
+    for axis, vehicle in zip(axes[:, 0], sorted(chosen), strict=True):
+        rows = fleet.row_vehicle == vehicle
+        for name, values in risks.items():
+            line, = axis.step(fleet.time[rows], values[rows], where="post",
+                              label=f"risk, {name}")
+            tau_on, tau_off = thresholds[name]
+            axis.axhline(tau_on, color=line.get_color(), linestyle="--", linewidth=0.8,
+                         label=f"tau_on, {name}")
+            axis.axhline(tau_off, color=line.get_color(), linestyle=":", linewidth=0.8,
+                         label=f"tau_off, {name}")
+        if fleet.repaired[vehicle]:
+            end = fleet.end[vehicle]
+            axis.axvspan(end - horizon, end, color="grey", alpha=0.15, label="danger window")
+            axis.axvline(end, color="black", linewidth=1, label="repair")
+        axis.set_yscale("log")
+        axis.set_ylabel("risk")
+        axis.set_title(f"vehicle {fleet.vehicle[rows][0]} "
+                       f"({'repaired' if fleet.repaired[vehicle] else 'censored'})", fontsize=9)
+    axes[0, 0].legend(fontsize=7, ncol=3, loc="upper left")
+    axes[-1, 0].set_xlabel("time_step")
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def attributions_figure(path: Path, attributions: np.ndarray, lengths: np.ndarray,
+                        table: pd.DataFrame, names: list[str], vehicles: np.ndarray,
+                        predicted: np.ndarray, risk: np.ndarray, risk_title: str) -> None:
+    """One heatmap per vehicle: the attributions (vehicles, window, inputs) of its top
+    features (``table``, from :func:`componentx.sequence.explain.top_features`) over its real
+    readouts, titled with its decision and its risk."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    window = attributions.shape[1]
+    figure, axes = plt.subplots(len(vehicles), 1, figsize=(10, 2.6 * len(vehicles)),
+                                squeeze=False)
+    for i, axis in enumerate(axes[:, 0]):
+        top = table[table["vehicle_id"] == vehicles[i]]["feature"].tolist()
+        columns = [names.index(f) for f in top]
+        heat = attributions[i][window - int(lengths[i]):][:, columns].T
+        limit = np.abs(heat).max() or 1.0
+        image = axis.imshow(heat, aspect="auto", cmap="coolwarm", vmin=-limit, vmax=limit)
+        axis.set_yticks(range(len(top)), top, fontsize=7)
+        axis.set_xlabel("readout (oldest → newest)", fontsize=8)
+        axis.set_title(f"vehicle {vehicles[i]}: predicted class {predicted[i]}, "
+                       f"{risk_title} = {risk[i]:.2f}", fontsize=9)
+        figure.colorbar(image, ax=axis, fraction=0.02)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def write_evaluation_plots(folder: Path, evaluation: Evaluation,
+                           frames: dict[str, pd.DataFrame]) -> None:
+    """Per split of ``evaluation``: the DVC plot tables (:func:`write_plot_tables`) and the
+    summary figure ``summary_{split}.png``; ``frames`` are its predictions."""
+    for split, scored in evaluation.scored.items():
+        predicted = frames[split]["predicted"].to_numpy()
+        write_plot_tables(folder, split, scored.y, scored.raw_probs, scored.probs, predicted,
+                          evaluation.report[split])
+        summary_figure(folder / f"summary_{split}.png", split, scored, predicted)

@@ -1,0 +1,2 @@
+"""Sequence models in PyTorch: the model zoo, windows as batches, the training loop and its
+checkpoints, inference, pre-training, augmentation and explanations."""
