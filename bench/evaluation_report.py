@@ -21,17 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 import yaml
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from componentx.data.layout import SPLITS, DatasetSummary
 from componentx.data.specs import vehicle_codes
-from componentx.data.windowing import gather_rows
+from componentx.data.windowing import gather_rows, read_window_index, readout_arrays
 from componentx.decisions.calibration import fit_scaling, softmax
 from componentx.decisions.metrics import bootstrap_intervals, paired_interval, vehicle_costs
 from componentx.decisions.priors import class_priors, class_weights, training_priors
 from componentx.decisions.rules import decide
+from componentx.sequence.checkpoints import load_checkpoint
 
 SPLIT_PAIR = ("validation", "test")
 
@@ -64,6 +64,26 @@ def old_summary_features(values, times, vehicle_ids, windows, names, k, specs, s
     })
 
 
+def old_split_features(windows_dir: Path, ingested: Path, split: str, meta: pd.DataFrame,
+                       names: list[str], spec_names: list[str]) -> pd.DataFrame:
+    """:func:`old_summary_features` of a split's windows (its window index ``meta``), bucket
+    by bucket (``end_row`` is a row of the window's bucket), in the index's order."""
+    codes = vehicle_codes(ingested, split, spec_names, meta["vehicle_id"].to_numpy())
+    bucket = meta["bucket"].to_numpy()
+    parts, positions = [], []
+    # Buckets holding windows of the split; bucket 0 alone (no rows) when it has none, so the
+    # table still has its columns.
+    for b in np.unique(bucket).tolist() or [0]:
+        mine = np.flatnonzero(bucket == b)
+        values, times, vehicle_ids = readout_arrays(windows_dir, split, b)
+        parts.append(old_summary_features(values, times, vehicle_ids,
+                                          meta.iloc[mine].reset_index(drop=True), names, 5,
+                                          codes[mine], spec_names))
+        positions.append(mine)
+    order = np.argsort(np.concatenate(positions), kind="stable")
+    return pd.concat(parts, ignore_index=True).iloc[order].reset_index(drop=True)
+
+
 def old_calibration(logits: dict, y: dict, train_priors: np.ndarray) -> dict:
     """softmax((z + r) / T), T fitted on validation: the formula before the fix."""
     k = logits["validation"].shape[1]
@@ -80,13 +100,9 @@ def old_baseline(params: dict, cost_matrix: np.ndarray) -> dict[str, np.ndarray]
     specs = DatasetSummary.load(ingested / "schema.json").spec_columns
     data = {}
     for split in SPLITS:
-        meta = pd.read_parquet(windows_dir / f"{split}_windows.parquet")
-        codes = vehicle_codes(ingested, split, specs, meta["vehicle_id"].to_numpy())
-        data[split] = (old_summary_features(
-            np.load(windows_dir / f"{split}_values.npy", mmap_mode="r"),
-            np.load(windows_dir / f"{split}_time.npy"),
-            np.load(windows_dir / f"{split}_vehicle.npy"), meta, names, 5, codes, specs),
-            meta["class_label"].to_numpy())
+        meta = read_window_index(windows_dir, split)
+        data[split] = (old_split_features(windows_dir, ingested, split, meta, names, specs),
+                       meta["class_label"].to_numpy())
     num_classes = len(cost_matrix)
     train_x, train_y = data["train"]
     weights = class_weights("inverse", train_y, num_classes)
@@ -113,7 +129,9 @@ def main() -> None:
     y = {s: ours[s]["class_label"].to_numpy() for s in SPLIT_PAIR}
     logit_columns = [c for c in ours["validation"].columns if c.startswith("logit_")]
     logits = {s: ours[s][logit_columns].to_numpy() for s in SPLIT_PAIR}
-    train_priors = np.asarray(torch.load("models/best.pt", weights_only=False)["train_priors"])
+    checkpoint = load_checkpoint(Path("models/best.pt"), required=("config", "model",
+                                                                  "train_priors"))
+    train_priors = np.asarray(checkpoint["train_priors"])
     old_probs = old_calibration(logits, y, train_priors)
     rows = {
         "always class 0": {s: np.zeros_like(y[s]) for s in SPLIT_PAIR},

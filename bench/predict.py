@@ -24,7 +24,7 @@ import yaml
 
 from componentx.data import synthetic
 from componentx.data.layout import ID, TIME
-from componentx.data.readouts import readout_blocks
+from componentx.data.readouts import Block, readout_blocks
 from componentx.data.windowing import window_index
 from componentx.serving.bundle import read_meta
 from componentx.serving.scoring import Scorer, predict
@@ -81,8 +81,8 @@ def main() -> None:
         readouts = folder / "test_operational_readouts.csv"
         specs = folder / "test_specifications.csv"
         start = time.perf_counter()
-        table = pa.Table.from_batches(list(readout_blocks(readouts, meta["feature_columns"],
-                                                          "the model's")))
+        table = pa.Table.from_batches(list(readout_blocks(Block.whole(readouts),
+                                                          meta["feature_columns"])))
         parse = time.perf_counter() - start
         table = table.sort_by([(ID, "ascending"), (TIME, "ascending")])
         arch = meta.get("model_config", {}).get("arch", meta.get("library"))

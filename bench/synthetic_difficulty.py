@@ -22,7 +22,7 @@ import yaml
 
 from componentx.data import labels, synthetic, windowing
 from componentx.data.ingest import ingest
-from componentx.data.layout import SPLITS
+from componentx.data.layout import ID, SPLITS, TIME, bucket_file
 from componentx.data.specs import vehicle_codes
 from componentx.decisions.evaluation import evaluate_logits
 from componentx.decisions.metrics import check_cost_matrix
@@ -34,6 +34,15 @@ from componentx.params import SIGNALS
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def split_readouts(ingested: Path, split: str, buckets: int) -> pd.DataFrame:
+    """A split's ingested readouts, all its vehicle buckets (one here: ingest runs in this
+    process), sorted by vehicle and time."""
+    parts = [pd.read_parquet(bucket_file(ingested / "readouts", split, bucket))
+             for bucket in range(buckets)]
+    return pd.concat(parts, ignore_index=True).sort_values(
+        [ID, TIME], kind="stable", ignore_index=True)
+
+
 def baseline_costs(folder: Path, params: dict) -> dict[str, float]:
     """Validation and test cost of the baseline on a CSV dataset, as the pipeline computes it."""
     label_params, size = params["labels"], params["window"]["size"]
@@ -43,7 +52,7 @@ def baseline_costs(folder: Path, params: dict) -> dict[str, float]:
         num_classes = summary.num_classes
         data = {}
         for split in SPLITS:
-            readouts = pd.read_parquet(Path(ingested) / f"{split}_readouts.parquet")
+            readouts = split_readouts(Path(ingested), split, summary.buckets)
             ids, times = readouts["vehicle_id"].to_numpy(), readouts["time_step"].to_numpy()
             if split == "train":
                 frame = labels.labels_from_tte(

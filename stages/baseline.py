@@ -17,7 +17,7 @@ MODEL = Path("models/baseline")
 def main() -> None:
     params = load_params()
     fitted, evaluation = fit_and_evaluate(INGESTED, WINDOWS, params["baseline"],
-                                          params["evaluate"])
+                                          params["evaluate"], params["compute"])
     with atomic_dir(PREDICTIONS) as tmp:
         write_predictions(tmp, evaluation)
     with atomic_dir(MODEL) as tmp:
@@ -28,4 +28,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, "baseline")

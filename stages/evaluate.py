@@ -4,6 +4,7 @@ paired against the baseline on the same vehicles."""
 import json
 from pathlib import Path
 
+from componentx.data.layout import DatasetSummary
 from componentx.decisions.evaluation import log_summary, paired_with_reference
 from componentx.params import load_params
 from componentx.reports.figures import write_evaluation_plots
@@ -12,7 +13,7 @@ from componentx.runtime import atomic_dir, atomic_write_bytes, atomic_write_json
 from componentx.sequence.inference import evaluate_checkpoint
 from componentx.tracking import log_evaluation, run_name
 
-INGESTED, WINDOWS, STATS = Path("data/ingested"), Path("data/windows"), Path("data/stats.json")
+INGESTED, WINDOWS, INPUTS = Path("data/ingested"), Path("data/windows"), Path("data/inputs")
 MODEL = Path("models/best.pt")
 PREDICTIONS, PLOTS = Path("data/predictions"), Path("plots/evaluate")
 METRICS, COMPARISON = Path("metrics/evaluate.json"), Path("metrics/comparison.md")
@@ -23,7 +24,7 @@ BASELINE_METRICS, BASELINE_PREDICTIONS = Path("metrics/baseline.json"), Path(
 def main() -> None:
     params = load_params()
     settings, size = params["evaluate"], params["window"]["size"]
-    evaluation, checkpoint = evaluate_checkpoint(MODEL, INGESTED, WINDOWS, STATS, size, settings)
+    evaluation, checkpoint = evaluate_checkpoint(MODEL, INGESTED, WINDOWS, INPUTS, size, settings)
     report = evaluation.report
     with atomic_dir(PREDICTIONS) as predictions, atomic_dir(PLOTS) as plots:
         frames = write_predictions(predictions, evaluation)
@@ -40,11 +41,11 @@ def main() -> None:
         report["paired_vs_baseline"])
     atomic_write_bytes(COMPARISON, table.encode())
     print(table)
-    name = run_name([INGESTED / "schema.json", INGESTED / "train_readouts.parquet"], size,
+    name = run_name(DatasetSummary.load(INGESTED / "schema.json").digest, size,
                     checkpoint["config"]["arch"], checkpoint["fingerprint"])
     log_evaluation(params["tracking"], name, checkpoint["fingerprint"], report,
                    [METRICS, COMPARISON, *sorted(PLOTS.glob("summary_*.png"))])
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, "evaluate")

@@ -12,7 +12,8 @@ from componentx.reports.figures import attributions_figure
 from componentx.runtime import atomic_dir, log, run_stage
 from componentx.sequence.explain import explain_riskiest
 
-INGESTED, WINDOWS, STATS = Path("data/ingested"), Path("data/windows"), Path("data/stats.json")
+INGESTED, WINDOWS, INPUTS = Path("data/ingested"), Path("data/windows"), Path("data/inputs")
+STATS = Path("data/stats.json")
 MODEL, PREDICTIONS = Path("models/best.pt"), Path("data/predictions/test.parquet")
 OUT = Path("plots/explain")
 
@@ -20,10 +21,10 @@ OUT = Path("plots/explain")
 def main() -> None:
     params = load_params()
     risk_class = params["fleet"]["risk_class"]
-    found = explain_riskiest(MODEL, INGESTED, WINDOWS, STATS, PREDICTIONS,
+    found = explain_riskiest(MODEL, INGESTED, WINDOWS, INPUTS, STATS, PREDICTIONS,
                              params["window"]["size"], params["explain"], risk_class)
-    tte = DatasetSummary.load(INGESTED / "schema.json").train_target == "tte"
-    title = risk_title(params["labels"]["windows"] if tte else None, risk_class)
+    summary = DatasetSummary.load(INGESTED / "schema.json")
+    title = risk_title(summary.class_windows(params["labels"]["windows"]), risk_class)
     with atomic_dir(OUT) as tmp:
         found.top.to_csv(tmp / "top_features.csv", index=False)
         if found.attention is not None:
@@ -37,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, "explain")

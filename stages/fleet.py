@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from componentx.data.layout import DatasetSummary
 from componentx.params import load_params
 from componentx.reports.figures import trajectories_figure
 from componentx.reports.tables import lead_time_table
@@ -20,9 +19,7 @@ METRICS = Path("metrics/fleet.json")
 
 def main() -> None:
     params = load_params()
-    tte = DatasetSummary.load(INGESTED / "schema.json").train_target == "tte"
-    view = fleet_view(BUNDLES, INGESTED, WINDOWS, LABELS, params["fleet"],
-                      params["labels"]["windows"] if tte else None)
+    view = fleet_view(BUNDLES, INGESTED, WINDOWS, LABELS, params["fleet"])
     with atomic_dir(OUT) as out, atomic_dir(PLOTS) as plots:
         if view is None:
             reason = ("no fleet holdout: it needs train time-to-event (train_tte.csv) and "
@@ -52,4 +49,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, "fleet")

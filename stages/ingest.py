@@ -16,11 +16,13 @@ OUT = Path("data/ingested")
 def main() -> None:
     params = load_params()
     with atomic_dir(OUT) as tmp:
-        summary = ingest_source(params["data"], params["synthetic"], params["labels"], tmp)
-    log.info("ingested %s: %s rows, %s vehicles, %d features, %d specifications, %d classes",
-             params["data"]["source"], summary.rows, summary.vehicles,
-             len(summary.feature_columns), len(summary.spec_columns), summary.num_classes)
+        summary = ingest_source(params["data"], params["synthetic"], params["labels"],
+                                params["compute"], tmp)
+    log.info("ingested %s: %s rows, %s vehicles, %d features, %d specifications, %d classes, "
+             "%d buckets", params["data"]["source"], summary.rows, summary.vehicles,
+             len(summary.feature_columns), len(summary.spec_columns), summary.num_classes,
+             summary.buckets)
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, "ingest")

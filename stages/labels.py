@@ -13,9 +13,10 @@ INGESTED, OUT, METRICS = Path("data/ingested"), Path("data/labels"), Path("metri
 def main() -> None:
     params = load_params()
     with atomic_dir(OUT) as tmp:
-        distribution = label_splits(INGESTED, tmp, params["labels"], params["fleet"])
+        distribution = label_splits(INGESTED, tmp, params["labels"], params["fleet"],
+                                    params["compute"])
     atomic_write_json(METRICS, distribution)
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, "labels")

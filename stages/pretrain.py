@@ -11,14 +11,14 @@ from componentx.runtime import run_stage
 from componentx.sequence.checkpoints import save_checkpoint
 from componentx.sequence.pretraining import pretrain_stage
 
-INGESTED, WINDOWS, STATS = Path("data/ingested"), Path("data/windows"), Path("data/stats.json")
+INGESTED, WINDOWS, INPUTS = Path("data/ingested"), Path("data/windows"), Path("data/inputs")
 OUT = Path("models/pretrained.pt")
 
 
 def main() -> None:
     params = load_params()
-    save_checkpoint(OUT, pretrain_stage(params, INGESTED, WINDOWS, STATS))
+    save_checkpoint(OUT, pretrain_stage(params, INGESTED, WINDOWS, INPUTS))
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, "pretrain")

@@ -1,4 +1,5 @@
-"""stats: per-feature statistics of the transformed train readouts, in one streaming pass."""
+"""stats: per-feature statistics of the transformed train readouts, bucket by bucket, merged
+exactly whatever the bucketing."""
 
 from pathlib import Path
 
@@ -10,12 +11,13 @@ WINDOWS, OUT = Path("data/windows"), Path("data/stats.json")
 
 
 def main() -> None:
-    settings = load_params()["features"]
-    stats = train_stats(WINDOWS, settings)
+    params = load_params()
+    settings = params["features"]
+    stats = train_stats(WINDOWS, settings, params["compute"])
     atomic_write_bytes(OUT, stats.to_json().encode())
     log.info("stats of %d features (%s) from %d train readouts", len(stats.names),
              settings["transform"], max(stats.count))
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, "stats")

@@ -19,7 +19,8 @@ from componentx.sequence.launch import (
     train_sequence_model,
 )
 
-INGESTED, WINDOWS, STATS = Path("data/ingested"), Path("data/windows"), Path("data/stats.json")
+INGESTED, WINDOWS, INPUTS = Path("data/ingested"), Path("data/windows"), Path("data/inputs")
+STATS = Path("data/stats.json")
 MODELS, LIVE_DIR = Path("models"), Path("dvclive/train")
 
 
@@ -31,7 +32,7 @@ def main() -> None:
     if "LOCAL_RANK" in os.environ:
         process_group(params["train"]["device"])
     try:
-        state = train_sequence_model(params, INGESTED, WINDOWS, STATS, MODELS, LIVE_DIR)
+        state = train_sequence_model(params, INGESTED, WINDOWS, INPUTS, STATS, MODELS, LIVE_DIR)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -40,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, "train")

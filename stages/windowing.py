@@ -13,8 +13,8 @@ INGESTED, LABELS, OUT = Path("data/ingested"), Path("data/labels"), Path("data/w
 def main() -> None:
     params = load_params()
     with atomic_dir(OUT) as tmp:
-        window_splits(INGESTED, LABELS, tmp, params["window"]["size"])
+        window_splits(INGESTED, LABELS, tmp, params["window"]["size"], params["compute"])
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, "windowing")

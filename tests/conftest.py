@@ -3,6 +3,7 @@ small window sets, and a real DVC project in a temporary git repository for end-
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shutil
@@ -73,7 +74,26 @@ def window_set(seed: int, vehicles: int = 120, size: int = 8):
                             "class_label": labels, "end_row": ends,
                             "length": np.minimum(per_vehicle, size)})
     specs = rng.integers(0, 3, (vehicles, 1))
-    return WindowSet(features, np.zeros(rows), windows, specs, size)
+    return WindowSet([features], [np.zeros(rows)], windows, specs, size)
+
+
+def rewrite_csv(path: Path, edit) -> None:
+    """Apply ``edit(header, body)`` to a CSV file's rows as strings (the header apart) and
+    write the rows it returns back."""
+    with path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    header, body = rows[0], rows[1:]
+    body = edit(header, body)
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows([header, *body])
+
+
+def set_csv_cell(path: Path, line: int, column: str, value: str) -> None:
+    """Set the cell of ``column`` on a file ``line`` (the header being line 1)."""
+    def edit(header, body):
+        body[line - 2][header.index(column)] = value
+        return body
+    rewrite_csv(path, edit)
 
 
 # End-to-end: the real dvc CLI in a temporary git repository.

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,6 +106,23 @@ def test_a_fitted_model_is_saved_as_data_and_loads_to_the_same_predictions(tmp_p
     assert np.array_equal(loaded.logits(features, 5), fitted.logits(features, 5))
 
 
+def test_fitting_and_evaluating_the_trees_imports_no_torch():
+    code = ("import sys, numpy as np\n"
+            "from test_baseline import fitted_on_a_toy_task\n"
+            "from componentx.decisions.evaluation import evaluate_logits\n"
+            "fitted, features, labels, priors, cost = fitted_on_a_toy_task('lightgbm')\n"
+            "logits = {s: fitted.logits(features, 5) for s in ('validation', 'test')}\n"
+            "settings = {'calibration': 'temperature', 'priors': 'validation', 'folds': 5,\n"
+            "            'decision': 'expected_cost', 'bootstrap': 20, 'seed': 0}\n"
+            "evaluate_logits(logits, {s: labels for s in logits}, {s: labels for s in logits},\n"
+            "                priors, cost, settings)\n"
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
 def test_a_scikit_learn_file_with_other_types_is_refused(tmp_path):
     import fractions
 
@@ -140,11 +161,16 @@ def test_cumulative_readouts_are_told_from_levels():
     ids = np.array([1, 1, 1, 2, 2, 2])
     counters = np.array([[0.0], [1], [3], [5], [5], [9]])
     levels = np.array([[0.0], [2], [1], [5], [3], [4]])
-    assert baseline_features.is_cumulative(counters, ids)
-    assert not baseline_features.is_cumulative(levels, ids)
+    assert baseline_features.step_counts(counters, ids) == (4, 4)
+    assert baseline_features.step_counts(levels, ids) == (4, 2)
+    assert baseline_features.is_cumulative(4, 4) and not baseline_features.is_cumulative(4, 2)
     # The drop from one vehicle to the next is not a step.
-    assert baseline_features.is_cumulative(np.array([[9.0], [10], [0], [1]]),
-                                           np.array([1, 1, 2, 2]))
+    assert baseline_features.step_counts(np.array([[9.0], [10], [0], [1]]),
+                                         np.array([1, 1, 2, 2])) == (2, 2)
+    # Bucket by bucket: the counts add up to those of the whole.
+    halves = [baseline_features.step_counts(levels[part], ids[part])
+              for part in (slice(0, 3), slice(3, 6))]
+    assert tuple(np.sum(halves, axis=0)) == (4, 2)
 
 
 def test_tree_sizes_follow_the_training_windows():

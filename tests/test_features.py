@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from componentx.compute import bucket_of
 from componentx.data import features, specs
 from componentx.params import TRANSFORMS
 
@@ -39,9 +40,9 @@ def whole_table_reference(values, times, ids, transform):
 
 @pytest.mark.parametrize("transform", TRANSFORMS)
 @pytest.mark.parametrize("block_rows", [7, 64, 10_000])
-def test_streaming_stats_match_numpy(transform, block_rows):
+def test_stats_and_normalisation_match_numpy(transform, block_rows):
     values, times, ids = table(np.random.default_rng(0))
-    stats = features.compute_stats(values, times, ids, NAMES, COUNTERS, transform, block_rows)
+    stats = features.compute_stats(values, times, ids, NAMES, COUNTERS, transform)
     reference = whole_table_reference(values, times, ids, transform)
     assert stats.names == features.transformed_names(NAMES, transform)
     assert np.allclose(stats.mean, np.nanmean(reference, axis=0))
@@ -51,6 +52,17 @@ def test_streaming_stats_match_numpy(transform, block_rows):
     expected = np.nan_to_num((reference - np.nanmean(reference, 0)) / np.nanstd(reference, 0))
     assert normalised.dtype == np.float32
     assert np.allclose(normalised, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("buckets", [2, 3, 7])
+def test_stats_are_the_same_whatever_the_bucketing(buckets):
+    values, times, ids = table(np.random.default_rng(1), rows=600)
+    whole = features.compute_stats(values, times, ids, NAMES, COUNTERS, "both")
+    which = bucket_of(ids, buckets)
+    parts = [features.stat_partials(values[which == b], times[which == b], ids[which == b],
+                                    np.isin(NAMES, COUNTERS), "both") for b in range(buckets)]
+    merged = features.stats_from_partials(parts, NAMES, COUNTERS, "both")
+    assert (merged.mean, merged.std, merged.count) == (whole.mean, whole.std, whole.count)
 
 
 def test_first_readout_of_a_vehicle_has_no_increment():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import re
@@ -12,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import REAL_SAMPLE
+from conftest import REAL_SAMPLE, rewrite_csv, set_csv_cell
 
 from componentx.data import layout, synthetic
 from componentx.data.ingest import ingest
@@ -34,30 +33,13 @@ def real_sample_dataset(folder: Path, tiny: Path) -> Path:
     return folder
 
 
-def rewrite(path: Path, edit) -> None:
-    """Apply ``edit`` to the file's rows as strings (header excluded) and write it back."""
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
-    header, body = rows[0], rows[1:]
-    body = edit(header, body)
-    with path.open("w", newline="") as handle:
-        csv.writer(handle).writerows([header, *body])
-
-
-def set_cell(path: Path, line: int, column: str, value: str) -> None:
-    def edit(header, body):
-        body[line - 2][header.index(column)] = value
-        return body
-    rewrite(path, edit)
-
-
 def test_real_sample_passes_the_reader(tmp_path, tiny_csv_dataset):
     folder = real_sample_dataset(tmp_path / "real", tiny_csv_dataset)
     summary = ingest(folder, tmp_path / "out", num_classes=5)
     assert summary.rows["train"] == 276
     assert summary.vehicles["train"] == 3
     assert len(summary.feature_columns) == 105
-    table = pq.read_table(tmp_path / "out" / "train_readouts.parquet")
+    table = pq.read_table(tmp_path / "out" / "readouts" / "train")  # every bucket
     assert table.column_names == read_header(REAL_SAMPLE)
     original = pd.read_csv(REAL_SAMPLE)
     pd.testing.assert_frame_equal(table.to_pandas(), original, check_dtype=True)
@@ -77,7 +59,7 @@ def test_ingest_writes_typed_parquet(dataset, tmp_path):
     assert summary.train_target == "tte"
     assert summary.spec_columns == [f"Spec_{i}" for i in range(8)]
     assert summary.feature_columns == synthetic.feature_columns()
-    readouts = pd.read_parquet(tmp_path / "out" / "validation_readouts.parquet")
+    readouts = pd.read_parquet(tmp_path / "out" / "readouts" / "validation")
     assert readouts["vehicle_id"].dtype == "int64"
     assert (readouts.dtypes.iloc[1:] == "float64").all()
     keys = readouts[["vehicle_id", "time_step"]].to_numpy()
@@ -124,7 +106,8 @@ def add_column(name):
 
 def duplicate_row(line):
     def edit_file(path):
-        rewrite(path, lambda header, body: [*body[: line - 1], body[line - 2], *body[line - 1:]])
+        rewrite_csv(path, lambda header, body: [*body[: line - 1], body[line - 2],
+                                                *body[line - 1:]])
     return edit_file
 
 
@@ -136,7 +119,7 @@ def truncate(keep_header):
 
 
 def cell(line, column, value):
-    return lambda path: set_cell(path, line, column, value)
+    return lambda path: set_csv_cell(path, line, column, value)
 
 
 def delete(path):
@@ -144,11 +127,11 @@ def delete(path):
 
 
 def shorten_study(path):
-    set_cell(path, 2, "length_of_study_time_step", "0.2")
+    set_csv_cell(path, 2, "length_of_study_time_step", "0.2")
 
 
 def drop_readouts_of_first_vehicle(path):
-    rewrite(path, lambda header, body: [row for row in body if row[0] != body[0][0]])
+    rewrite_csv(path, lambda header, body: [row for row in body if row[0] != body[0][0]])
 
 
 BAD_INPUTS = {
@@ -182,7 +165,7 @@ BAD_INPUTS = {
                                        "length_of_study_time_step", 2, "before vehicle"),
     "labelled vehicle without readouts": (TRAIN, drop_readouts_of_first_vehicle, "train_tte",
                                           "vehicle_id", 2, "has no readouts"),
-    "unknown vehicle in readouts": ("validation_labels.csv", lambda p: rewrite(
+    "unknown vehicle in readouts": ("validation_labels.csv", lambda p: rewrite_csv(
         p, lambda h, b: b[1:]), "validation_labels", "vehicle_id", None, "not listed"),
     "duplicate vehicle in labels": ("validation_labels.csv", duplicate_row(3),
                                     "validation_labels", "vehicle_id", 4, "more than once"),
@@ -224,7 +207,7 @@ def test_decreasing_cumulative_values_warn_with_count(dataset, tmp_path, caplog)
         return int(re.search(r"(\d+) decreasing steps", found[0]).group(1)) if found else 0
 
     before = train_warning()  # the synthetic fleet has rare counter resets of its own
-    rewrite(dataset / TRAIN, edit)
+    rewrite_csv(dataset / TRAIN, edit)
     with caplog.at_level(logging.WARNING):
         assert train_warning() == before + 1
     assert "decreasing" in caplog.text
@@ -247,7 +230,7 @@ def test_a_file_that_is_not_utf8_text_is_named(dataset, tmp_path, content):
 def test_auto_classes_with_time_to_event_refuse_a_label_beyond_the_windows(dataset, tmp_path):
     """labels.num_classes auto with train_tte.csv: the class count comes from labels.windows
     before any label file is read, so validation labels are checked against it."""
-    set_cell(dataset / "validation_labels.csv", 3, "class_label", "7")
+    set_csv_cell(dataset / "validation_labels.csv", 3, "class_label", "7")
     with pytest.raises(DatasetError) as error:
         ingest(dataset, tmp_path / "out", "auto", [6, 12, 24, 48])
     message = str(error.value)

@@ -27,9 +27,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def repo(tmp_path_factory) -> Path:
     path = make_repo(tmp_path_factory.mktemp("e2e") / "project", TINY)
     first = dvc(path, "repro")
-    assert stages_run(first.stdout) == {"ingest", "labels", "windowing", "stats", "pretrain",
-                                        "train", "baseline", "evaluate", "explain", "gate",
-                                        "fleet", "export", "plots_page"}
+    assert stages_run(first.stdout) == {"ingest", "labels", "windowing", "stats", "inputs",
+                                        "pretrain", "train", "baseline", "evaluate", "explain",
+                                        "gate", "fleet", "export", "plots_page"}
     commit(path, "first run")
     return path
 
@@ -58,9 +58,7 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
         spent = cost[frame["class_label"], frame["predicted"]].sum()
         assert gate["checks"]["cost_total"][model] == pytest.approx(spent)
     shipped = json.loads((repo / "models/bundle/bundle.json").read_text())["kind"]
-    assert shipped == ("sequence" if gate["checks"]["cost_total"]["ci"][1] < 0
-                       and gate["checks"]["brier"]["passed"] and gate["checks"]["ece"]["passed"]
-                       else "baseline")
+    assert shipped == {"run": "sequence", "reference": "baseline"}[gate["ship"]]
     predictions = pd.read_parquet(repo / "data/predictions/test.parquet")
     assert len(predictions) == 80
     again = dvc(repo, "repro")
@@ -72,7 +70,7 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
 @pytest.mark.parametrize(("overrides", "expected"), [
     ({"train": {"lr": 0.004}}, {"train", "evaluate", "explain", "gate", "fleet", "export"}),
     ({"features": {"transform": "increments"}},
-     {"stats", "pretrain", "train", "evaluate", "explain", "gate", "fleet", "export"}),
+     {"stats", "inputs", "pretrain", "train", "evaluate", "explain", "gate", "fleet", "export"}),
     ({"baseline": {"k": 3}}, {"baseline", "evaluate", "gate", "fleet", "export"}),
     ({"gate": {"ece_tolerance": 0.5}}, {"gate", "export", "fleet"}),  # fleet scores bundles
     ({"fleet": {"target_fa": 2}}, {"export", "fleet"}),  # export records every param
@@ -88,16 +86,18 @@ def test_a_param_reruns_only_the_stages_that_read_it(repo, overrides, expected):
 
 
 def test_the_fleet_holdout_is_seen_by_no_model_and_scored_by_both(repo):
-    fleet = pd.read_parquet(repo / "data/labels/fleet.parquet")
+    fleet = pd.read_parquet(repo / "data/labels/fleet")  # every bucket's file
     held = set(fleet["vehicle_id"])
     assert 0 < len(held) and fleet.groupby("vehicle_id")["repaired"].first().any()
-    train_labels = pd.read_parquet(repo / "data/labels/train.parquet")
+    train_labels = pd.read_parquet(repo / "data/labels/train")
     assert held.isdisjoint(train_labels["vehicle_id"])  # no training labels
-    train_rows = np.load(repo / "data/windows/train_vehicle.npy")
+    train_rows = np.concatenate([np.load(f) for f in (repo / "data/windows/train").glob(
+        "*.vehicle.npy")])
     assert held.isdisjoint(train_rows)  # no readouts in the train arrays ...
     stats = json.loads((repo / "data/stats.json").read_text())
     assert stats["count"][stats["names"].index("171_0")] == len(train_rows)  # ... nor in stats
-    assert set(np.load(repo / "data/windows/fleet_vehicle.npy")) == held
+    assert set(np.concatenate([np.load(f) for f in (repo / "data/windows/fleet").glob(
+        "*.vehicle.npy")])) == held
     report = json.loads((repo / "metrics/fleet.json").read_text())
     assert report["available"] and report["vehicles"] == len(held)
     repaired = int(fleet.groupby("vehicle_id")["repaired"].first().sum())
@@ -425,7 +425,8 @@ def test_predict_reproduces_evaluate_and_the_artifact_is_registered(repo, tmp_pa
             assert (ours["decision"].to_numpy() == theirs["predicted"].to_numpy()).all()
     shipped = json.loads((repo / "models/bundle/bundle.json").read_text())
     gate = json.loads((repo / "metrics/gate.json").read_text())
-    assert shipped["shipped"] and (shipped["kind"] == "sequence") == gate["passed"]
+    assert shipped["shipped"]
+    assert shipped["kind"] == {"run": "sequence", "reference": "baseline"}[gate["ship"]]
     assert "Model card" in (repo / "models/bundle/model_card.md").read_text()
     sh(repo, sys.executable, "-m", "componentx", "promote", "--version", "v0.1.0",
        "--stage", "prod")

@@ -42,3 +42,39 @@ def test_a_tracking_option_without_its_package_is_one_clear_error(tmp_path):
     assert result.stderr.strip() == ("error: tracking.mlflow is true but mlflow is not "
                                      "installed: pip install -e .[mlflow] (or set "
                                      "tracking.mlflow: false)")
+
+
+def test_leftovers_of_a_killed_writer_are_removed(tmp_path):
+    (tmp_path / ".out.abc123").mkdir()
+    (tmp_path / ".out.abc123" / "half.txt").write_text("half")
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "a.txt").write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_stage_refuses_to_start_while_another_process_writes_its_outputs(tmp_path):
+    """A process holding the stage's lock (as the workers of a killed run would): the stage
+    stops with one line, and starts once the holder is gone."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    (tmp_path / ".dvc").mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from componentx.runtime import lock_stage; "
+         "lock_stage('stats', shared=True); print('held', flush=True); time.sleep(60)"],
+        cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        stage = [sys.executable, str(ROOT / "stages" / "stats.py")]
+        refused = subprocess.run(stage, cwd=tmp_path, capture_output=True, text=True)
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+        assert "stage stats: another process" in refused.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.2)
+    after = subprocess.run(stage, cwd=tmp_path, capture_output=True, text=True)
+    assert "another process" not in after.stderr  # it fails later: there is no params.yaml

@@ -5,6 +5,7 @@ categories, buckets, risk_class from params, no torch with ONNX, and no code run
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -12,13 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import PARAMS, model_config
+from conftest import PARAMS, model_config, set_csv_cell
 
 from componentx.data.features import HISTORY_CHANNELS, compute_stats
 from componentx.data.ingest import ingest
 from componentx.decisions.calibration import Calibrator
 from componentx.decisions.metrics import OFFICIAL_COST
-from componentx.errors import BundleError, DatasetError
+from componentx.errors import BundleError, DatasetError, UserError
+from componentx.sequence.checkpoints import save_checkpoint
 from componentx.sequence.models import build_model
 from componentx.serving.bundle import read_meta, write_sequence_bundle
 from componentx.serving.export import common_meta
@@ -81,7 +83,9 @@ def make_bundle(folder, arch="lstm", risk_class=1, **model):
                             np.log([0.97, 0.005, 0.005, 0.005, 0.015]) - np.log(0.2))
     params = {**PARAMS, "window": {"size": 8}, "fleet": {**PARAMS["fleet"],
                                                          "risk_class": risk_class}}
-    write_sequence_bundle(folder, {"config": config.to_dict(), "model": network.state_dict()}, {
+    checkpoint = folder.parent / f"{folder.name}.pt"
+    save_checkpoint(checkpoint, {"config": config.to_dict(), "model": network.state_dict()})
+    write_sequence_bundle(folder, checkpoint, {
         **common_meta(params, ingested(folder.parent / f"{folder.name}-data")),
         "features": stats.__dict__, "calibration": calibrator.to_dict(), "shipped": True,
         "metrics": {"validation": REPORT, "test": REPORT, "gate": {"split": "validation"}}})
@@ -174,7 +178,8 @@ def test_a_bundle_that_would_run_code_is_refused_and_the_code_never_runs(bundle,
                str(tmp_path / "out.csv"), "--engine", "torch"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 1 and not marker.exists()
-    assert "model.pt is not plain weights and was refused" in result.stderr
+    assert "refused" in result.stderr
+    assert "model.pt cannot be read: it holds objects beyond plain data" in result.stderr
     assert result.stderr.strip().count("\n") == 0
     (evil / "model.pt").unlink()
     shutil.copy(bundle / "model.pt", evil / "model.pt")
@@ -205,43 +210,47 @@ def test_buckets_give_the_same_decisions(bundle, files, tmp_path):
     pd.testing.assert_frame_equal(whole, split)
 
 
-def edit_csv(path, change):
-    lines = path.read_text().splitlines()
-    change(lines)
-    path.write_text("\n".join(lines) + "\n")
+def on_lines(change):
+    """An edit of a file through ``change`` of its list of lines."""
+    def edit(path):
+        lines = path.read_text().splitlines()
+        change(lines)
+        path.write_text("\n".join(lines) + "\n")
+    return edit
 
 
-def set_cell(row, column, value):
-    def change(lines):
-        header = lines[0].split(",")
-        cells = lines[row].split(",")
-        cells[header.index(column)] = value
-        lines[row] = ",".join(cells)
-    return change
+def cell(line, column, value):
+    """An edit setting the cell of ``column`` on a file ``line`` (the header is line 1)."""
+    return lambda path: set_csv_cell(path, line, column, value)
+
+
+def header(old, new):
+    return on_lines(lambda lines: lines.__setitem__(0, lines[0].replace(old, new)))
 
 
 @pytest.mark.parametrize(("which", "change", "says"), [
-    (0, set_cell(4, "h_0", "oops"), "readouts.csv, column 'h_0', line 5: value 'oops' is not"),
-    (0, set_cell(6, "c_0", "inf"), "readouts.csv, column 'c_0', line 7: infinite value inf is not "
+    (0, cell(5, "h_0", "oops"), "readouts.csv, column 'h_0', line 5: value 'oops' is not"),
+    (0, cell(7, "c_0", "inf"), "readouts.csv, column 'c_0', line 7: infinite value inf is not "
      "allowed"),
-    (0, set_cell(3, "vehicle_id", ""), "readouts.csv, column 'vehicle_id', line 4: missing"),
-    (0, set_cell(3, "time_step", ""), "readouts.csv, column 'time_step', line 4: missing"),
-    (0, set_cell(3, "time_step", "-1"), "line 4: negative time_step"),
-    (0, lambda lines: lines.append(lines[2]), "duplicate readout"),
-    (0, lambda lines: lines.__setitem__(0, lines[0].replace("h_0,h_1", "h_1,h_0")),
+    (0, cell(4, "vehicle_id", ""), "readouts.csv, column 'vehicle_id', line 4: missing"),
+    (0, cell(4, "time_step", ""), "readouts.csv, column 'time_step', line 4: missing"),
+    (0, cell(4, "time_step", "-1"), "line 4: negative time_step"),
+    (0, on_lines(lambda lines: lines.append(lines[2])), "duplicate readout"),
+    (0, header("h_0,h_1", "h_1,h_0"),
      "readouts.csv, column 'h_1', line 1: columns are in another order"),
-    (0, lambda lines: lines.__setitem__(0, lines[0] + ",extra"),
+    (0, header("h_1", "h_1,extra"),
      "column 'extra', line 1: columns differ from the model's: unexpected ['extra']"),
-    (0, lambda lines: lines.__setitem__(0, lines[0].replace(",h_1", ",h_9")),
+    (0, header(",h_1", ",h_9"),
      "column 'h_1', line 1: columns differ from the model's: missing ['h_1']"),
-    (1, lambda lines: lines.pop(), "vehicle 11 has readouts in"),
-    (1, lambda lines: lines.append("99,Cat0"), "vehicle 99 has specifications but no readouts"),
-    (1, lambda lines: lines.append("3,Cat1"), "specs.csv, column 'vehicle_id', line 14: vehicle 3 "
-                                              "appears more than once"),
+    (1, on_lines(lambda lines: lines.pop()), "vehicle 11 has readouts in"),
+    (1, on_lines(lambda lines: lines.append("99,Cat0")),
+     "vehicle 99 has specifications but no readouts"),
+    (1, on_lines(lambda lines: lines.append("3,Cat1")),
+     "specs.csv, column 'vehicle_id', line 14: vehicle 3 appears more than once"),
 ])
 def test_bad_input_is_one_line_naming_file_column_and_line(bundle, files, tmp_path, which,
                                                            change, says):
-    edit_csv(files[which], change)
+    change(files[which])
     out = tmp_path / "decisions.csv"
     with pytest.raises(DatasetError) as error:
         predict(bundle, files[0], files[1], out)
@@ -278,3 +287,27 @@ def test_a_bundle_says_what_it_is(bundle):
     card = (bundle / "model_card.md").read_text()
     assert "Intended use" in card and "validation 10 (95% CI 5–15" in card
     assert json.loads((bundle / "bundle.json").read_text())["window_size"] == 8
+
+
+@pytest.mark.parametrize(("damage", "engine", "says"), [
+    (lambda b: (b / "model.pt").write_bytes(b"PK\x03\x04 cut"), "torch", "model.pt cannot be read"),
+    (lambda b: (b / "model.onnx").unlink(), "onnx", "lacks ['model.onnx']"),
+    (lambda b: (b / "model.onnx").write_bytes(b"\x08garbage"), "onnx", "cannot be loaded"),
+    (lambda b: (b / "bundle.json").write_text("{not json"), "onnx", "not readable JSON"),
+])
+def test_a_damaged_bundle_is_one_line(bundle, files, tmp_path, damage, engine, says):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(bundle, damaged)
+    damage(damaged)
+    with pytest.raises(BundleError, match=re.escape(says)) as error:
+        predict(damaged, files[0], files[1], tmp_path / "out.csv", engine)
+    assert "\n" not in str(error.value)
+
+
+def test_a_missing_readouts_file_or_at_is_one_line(bundle, files, tmp_path):
+    with pytest.raises(DatasetError, match="file not found"):
+        predict(bundle, tmp_path / "nowhere.csv", files[1], tmp_path / "out.csv")
+    with pytest.raises(UserError, match="neither a file nor a column"):
+        predict(bundle, files[0], files[1], tmp_path / "out.csv", at="tims.csv")

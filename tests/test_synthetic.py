@@ -115,13 +115,20 @@ def test_validation_and_test_have_the_real_class_counts(fleet, split):
     assert 20 <= per_vehicle.mean() <= 30  # a uniform cut keeps about half of ~50 readouts
 
 
+def evaluation_vehicles(seed, index, split, n, spec_probs, windows):
+    """The validation or test vehicles the generator chooses, in their order."""
+    chosen = synthetic.evaluation_choice(seed, index, split, n, spec_probs, windows)
+    return synthetic.concat([part[0] for part in synthetic.chosen_vehicles(
+        seed, index, chosen, spec_probs, windows, synthetic.SIGNAL_STRENGTH)])
+
+
 def evaluation_truth(seed, n_train, sizes, windows=synthetic.CLASS_WINDOWS):
     """The hidden truth (study length, repair) of the validation and test vehicles."""
     spec_probs = synthetic.spec_probabilities(np.random.default_rng([seed, 0]))
     truth, first = {}, n_train
     for index, (split, n) in enumerate(sizes.items(), start=2):
-        vehicles, _, _ = synthetic.evaluation_split(seed, index, split, n, spec_probs, windows)
-        truth[split] = pd.DataFrame({"vehicle_id": vehicles.ids + first,
+        vehicles = evaluation_vehicles(seed, index, split, n, spec_probs, windows)
+        truth[split] = pd.DataFrame({"vehicle_id": np.arange(n) + first,
                                      "study": np.round(vehicles.study_ticks * synthetic.TICK, 1),
                                      "event": vehicles.event})
         first += n
@@ -178,8 +185,7 @@ def test_the_risk_relation_is_the_same_in_train_validation_and_test():
     train = synthetic.sample_vehicles(np.random.default_rng([seed, 1]), np.arange(20_000),
                                       spec_probs)
     held_out = synthetic.concat([
-        synthetic.evaluation_split(seed, index, split, 5046, spec_probs,
-                                   synthetic.CLASS_WINDOWS)[0]
+        evaluation_vehicles(seed, index, split, 5046, spec_probs, synthetic.CLASS_WINDOWS)
         for index, split in ((2, "validation"), (3, "test"))])
     train_beta, train_se = logistic_fit(risk_factors(train), train.event)
     held_beta, held_se = logistic_fit(risk_factors(held_out), held_out.event)

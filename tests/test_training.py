@@ -115,7 +115,7 @@ def test_corrupt_or_code_carrying_checkpoint_gives_a_way_forward(tmp_path):
 
 def test_divergence_stops_with_epoch_and_step(tmp_path):
     bad = window_set(0)
-    bad.features[:-1, 0] = float("nan")
+    bad.inputs[0][:-1, 0] = float("nan")
     config = train_config(epochs=1, batch_size=16, device="cpu", num_threads=1, min_steps=0)
     with pytest.raises(training.TrainingDiverged, match="epoch 1, step 1"):
         training.train(model_config(**SMALL), config, bad, window_set(1), COST, tmp_path / "m",

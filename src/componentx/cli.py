@@ -53,7 +53,10 @@ def _comparison(experiments: list, paired: bool = True) -> tuple[str, object]:
     from componentx.params import load_params
 
     evaluate = load_params()["evaluate"]
-    classes = DatasetSummary.load(Path("data/ingested/schema.json")).num_classes
+    schema = Path("data/ingested/schema.json")
+    if not schema.is_file():
+        raise UserError(f"no {schema} yet: run the pipeline first (dvc repro)")
+    classes = DatasetSummary.load(schema).num_classes
     return comparison_table(experiments, check_cost_matrix(evaluate["cost_matrix"], classes),
                             evaluate["bootstrap"], evaluate["seed"], paired=paired)
 

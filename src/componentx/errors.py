@@ -30,7 +30,10 @@ class DatasetError(UserError):
         if line is not None:
             where += f", line {line}"
         super().__init__(f"{where}: {message}")
-        self.file, self.column, self.line = str(file), column, line
+        self.file, self.message, self.column, self.line = str(file), message, column, line
+
+    def __reduce__(self) -> tuple:  # raised on a Dask worker, re-raised in the stage
+        return type(self), (self.file, self.message, self.column, self.line)
 
 
 class CheckpointError(UserError):

@@ -95,6 +95,9 @@ COST_MATRIX = either(choice("zero_one"), Rule(
 
 SCHEMA: dict[str, dict[str, Rule]] = {
     "data": {"source": choice(*SOURCES), "csv_dir": TEXT},
+    "compute": {"buckets": either(choice("auto"), integer(1, 4096)),
+                "workers": either(choice("auto"), integer(1)),
+                "memory_per_worker": either(choice("auto"), POSITIVE)},
     "synthetic": {"seed": integer(0), "n_train": integer(1), "n_validation": integer(1),
                   "n_test": integer(1), "signal": choice(*SIGNALS),
                   "strength": NON_NEGATIVE},

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -16,6 +20,17 @@ from typing import Any
 from componentx.errors import UserError
 
 log = logging.getLogger("componentx")
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Temporary files or folders of ``target`` that a killed writer left behind (a stage is
+    the only writer of its outputs: it holds their lock)."""
+    for leftover in target.parent.glob(f".{target.name}.*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -23,6 +38,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``target`` that replaces it only on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
@@ -38,6 +54,7 @@ def atomic_write_bytes(target: str | Path, data: bytes) -> None:
     """Write ``target`` through a temporary file in its folder, fsync'ed, then renamed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -59,8 +76,59 @@ def setup_logging() -> None:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's (or a command's) main with logging.
+def exit_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent dies (Linux; elsewhere nothing), so
+    that the workers a stage starts never outlive it, even after a SIGKILL."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request
+        os._exit(1)
+
+
+_lock: int | None = None  # this process's lock on its stage's outputs
+
+
+def lock_path(stage: str) -> Path:
+    """Where the lock of a stage's outputs lives: DVC's temporary folder of the project (or
+    the system's, outside a DVC project)."""
+    folder = Path(".dvc/tmp") if Path(".dvc").is_dir() else Path(tempfile.gettempdir()) / (
+        "componentx-" + hashlib.sha256(str(Path.cwd()).encode()).hexdigest()[:12])
+    (folder / "componentx-locks").mkdir(parents=True, exist_ok=True)
+    return folder / "componentx-locks" / f"{stage}.lock"
+
+
+def lock_stage(stage: str, shared: bool = False) -> None:
+    """Hold the lock of ``stage``'s outputs until this process ends: exclusive for the stage
+    itself, shared for the workers it starts (:func:`share_stage_lock` first). A stage whose
+    outputs another process still writes (a killed run's workers) stops with one line."""
+    global _lock
+    fd = os.open(lock_path(stage), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise UserError(f"stage {stage}: another process (pid {holder}, or the workers it "
+                        "started) is still writing its outputs; wait for it to end or stop "
+                        "it") from None
+    if not shared:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _lock = fd
+
+
+def share_stage_lock() -> None:
+    """Let the workers this process starts hold its stage's lock too (they take it shared)."""
+    if _lock is not None:
+        fcntl.flock(_lock, fcntl.LOCK_SH)
+
+
+def run_stage(main: Callable[[], None], stage: str | None = None) -> None:
+    """Run a stage's (or a command's) main with logging; a stage (``stage``: its name) holds
+    the lock of its outputs while it runs (:func:`lock_stage`).
 
     A :class:`~componentx.errors.UserError` exits 1 with its one line
     (``COMPONENTX_DEBUG=1`` shows the traceback); any other exception is a bug and keeps its
@@ -68,6 +136,10 @@ def run_stage(main: Callable[[], None]) -> None:
     """
     setup_logging()
     try:
+        if "LOCAL_RANK" in os.environ:  # a worker process of torchrun's: dies with it
+            exit_with_parent()
+        if stage is not None:
+            lock_stage(stage, shared="LOCAL_RANK" in os.environ)
         main()
     except UserError as error:
         if os.environ.get("COMPONENTX_DEBUG"):

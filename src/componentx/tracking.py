@@ -11,7 +11,6 @@ TensorBoard gets the same scalars as event files under ``tracking.tensorboard_di
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -47,12 +46,10 @@ def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def run_name(data_files: list[Path], window: int, arch: str, fingerprint: str) -> str:
-    """``{data_version}-w{window}-{arch}-{run}``: short hashes of the data and of the run."""
-    digest = hashlib.sha256()
-    for path in data_files:
-        digest.update(Path(path).read_bytes())
-    return f"{digest.hexdigest()[:8]}-w{window}-{arch}-{fingerprint[:6]}"
+def run_name(data_digest: str, window: int, arch: str, fingerprint: str) -> str:
+    """``{data_version}-w{window}-{arch}-{run}``: short hashes of the ingested readouts (their
+    digest in ``schema.json``) and of the run."""
+    return f"{data_digest[:8]}-w{window}-{arch}-{fingerprint[:6]}"
 
 
 class Tracker:

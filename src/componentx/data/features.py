@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from componentx.data.windowing import gather_rows
+from componentx.compute import dask_client, map_tasks, stat_group
+from componentx.data.layout import bucket_file
+from componentx.data.windowing import WINDOW_SPLITS, buckets_of, gather_rows, readout_arrays
 from componentx.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -86,65 +88,132 @@ class FeatureStats:
         return np.isin(self.source_features, self.counters)
 
 
-def _transformed_blocks(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
-                        is_counter: np.ndarray, transform: str, block_rows: int
-                        ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(start, stop, transformed rows) per block; each block sees the previous block's last
-    row, so increments carry across block boundaries."""
-    for start in range(0, len(values), block_rows):
-        stop = min(start + block_rows, len(values))
-        first = max(start - 1, 0)
-        block = transform_features(np.asarray(values[first:stop]), times[first:stop],
-                                   vehicle_ids[first:stop], is_counter, transform)
-        yield start, stop, block[start - first:]
+@dataclass
+class StatPartials:
+    """Per vehicle group (:func:`~componentx.compute.stat_group`) and transformed feature:
+    the count of known values, their mean and their sum of squared deviations (groups, F)."""
+
+    groups: np.ndarray
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+
+
+def stat_partials(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
+                  is_counter: np.ndarray, transform: str, columns_at_once: int = 32
+                  ) -> StatPartials:
+    """:class:`StatPartials` of readouts sorted by vehicle and time (a bucket: whole
+    vehicles). A group's partials depend only on its own rows, in their order, so they are
+    the same whatever else the bucket holds."""
+    block = transform_features(np.asarray(values), times, vehicle_ids, is_counter, transform)
+    groups = stat_group(vehicle_ids)
+    order = np.argsort(groups, kind="stable")
+    starts = np.flatnonzero(np.r_[True, groups[order][1:] != groups[order][:-1]]) \
+        if len(order) else np.zeros(0, dtype=np.int64)
+    sizes = np.diff(np.r_[starts, len(order)])
+    shape = (len(starts), block.shape[1])
+    count, mean, m2 = np.zeros(shape, np.int64), np.zeros(shape), np.zeros(shape)
+    for first in range(0, block.shape[1] if len(starts) else 0, columns_at_once):
+        part = slice(first, first + columns_at_once)
+        x = block[order, part]
+        if np.isinf(x).any():
+            raise UserError("the transformed train features contain inf: a readout value or "
+                            "its rate is beyond float64")
+        known = ~np.isnan(x)
+        count[:, part] = np.add.reduceat(known, starts, axis=0)
+        sums = np.add.reduceat(np.where(known, x, 0.0), starts, axis=0)
+        mean[:, part] = np.where(count[:, part] > 0, sums / np.maximum(count[:, part], 1), 0.0)
+        deviation = np.where(known, x - np.repeat(mean[:, part], sizes, axis=0), 0.0)
+        m2[:, part] = np.add.reduceat(deviation**2, starts, axis=0)
+    return StatPartials(groups[order][starts], count, mean, m2)
+
+
+def merge_partials(parts: list[StatPartials]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Count, mean and sum of squared deviations of everything, merged group by group in the
+    order of the groups (Chan's parallel formula): the same result whatever the bucketing."""
+    groups = np.concatenate([p.groups for p in parts])
+    count = np.concatenate([p.count for p in parts]).astype(float)
+    mean, m2 = np.concatenate([p.mean for p in parts]), np.concatenate([p.m2 for p in parts])
+    total, merged_mean, merged_m2 = (np.zeros(count.shape[1]) for _ in range(3))
+    for g in np.argsort(groups, kind="stable"):
+        n = total + count[g]
+        delta = mean[g] - merged_mean
+        safe = np.maximum(n, 1)
+        merged_mean = merged_mean + delta * count[g] / safe
+        merged_m2 = merged_m2 + m2[g] + delta**2 * total * count[g] / safe
+        total = n
+    return total, merged_mean, merged_m2
+
+
+def stats_from_partials(parts: list[StatPartials], features: Sequence[str],
+                        counters: Sequence[str], transform: str) -> FeatureStats:
+    count, mean, m2 = merge_partials(parts)
+    std = np.sqrt(m2 / np.maximum(count, 1))
+    std = np.where(std > 0, std, 1.0)
+    return FeatureStats(transform, list(features), list(counters),
+                        transformed_names(features, transform), count.astype(int).tolist(),
+                        mean.tolist(), std.tolist())
+
+
+def known_counters(features: Sequence[str], counters: Sequence[str]) -> list[str]:
+    """``features.counters`` that the readouts have (the Component X counters on another
+    dataset are nothing to log-transform: a warning names them)."""
+    unknown = sorted(set(counters) - set(features))
+    if unknown:
+        log.warning("features.counters names %d columns the readouts do not have, ignored: %s",
+                    len(unknown), unknown[:8])
+    return [c for c in counters if c in set(features)]
 
 
 def compute_stats(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
-                  features: Sequence[str], counters: Sequence[str], transform: str,
-                  block_rows: int = 65536) -> FeatureStats:
-    """Mean and standard deviation per transformed feature, in one pass over row blocks.
-
-    ``values`` may be a memory map: only one block is in memory at a time. Blocks are merged
-    with Chan's parallel formula, so the result matches a computation on the whole table.
-    """
-    unknown = sorted(set(counters) - set(features))
-    if unknown:  # the Component X counters on another dataset: nothing to log-transform
-        log.warning("features.counters names %d columns the readouts do not have, ignored: %s",
-                    len(unknown), unknown[:8])
-    counters = [c for c in counters if c in set(features)]
-    names = transformed_names(features, transform)
-    is_counter = np.isin(list(features), list(counters))
-    count = np.zeros(len(names))
-    mean = np.zeros(len(names))
-    m2 = np.zeros(len(names))
-    for _, _, block in _transformed_blocks(values, times, vehicle_ids, is_counter, transform,
-                                           block_rows):
-        if not np.isfinite(block[~np.isnan(block)]).all():
-            raise UserError("the transformed train features contain inf: a readout value or "
-                            "its rate is beyond float64")
-        n_b = (~np.isnan(block)).sum(axis=0)
-        mean_b = np.where(n_b > 0, np.nansum(block, axis=0) / np.maximum(n_b, 1), 0.0)
-        m2_b = np.nansum((block - mean_b) ** 2, axis=0)
-        total = count + n_b
-        delta = mean_b - mean
-        safe = np.maximum(total, 1)
-        mean = mean + delta * n_b / safe
-        m2 = m2 + m2_b + delta**2 * count * n_b / safe
-        count = total
-    std = np.sqrt(m2 / np.maximum(count, 1))
-    std = np.where(std > 0, std, 1.0)
-    return FeatureStats(transform, list(features), list(counters), names,
-                        count.astype(int).tolist(), mean.tolist(), std.tolist())
+                  features: Sequence[str], counters: Sequence[str], transform: str
+                  ) -> FeatureStats:
+    """Mean and standard deviation per transformed feature of readouts sorted by vehicle and
+    time: partials per vehicle group, merged in group order, as the stats stage computes
+    them bucket by bucket (so the result is the same whatever the bucketing)."""
+    counters = known_counters(features, counters)
+    parts = stat_partials(values, times, vehicle_ids, np.isin(list(features), counters),
+                          transform)
+    return stats_from_partials([parts], features, counters, transform)
 
 
-def train_stats(windows: Path, settings: dict) -> FeatureStats:
-    """:func:`compute_stats` of the train readouts of the windowing stage's ``windows``
-    folder; ``settings`` is ``params.features``."""
-    return compute_stats(np.load(windows / "train_values.npy", mmap_mode="r"),
-                         np.load(windows / "train_time.npy"),
-                         np.load(windows / "train_vehicle.npy"),
-                         json.loads((windows / "features.json").read_text()),
-                         settings["counters"], settings["transform"])
+def bucket_partials(windows: Path, bucket: int, is_counter: np.ndarray, transform: str
+                    ) -> StatPartials:
+    """:func:`stat_partials` of one bucket of the train readouts (a task)."""
+    return stat_partials(*readout_arrays(windows, "train", bucket), is_counter, transform)
+
+
+def train_stats(windows: Path, settings: dict, compute: dict) -> FeatureStats:
+    """The statistics of the train readouts of the windowing stage's ``windows`` folder,
+    bucket by bucket (``settings`` is ``params.features``, ``compute`` ``params.compute``)."""
+    features = json.loads((windows / "features.json").read_text())
+    counters = known_counters(features, settings["counters"])
+    buckets = buckets_of(windows)
+    with dask_client(compute, buckets) as client:
+        parts = map_tasks(client, bucket_partials, [
+            (windows, bucket, np.isin(features, counters), settings["transform"])
+            for bucket in range(buckets)], "statistics")
+    return stats_from_partials(parts, features, counters, settings["transform"])
+
+
+def bucket_inputs(windows: Path, out: Path, split: str, bucket: int, stats: FeatureStats
+                  ) -> None:
+    """One bucket's model inputs (:func:`model_inputs`, without the padding row) into
+    ``out/{split}/{bucket}.npy``, float32 (a task)."""
+    values, times, ids = readout_arrays(windows, split, bucket)
+    path = bucket_file(out, split, bucket, ".npy")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, model_inputs(values, times, ids, stats)[:-1])
+
+
+def write_inputs(windows: Path, stats: FeatureStats, out: Path, compute: dict) -> None:
+    """Every split's model inputs, bucket by bucket, next to the windowing stage's readouts:
+    what training, evaluation and explanations read window by window."""
+    buckets = buckets_of(windows)
+    with dask_client(compute, buckets) as client:
+        map_tasks(client, bucket_inputs, [(windows, out, split, bucket, stats)
+                                          for split in WINDOW_SPLITS
+                                          for bucket in range(buckets)], "model inputs")
 
 
 def normalise(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
@@ -153,9 +222,11 @@ def normalise(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
     mean = np.asarray(stats.mean)
     std = np.asarray(stats.std)
     out = np.empty((len(values), len(stats.names)), dtype=np.float32)
-    blocks = _transformed_blocks(values, times, vehicle_ids, stats.is_counter(), stats.transform,
-                                 block_rows)
-    for start, stop, block in blocks:
+    for start in range(0, len(values), block_rows):  # each block sees the row before it
+        stop, first = min(start + block_rows, len(values)), max(start - 1, 0)
+        block = transform_features(np.asarray(values[first:stop]), times[first:stop],
+                                   vehicle_ids[first:stop], stats.is_counter(),
+                                   stats.transform)[start - first:]
         out[start:stop] = np.nan_to_num((block - mean) / std, nan=0.0, posinf=0.0, neginf=0.0)
     return out
 

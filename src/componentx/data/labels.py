@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from componentx.data.layout import SPLITS, DatasetSummary
+from componentx.compute import dask_client, keyed_uniform, map_tasks
+from componentx.data.layout import SPLITS, DatasetSummary, bucket_file
 from componentx.errors import ParamsError
 
 log = logging.getLogger(__name__)
+REFERENCE_DRAW, HOLDOUT_DRAW = 1, 2  # what a keyed draw is for
 LABEL_COLUMNS = ["vehicle_id", "ref_time", "class_label", "ttf"]
 
 
@@ -38,13 +40,13 @@ def class_from_ttf(ttf: np.ndarray, windows: Sequence[float]) -> np.ndarray:
     return (len(edges) - position).astype(np.int64)
 
 
-def _first_per_group(keys: list[np.ndarray], rng: np.random.Generator, per_group: int
-                     ) -> np.ndarray:
-    """Indices of up to ``per_group`` random members of each group of equal keys."""
+def _first_per_group(keys: list[np.ndarray], draw: np.ndarray, per_group: int) -> np.ndarray:
+    """Indices of up to ``per_group`` members of each group of equal keys: those with the
+    lowest ``draw`` (a keyed uniform number per row)."""
     n = len(keys[0])
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    order = np.lexsort((rng.random(n), *reversed(keys)))
+    order = np.lexsort((draw, *reversed(keys)))
     sorted_keys = np.stack([k[order] for k in keys], axis=1)
     new_group = np.r_[True, (sorted_keys[1:] != sorted_keys[:-1]).any(axis=1)]
     group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
@@ -58,6 +60,9 @@ def labels_from_tte(vehicle_ids: np.ndarray, times: np.ndarray, tte: pd.DataFram
                     test_like_refs: int = 4) -> pd.DataFrame:
     """Train labels from time-to-event.
 
+    Random choices are keyed draws (``seed``, vehicle, readout time): the same readouts are
+    chosen whatever else is labelled with them, so labels do not depend on the bucketing.
+
     ``vehicle_ids``/``times`` are the readouts sorted by vehicle then time. Repaired vehicles
     give one reference readout per class they visit (``one_per_class``, seeded), every
     readout (``all``), or ``test_like_refs`` readouts drawn uniformly (``test_like``: the
@@ -67,7 +72,7 @@ def labels_from_tte(vehicle_ids: np.ndarray, times: np.ndarray, tte: pd.DataFram
     policy), or ``test_like_refs`` uniform readouts labelled 0, as validation and test label
     a censored vehicle wherever it is cut (``test_like``).
     """
-    rng = np.random.default_rng(seed)
+    draw = keyed_uniform(seed, REFERENCE_DRAW, vehicle_ids, times)
     tte = tte.sort_values("vehicle_id")
     position = np.searchsorted(tte["vehicle_id"].to_numpy(), vehicle_ids)
     study = tte["length_of_study_time_step"].to_numpy()[position]
@@ -78,21 +83,21 @@ def labels_from_tte(vehicle_ids: np.ndarray, times: np.ndarray, tte: pd.DataFram
     event_rows = np.flatnonzero(repaired)
     if event_refs == "one_per_class":
         event_rows = event_rows[_first_per_group(
-            [vehicle_ids[event_rows], row_class[event_rows]], rng, 1)]
+            [vehicle_ids[event_rows], row_class[event_rows]], draw[event_rows], 1)]
     elif event_refs == "test_like":
-        event_rows = event_rows[_first_per_group([vehicle_ids[event_rows]], rng,
+        event_rows = event_rows[_first_per_group([vehicle_ids[event_rows]], draw[event_rows],
                                                  test_like_refs)]
     events = pd.DataFrame({"vehicle_id": vehicle_ids[event_rows], "ref_time": times[event_rows],
                            "class_label": row_class[event_rows], "ttf": ttf[event_rows]})
 
     if censored == "known_class0":
         known = np.flatnonzero(~repaired & (np.round(ttf, 6) > max(windows)))
-        rows = known[_first_per_group([vehicle_ids[known]], rng, censored_refs)]
+        rows = known[_first_per_group([vehicle_ids[known]], draw[known], censored_refs)]
         censored_labels = pd.DataFrame({"vehicle_id": vehicle_ids[rows], "ref_time": times[rows],
                                         "class_label": 0, "ttf": np.nan})
     elif censored == "test_like":
         rows = np.flatnonzero(~repaired)
-        rows = rows[_first_per_group([vehicle_ids[rows]], rng, test_like_refs)]
+        rows = rows[_first_per_group([vehicle_ids[rows]], draw[rows], test_like_refs)]
         censored_labels = pd.DataFrame({"vehicle_id": vehicle_ids[rows], "ref_time": times[rows],
                                         "class_label": 0, "ttf": np.nan})
     else:
@@ -115,22 +120,18 @@ def labels_at_last_readout(vehicle_ids: np.ndarray, times: np.ndarray,
     return frame[LABEL_COLUMNS]
 
 
-def class_distribution(labels: pd.DataFrame, num_classes: int) -> dict[str, int]:
-    counts = np.bincount(labels["class_label"].to_numpy(), minlength=num_classes)
-    return {f"class_{c}": int(n) for c, n in enumerate(counts)}
-
-
 FLEET_COLUMNS = ["vehicle_id", "ref_time", "class_label", "ttf", "repaired", "end"]
 
 
 def holdout_vehicles(tte: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
     """Train vehicles set aside for the fleet view: ``fraction`` of the repaired and of the
-    censored vehicles (stratified by repair, seeded), sorted."""
-    rng = np.random.default_rng(seed)
+    censored vehicles (stratified by repair), those with the lowest keyed draw (``seed``,
+    vehicle), sorted."""
     chosen = []
     for repaired in (0, 1):
-        ids = np.sort(tte.loc[tte["in_study_repair"] == repaired, "vehicle_id"].to_numpy())
-        chosen.append(rng.choice(ids, size=round(fraction * len(ids)), replace=False))
+        ids = tte.loc[tte["in_study_repair"] == repaired, "vehicle_id"].to_numpy(np.int64)
+        order = np.lexsort((ids, keyed_uniform(seed, HOLDOUT_DRAW, ids)))
+        chosen.append(ids[order[:round(fraction * len(ids))]])
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
@@ -150,37 +151,63 @@ def fleet_references(vehicle_ids: np.ndarray, times: np.ndarray, tte: pd.DataFra
                          "ttf": ttf, "repaired": repaired, "end": end})[FLEET_COLUMNS]
 
 
-def label_splits(ingested: Path, out: Path, settings: dict, fleet: dict) -> dict:
-    """Write ``out/{split}.parquet`` (one row per reference readout) and ``out/fleet.parquet``
-    (the fleet holdout) for an ingested dataset; ``settings`` is ``params.labels`` and
-    ``fleet`` ``params.fleet``. Returns the class counts per split and the holdout's size."""
+def label_bucket(ingested: Path, split: str, bucket: int, out: Path, settings: dict,
+                 windows: np.ndarray | None, held: np.ndarray, num_classes: int
+                 ) -> tuple[np.ndarray, pd.DataFrame]:
+    """The labels of one bucket of a split into ``out/{split}/{bucket}.parquet`` (and, for
+    train, the fleet holdout's references into ``out/fleet/{bucket}.parquet``) (a task).
+    Returns the class counts and the holdout's references."""
+    readouts = pd.read_parquet(bucket_file(ingested / "readouts", split, bucket),
+                               columns=["vehicle_id", "time_step"])
+    ids, times = readouts["vehicle_id"].to_numpy(), readouts["time_step"].to_numpy()
+    held_out = pd.DataFrame(columns=FLEET_COLUMNS)
+    if split == "train" and windows is not None:
+        tte = pd.read_parquet(ingested / "train_tte.parquet")
+        fleet = np.isin(ids, held)
+        held_out = fleet_references(ids[fleet], times[fleet], tte, windows)
+        frame = labels_from_tte(ids[~fleet], times[~fleet], tte, windows,
+                                settings["event_refs"], settings["censored"],
+                                settings["censored_refs"], settings["seed"],
+                                settings["test_like_refs"])
+    else:
+        given = pd.read_parquet(ingested / f"{split}_labels.parquet")
+        frame = labels_at_last_readout(ids, times, given[given["vehicle_id"].isin(ids)])
+    for name, table in ((split, frame), ("fleet", held_out)):
+        if name == split or split == "train":
+            bucket_file(out, name, bucket).parent.mkdir(parents=True, exist_ok=True)
+            table.to_parquet(bucket_file(out, name, bucket), index=False)
+    return (np.bincount(frame["class_label"].to_numpy(np.int64), minlength=num_classes),
+            held_out[["vehicle_id", "repaired"]])
+
+
+def label_splits(ingested: Path, out: Path, settings: dict, fleet: dict, compute: dict
+                 ) -> dict:
+    """Write the labels of an ingested dataset, bucket by bucket: ``out/{split}/{bucket}``
+    (one row per reference readout) and ``out/fleet/{bucket}`` (the fleet holdout);
+    ``settings`` is ``params.labels``, ``fleet`` ``params.fleet``, ``compute``
+    ``params.compute``. Returns the class counts per split and the holdout's size."""
     summary = DatasetSummary.load(ingested / "schema.json")
     windows = (check_windows(settings["windows"], summary.num_classes)
                if summary.train_target == "tte" else None)  # windows only matter with time
+    held = np.zeros(0, dtype=np.int64)
+    if windows is not None:
+        held = holdout_vehicles(pd.read_parquet(ingested / "train_tte.parquet"),
+                                fleet["holdout"], fleet["seed"])
     distribution: dict = {}
-    held_out = pd.DataFrame(columns=FLEET_COLUMNS)
-    for split in SPLITS:
-        readouts = pd.read_parquet(ingested / f"{split}_readouts.parquet",
-                                   columns=["vehicle_id", "time_step"])
-        ids, times = readouts["vehicle_id"].to_numpy(), readouts["time_step"].to_numpy()
-        if split == "train" and windows is not None:
-            tte = pd.read_parquet(ingested / "train_tte.parquet")
-            held = np.isin(ids, holdout_vehicles(tte, fleet["holdout"], fleet["seed"]))
-            held_out = fleet_references(ids[held], times[held], tte, windows)
-            frame = labels_from_tte(ids[~held], times[~held], tte, windows,
-                                    settings["event_refs"], settings["censored"],
-                                    settings["censored_refs"], settings["seed"],
-                                    settings["test_like_refs"])
-        else:
-            given = pd.read_parquet(ingested / f"{split}_labels.parquet")
-            frame = labels_at_last_readout(ids, times, given)
-        frame.to_parquet(out / f"{split}.parquet", index=False)
-        distribution[split] = class_distribution(frame, summary.num_classes)
-        log.info("%s labels: %d, classes %s", split, len(frame), distribution[split])
-    held_out.to_parquet(out / "fleet.parquet", index=False)
-    distribution["fleet"] = {
-        "vehicles": int(held_out["vehicle_id"].nunique()),
-        "repaired": int(held_out.groupby("vehicle_id")["repaired"].first().sum()),
-        "readouts": len(held_out)}
+    fleet_rows = []
+    with dask_client(compute, summary.buckets) as client:
+        for split in SPLITS:
+            results = map_tasks(client, label_bucket, [
+                (ingested, split, bucket, out, settings, windows, held, summary.num_classes)
+                for bucket in range(summary.buckets)], f"{split} labels")
+            counts = np.sum([r[0] for r in results], axis=0)
+            distribution[split] = {f"class_{c}": int(n) for c, n in enumerate(counts)}
+            log.info("%s labels: %d, classes %s", split, counts.sum(), distribution[split])
+            fleet_rows += [r[1] for r in results] if split == "train" else []
+    references = pd.concat(fleet_rows) if fleet_rows else pd.DataFrame(
+        {"vehicle_id": [], "repaired": []})
+    repaired = references.groupby("vehicle_id")["repaired"].first()
+    distribution["fleet"] = {"vehicles": len(repaired), "repaired": int(repaired.sum()),
+                             "readouts": len(references)}
     log.info("fleet holdout: %s (no model sees them)", distribution["fleet"])
     return distribution

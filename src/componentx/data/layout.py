@@ -42,6 +42,14 @@ class DatasetSummary:
     rows: dict[str, int] = field(default_factory=dict)
     vehicles: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    buckets: int = 1  # vehicle buckets (componentx.compute.bucket_of) of every per-row output
+    bucket_rows: dict[str, list[int]] = field(default_factory=dict)  # readouts per bucket
+    digest: str = ""  # of the readouts' content, for run names (whatever the bucketing)
+
+    def class_windows(self, windows: list[float]) -> list[float] | None:
+        """``labels.windows`` where the classes are time windows (train with time-to-event),
+        else None: classes are just labels."""
+        return list(windows) if self.train_target == "tte" else None
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
@@ -49,3 +57,8 @@ class DatasetSummary:
     @classmethod
     def load(cls, path: Path) -> DatasetSummary:
         return cls(**json.loads(Path(path).read_text()))
+
+
+def bucket_file(folder: Path, split: str, bucket: int, suffix: str = ".parquet") -> Path:
+    """Where a split's bucket of a per-row output lives: ``folder/split/0003.parquet``."""
+    return Path(folder) / split / f"{bucket:04d}{suffix}"

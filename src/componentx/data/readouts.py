@@ -9,15 +9,21 @@ read as missing; where a value may be missing is decided by the caller.
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.feather as feather
 
+from componentx.compute import bucket_of, map_tasks
 from componentx.data.layout import ID, TIME
 from componentx.errors import DatasetError
 
@@ -92,10 +98,59 @@ def check_readout_columns(path: Path, header: list[str], features: list[str], ag
                            f"'{features[first]}'", present[first], 1)
 
 
-def locate_bad_value(path: Path, column: str, integer: bool) -> DatasetError:
+@dataclass(frozen=True)
+class Block:
+    """A piece of a CSV file to parse on its own: the header, then the whole lines in bytes
+    [start, end) of ``path``, the first of which is line ``first_line`` of the file (the
+    header being line 1). ``Block.whole(path)`` is the whole file."""
+
+    path: Path
+    start: int = 0
+    end: int | None = None
+    first_line: int = 2
+
+    @classmethod
+    def whole(cls, path: Path) -> Block:
+        return cls(Path(path))
+
+    def source(self) -> Any:
+        """What pyarrow reads: the file, or the header and the block's lines in memory."""
+        if self.end is None:
+            return self.path
+        with self.path.open("rb") as handle:
+            header = handle.readline()
+            handle.seek(self.start)
+            return io.BytesIO(header + handle.read(self.end - self.start))
+
+
+def line_blocks(path: Path, block_bytes: int) -> list[tuple[int, int]]:
+    """Byte ranges of about ``block_bytes`` that cover the file's data lines, each starting at
+    the beginning of a line (quoted fields must not hold line breaks)."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        handle.readline()
+        bounds = [handle.tell()]
+        while bounds[-1] < size:
+            handle.seek(min(bounds[-1] + block_bytes, size))
+            if handle.tell() < size:
+                handle.readline()
+            bounds.append(handle.tell())
+    return list(itertools.pairwise(bounds))
+
+
+def count_lines(path: Path, start: int, end: int) -> int:
+    """Data lines in bytes [start, end) of ``path``: its line breaks, and a last line without
+    one."""
+    with path.open("rb") as handle:
+        handle.seek(start)
+        data = handle.read(end - start)
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def locate_bad_value(block: Block, column: str, integer: bool) -> DatasetError:
     """Find the first value of ``column`` that does not parse; only runs on the error path."""
     reader = pacsv.open_csv(
-        path, read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES),
+        block.source(), read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES),
         convert_options=pacsv.ConvertOptions(include_columns=[column],
                                              column_types={column: pa.string()}))
     offset = 0
@@ -108,34 +163,34 @@ def locate_bad_value(path: Path, column: str, integer: bool) -> DatasetError:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             kind = "an integer" if integer else "a number"
-            return DatasetError(path, f"value {text[row].as_py()!r} is not {kind}",
-                                column=column, line=offset + row + 2)
+            return DatasetError(block.path, f"value {text[row].as_py()!r} is not {kind}",
+                                column=column, line=block.first_line + offset + row)
         offset += batch.num_rows
-    return DatasetError(path, "values do not parse as numbers", column=column)
+    return DatasetError(block.path, "values do not parse as numbers", column=column)
 
 
-def typed_blocks(path: Path, header: list[str], column_types: dict[str, pa.DataType]
+def typed_blocks(block: Block, header: list[str], column_types: dict[str, pa.DataType]
                  ) -> Iterator[pa.RecordBatch]:
-    """The file's record batches with ``column_types``; a value that does not parse is one
+    """The block's record batches with ``column_types``; a value that does not parse is one
     error naming its column and line."""
     convert = pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=True,
                                    null_values=NULL_VALUES)
     try:
-        yield from pacsv.open_csv(path, read_options=pacsv.ReadOptions(
+        yield from pacsv.open_csv(block.source(), read_options=pacsv.ReadOptions(
             block_size=READ_BLOCK_BYTES), convert_options=convert)
     except pa.ArrowInvalid as error:
         match = re.search(r"CSV column #(\d+)", str(error))
         if match is None:
-            raise DatasetError(path, f"cannot be parsed as CSV: {error}") from None
+            raise DatasetError(block.path, f"cannot be parsed as CSV: {error}") from None
         column = header[int(match.group(1))]
         integer = pa.types.is_integer(column_types.get(column, pa.float64()))
-        raise locate_bad_value(path, column, integer) from None
+        raise locate_bad_value(block, column, integer) from None
 
 
 def read_table(path: Path, column_types: dict[str, pa.DataType]) -> pa.Table:
     """A small CSV file (labels, time-to-event, specifications) as one typed table."""
     header = read_header(path)
-    return pa.Table.from_batches(list(typed_blocks(path, header, column_types)))
+    return pa.Table.from_batches(list(typed_blocks(Block.whole(path), header, column_types)))
 
 
 def first_line(mask: np.ndarray) -> int:
@@ -165,12 +220,10 @@ def check_readout_block(path: Path, batch: pa.RecordBatch, first: int) -> None:
         raise DatasetError(path, f"negative time_step {times[row]}", TIME, first + row)
 
 
-def readout_blocks(path: Path, features: list[str] | None, against: str = "the train split's",
-                   extra_column: str | None = None) -> Iterator[pa.RecordBatch]:
-    """Typed, checked blocks of a readouts file, each with its rows' file lines (``LINE``).
-
-    ``features`` None takes the file's own feature columns (every column but vehicle_id and
-    time_step); else the header must hold exactly them, in order (see
+def readout_features(path: Path, features: list[str] | None, against: str = "the train split's",
+                     extra_column: str | None = None) -> list[str]:
+    """The feature columns of a readouts file: with ``features`` None, every column but
+    vehicle_id and time_step; else the header must hold exactly ``features``, in order (see
     :func:`check_readout_columns`)."""
     header = read_header(path)
     if features is None:
@@ -179,14 +232,22 @@ def readout_blocks(path: Path, features: list[str] | None, against: str = "the t
             raise DatasetError(path, "no feature columns besides vehicle_id and time_step",
                                line=1)
     check_readout_columns(path, header, features, against, extra_column)
+    return features
+
+
+def readout_blocks(block: Block, features: list[str], extra_column: str | None = None
+                   ) -> Iterator[pa.RecordBatch]:
+    """Typed, checked record batches of a readouts file's ``block`` (its header checked with
+    :func:`readout_features`), each with its rows' file lines (``LINE``)."""
+    header = read_header(block.path)
     types = {ID: pa.int64(), TIME: pa.float64(), **{c: pa.float64() for c in features}}
     if extra_column is not None:
         types[extra_column] = pa.float64()
     offset = 0
-    for batch in typed_blocks(path, header, types):
+    for batch in typed_blocks(block, header, types):
         batch = batch.select([ID, TIME, *features, *([extra_column] if extra_column else [])])
-        check_readout_block(path, batch, offset + 2)
-        lines = pa.array(np.arange(offset, offset + batch.num_rows) + 2)
+        check_readout_block(block.path, batch, block.first_line + offset)
+        lines = pa.array(np.arange(offset, offset + batch.num_rows) + block.first_line)
         yield pa.RecordBatch.from_arrays([*batch.columns, lines],
                                          names=[*batch.schema.names, LINE])
         offset += batch.num_rows
@@ -205,8 +266,51 @@ def sort_readouts(path: Path, table: pa.Table) -> pa.Table:
     return table.drop_columns([LINE])
 
 
-def read_readouts(path: Path, features: list[str] | None, against: str = "the train split's",
+def split_block(block: Block, features: list[str], buckets: int, prefix: Path,
+                extra_column: str | None = None) -> None:
+    """Parse and check one block of a readouts file; its rows go, with their file lines, to
+    ``{prefix}-{bucket}.arrow`` per vehicle bucket (:func:`~componentx.compute.bucket_of`)
+    (a task)."""
+    table = pa.Table.from_batches(list(readout_blocks(block, features, extra_column)))
+    which = bucket_of(table.column(ID).to_numpy(), buckets)
+    for bucket in np.unique(which):
+        feather.write_feather(table.filter(pa.array(which == bucket)),
+                              f"{prefix}-{bucket:04d}.arrow", compression="uncompressed")
+
+
+def sorted_bucket(path: Path, parts: list[Path], features: list[str],
                   extra_column: str | None = None) -> pa.Table:
-    """A whole readouts file, checked and sorted by (vehicle_id, time_step)."""
-    blocks = list(readout_blocks(path, features, against, extra_column))
-    return sort_readouts(path, pa.Table.from_batches(blocks))
+    """One vehicle bucket of a readouts file from its blocks' parts (:func:`split_block`, in
+    block order): sorted by (vehicle_id, time_step) and checked for duplicates."""
+    schema = pa.schema([(ID, pa.int64()), (TIME, pa.float64()),
+                        *[(c, pa.float64()) for c in features],
+                        *([(extra_column, pa.float64())] if extra_column else []),
+                        (LINE, pa.int64())])
+    table = pa.concat_tables([feather.read_table(part) for part in parts] or
+                             [schema.empty_table()])
+    return sort_readouts(path, table)
+
+
+def bucket_parts(parts: Path, bucket: int) -> list[Path]:
+    """The parts :func:`split_block` wrote for ``bucket`` into the folder ``parts``."""
+    return sorted(parts.glob(f"*-{bucket:04d}.arrow"))
+
+
+BLOCK_BYTES = 64 << 20  # CSV bytes parsed per task
+
+
+def split_into_buckets(client: object, path: Path, features: list[str], buckets: int,
+                       parts: Path, extra_column: str | None = None) -> None:
+    """Parse and check a readouts file in byte-range blocks (on ``client``'s cluster, or
+    here), every row into its vehicle bucket's parts in the folder ``parts``
+    (:func:`bucket_parts`): first the lines of each block are counted, so that errors and
+    duplicates name the file's lines."""
+    ranges = line_blocks(path, BLOCK_BYTES)
+    counts = map_tasks(client, count_lines, [(path, *r) for r in ranges], f"{path.name} lines")
+    firsts = 2 + np.cumsum([0, *counts[:-1]])
+    parts.mkdir(parents=True, exist_ok=True)
+    map_tasks(client, split_block, [
+        (Block(path, start, end, int(first)), features, buckets, parts / f"{i:05d}",
+         extra_column) for i, ((start, end), first) in enumerate(zip(ranges, firsts,
+                                                                     strict=True))],
+        f"{path.name} blocks")

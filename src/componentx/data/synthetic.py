@@ -6,6 +6,7 @@ chunks, each chunk vectorised over its rows, so the real sizes fit in a few GiB.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -204,48 +205,82 @@ def concat(parts: list[Vehicles]) -> Vehicles:
                       for f in fields(Vehicles)))
 
 
-def evaluation_split(seed: int, split_index: int, split: str, n: int,
-                     spec_probs: list[np.ndarray], windows: tuple[float, ...],
-                     strength: float = SIGNAL_STRENGTH
-                     ) -> tuple[Vehicles, np.ndarray, np.ndarray]:
-    """Validation or test vehicles: drawn like train, cut at a uniform readout, then selected
-    by their resulting class to meet the reference class counts (selection on the label only,
-    so within a class the vehicles look exactly like the train population's).
+def _pool_chunk(seed: int, split_index: int, chunk: int, spec_probs: list[np.ndarray],
+                windows: tuple[float, ...], strength: float
+                ) -> tuple[Vehicles, np.ndarray, np.ndarray]:
+    """One chunk of the pool validation or test vehicles are chosen from: drawn like train,
+    cut at a uniform readout, with the class of the cut (a pure function of the chunk)."""
+    rng = np.random.default_rng([seed, split_index, chunk])
+    vehicles = sample_vehicles(rng, np.arange(CHUNK_VEHICLES), spec_probs, strength)
+    cut = uniform_cut(rng, readout_ticks(rng, vehicles))
+    return vehicles, cut, last_readout_class(vehicles, cut, windows)
 
-    Returns the selected vehicles (ids 0..n-1, to be offset), their ticks up to the cut, and
-    their labels.
-    """
+
+def evaluation_choice(seed: int, split_index: int, split: str, n: int,
+                      spec_probs: list[np.ndarray], windows: tuple[float, ...],
+                      strength: float = SIGNAL_STRENGTH) -> np.ndarray:
+    """Which pool vehicles (positions over the pool's chunks, sorted) become the validation or
+    test split: selected by their class to meet the reference class counts (on the label
+    only, so within a class they look exactly like the train population). Only the labels of
+    the pool are kept, never its vehicles."""
     num_classes = len(windows) + 1
     targets = class_counts(split, n, num_classes)
-    pools, ticks, labels = [], [], []
+    labels: list[np.ndarray] = []
     found = np.zeros(num_classes, dtype=np.int64)
-    chunk = 0
     while (found < targets).any() if targets is not None else found.sum() < n:
-        if chunk * CHUNK_VEHICLES >= MAX_POOL_VEHICLES:
+        if len(labels) * CHUNK_VEHICLES >= MAX_POOL_VEHICLES:
             short = int(np.flatnonzero(found < targets)[0])
             raise ParamsError(f"synthetic {split}: only {found[short]} of {targets[short]} "
-                             f"vehicles of class {short} among {MAX_POOL_VEHICLES} drawn "
-                             f"(labels.windows {list(windows)} too narrow?)")
-        rng = np.random.default_rng([seed, split_index, chunk])
-        vehicles = sample_vehicles(rng, np.arange(CHUNK_VEHICLES), spec_probs, strength)
-        cut = uniform_cut(rng, readout_ticks(rng, vehicles))
-        label = last_readout_class(vehicles, cut, windows)
-        pools.append(vehicles)
-        ticks.append(cut)
-        labels.append(label)
-        found += np.bincount(label, minlength=num_classes)
-        chunk += 1
-    pool, ticks, labels = concat(pools), np.concatenate(ticks), np.concatenate(labels)
+                              f"vehicles of class {short} among {MAX_POOL_VEHICLES} drawn "
+                              f"(labels.windows {list(windows)} too narrow?)")
+        labels.append(_pool_chunk(seed, split_index, len(labels), spec_probs, windows,
+                                  strength)[2])
+        found += np.bincount(labels[-1], minlength=num_classes)
     if targets is None:
-        chosen = np.arange(n)
-    else:
-        select = np.random.default_rng([seed, split_index, MAX_POOL_VEHICLES])
-        chosen = np.sort(np.concatenate([
-            select.choice(np.flatnonzero(labels == c), size=count, replace=False)
-            for c, count in enumerate(targets)]))
-    selected = subset(pool, chosen)
-    selected.ids = np.arange(n)
-    return selected, ticks[chosen], labels[chosen]
+        return np.arange(n)
+    pool = np.concatenate(labels)
+    select = np.random.default_rng([seed, split_index, MAX_POOL_VEHICLES])
+    return np.sort(np.concatenate([
+        select.choice(np.flatnonzero(pool == c), size=count, replace=False)
+        for c, count in enumerate(targets)]))
+
+
+def chosen_vehicles(seed: int, split_index: int, chosen: np.ndarray,
+                     spec_probs: list[np.ndarray], windows: tuple[float, ...], strength: float
+                     ) -> Iterator[tuple[Vehicles, np.ndarray, np.ndarray]]:
+    """The chosen pool vehicles with their ticks and labels, pool chunk by pool chunk (each
+    drawn again), regrouped into writing chunks of ``CHUNK_VEHICLES`` (the last smaller)."""
+    kept: list[tuple[Vehicles, np.ndarray, np.ndarray]] = []
+    for chunk in np.unique(chosen // CHUNK_VEHICLES):
+        vehicles, ticks, labels = _pool_chunk(seed, split_index, int(chunk), spec_probs,
+                                              windows, strength)
+        mine = chosen[chosen // CHUNK_VEHICLES == chunk] % CHUNK_VEHICLES
+        kept.append((subset(vehicles, mine), ticks[mine], labels[mine]))
+        while sum(len(k[2]) for k in kept) >= CHUNK_VEHICLES or (
+                chunk == chosen[-1] // CHUNK_VEHICLES and kept):
+            vehicles, ticks = concat([k[0] for k in kept]), np.concatenate([k[1] for k in kept])
+            labels = np.concatenate([k[2] for k in kept])
+            now, later = np.arange(min(CHUNK_VEHICLES, len(labels))), np.arange(
+                min(CHUNK_VEHICLES, len(labels)), len(labels))
+            yield subset(vehicles, now), ticks[now], labels[now]
+            kept = [(subset(vehicles, later), ticks[later], labels[later])] if len(later) else []
+
+
+def _write_evaluation_split(out_dir: Path, seed: int, split_index: int, split: str, n: int,
+                            first_id: int, spec_probs: list[np.ndarray],
+                            windows: tuple[float, ...], signal: str, strength: float,
+                            bar: tqdm) -> None:
+    """Validation or test vehicles written chunk by chunk; the split is never held."""
+    chosen = evaluation_choice(seed, split_index, split, n, spec_probs, windows, strength)
+    written = 0
+    for part, (vehicles, ticks, labels) in enumerate(chosen_vehicles(
+            seed, split_index, chosen, spec_probs, windows, strength)):
+        vehicles.ids = first_id + written + np.arange(len(labels))
+        rng = np.random.default_rng([seed, split_index, MAX_POOL_VEHICLES, part])
+        _write_vehicles(rng, out_dir, split, vehicles, ticks, labels, signal,
+                        append=part > 0)
+        written += len(labels)
+        bar.update(len(labels))
 
 
 def _segment_cumsum(increments: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -414,15 +449,8 @@ def generate(out_dir: Path, n_train: int, n_validation: int, n_test: int, seed: 
                                     None, signal, append=start > 0)
                     bar.update(len(ids))
             else:
-                vehicles, ticks, labels = evaluation_split(seed, split_index, split, n,
-                                                           spec_probs, tuple(windows), strength)
-                vehicles.ids += first_id
-                for chunk, start in enumerate(range(0, n, CHUNK_VEHICLES)):
-                    rng = np.random.default_rng([seed, split_index, MAX_POOL_VEHICLES, chunk])
-                    part = np.arange(start, min(start + CHUNK_VEHICLES, n))
-                    _write_vehicles(rng, out_dir, split, subset(vehicles, part), ticks[part],
-                                    labels[part], signal, append=start > 0)
-                    bar.update(len(part))
+                _write_evaluation_split(out_dir, seed, split_index, split, n, first_id,
+                                        spec_probs, tuple(windows), signal, strength, bar)
             first_id += n
 
 

@@ -1,9 +1,11 @@
-"""Windows over the readouts, stored as an index into the sorted readout table.
+"""Windows over the readouts, stored as an index into the sorted readouts of their bucket.
 
 A window is the last ``size`` readouts of a vehicle at or before a reference time. Windows
-overlap heavily, so they are never materialised on disk: each is described by the row just
-after its last readout (``end_row``) and its true length; :func:`gather_rows` turns a batch
-of windows into row indices, left-padded with a padding row.
+overlap heavily, so they are never materialised on disk: each is described by its vehicle
+bucket, the row of that bucket just after its last readout (``end_row``) and its true length;
+:func:`gather_rows` turns a batch of windows into row indices, left-padded with a padding row.
+A split's windows are kept in one global order, (vehicle, reference time), whatever the
+bucketing.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from componentx.data.layout import SPLITS, DatasetSummary
+from componentx.compute import dask_client, map_tasks
+from componentx.data.layout import SPLITS, DatasetSummary, bucket_file
 
 log = logging.getLogger(__name__)
-METADATA_COLUMNS = ["vehicle_id", "ref_time", "class_label", "end_row", "length"]
+INDEX_COLUMNS = ["vehicle_id", "ref_time", "class_label", "bucket", "end_row", "length"]
 
 
 def window_index(vehicle_ids: np.ndarray, times: np.ndarray, label_vehicles: np.ndarray,
@@ -69,37 +72,77 @@ def gather_rows(end_row: np.ndarray, length: np.ndarray, size: int, pad_row: int
     return np.where(offsets[None, :] < length[:, None], rows, pad_row)
 
 
-def window_splits(ingested: Path, labels: Path, out: Path, size: int) -> None:
-    """Write, per split, the readouts as memory-mappable arrays (``{split}_values.npy``,
-    ``_time.npy``, ``_vehicle.npy``) and the window index of its labels
-    (``{split}_windows.parquet``), and ``features.json``. The fleet holdout's readouts are
-    written apart as the split ``fleet``, never among train's."""
+WINDOW_SPLITS = (*SPLITS, "fleet")  # the fleet holdout's train vehicles are a split here
+
+
+def readout_arrays(windows: Path, split: str, bucket: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bucket's readouts as the windowing stage wrote them: values (rows, features) float64
+    (memory-mapped), times and vehicle ids (rows,), sorted by vehicle and time."""
+    base = str(bucket_file(windows, split, bucket, ""))
+    return (np.load(f"{base}.values.npy", mmap_mode="r"), np.load(f"{base}.time.npy"),
+            np.load(f"{base}.vehicle.npy"))
+
+
+def read_window_index(windows: Path, split: str) -> pd.DataFrame:
+    """A split's windows in their global order (vehicle, reference time): vehicle_id,
+    ref_time, class_label, and where the window is: bucket, end_row, length."""
+    return pd.read_parquet(windows / f"{split}_windows.parquet")
+
+
+def buckets_of(windows: Path) -> int:
+    return json.loads((windows / "manifest.json").read_text())["buckets"]
+
+
+def window_bucket(ingested: Path, labels: Path, out: Path, split: str, bucket: int, size: int
+                  ) -> dict[str, pd.DataFrame]:
+    """One bucket of a split: its readouts as arrays (:func:`readout_arrays`) and the windows
+    of its labels; for train, the fleet holdout's vehicles go apart, as the split ``fleet``
+    (a task). Returns the window index of each split written."""
+    table = pq.read_table(bucket_file(ingested / "readouts", split, bucket))
+    parts = {split: (table, pd.read_parquet(bucket_file(labels, split, bucket)))}
+    if split == "train":  # the fleet holdout's readouts go apart: no statistics
+        fleet = pd.read_parquet(bucket_file(labels, "fleet", bucket))
+        held = pa.array(np.unique(fleet["vehicle_id"].to_numpy()).astype(np.int64))
+        in_fleet = pc.is_in(table.column("vehicle_id"), value_set=held)
+        parts = {split: (table.filter(pc.invert(in_fleet)), parts[split][1]),
+                 "fleet": (table.filter(in_fleet), fleet)}
+    found = {}
+    for name, (rows, name_labels) in parts.items():
+        ids = rows.column("vehicle_id").to_numpy()
+        times = rows.column("time_step").to_numpy()
+        values = np.empty((rows.num_rows, rows.num_columns - 2), dtype=np.float64)
+        for j, column in enumerate(rows.column_names[2:]):
+            values[:, j] = rows.column(column).to_numpy(zero_copy_only=False)
+        base = bucket_file(out, name, bucket, "")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for suffix, array in (("values", values), ("time", times), ("vehicle", ids)):
+            np.save(f"{base}.{suffix}.npy", array)
+        found[name] = build_windows(ids, times, name_labels, size).assign(bucket=bucket)
+    return found
+
+
+def window_splits(ingested: Path, labels: Path, out: Path, size: int, compute: dict) -> None:
+    """Write, bucket by bucket, every split's readouts as memory-mappable arrays and the
+    window index of its labels (``{split}_windows.parquet``, in the global order of vehicle
+    and reference time), ``features.json`` and ``manifest.json``. The fleet holdout's readouts
+    are written apart as the split ``fleet``, never among train's."""
     summary = DatasetSummary.load(ingested / "schema.json")
     (out / "features.json").write_text(json.dumps(summary.feature_columns) + "\n")
-    fleet = pd.read_parquet(labels / "fleet.parquet")
-    held = pa.array(np.unique(fleet["vehicle_id"].to_numpy()).astype(np.int64))
-    for split in SPLITS:
-        table = pq.read_table(ingested / f"{split}_readouts.parquet")
-        split_labels = pd.read_parquet(labels / f"{split}.parquet")
-        if split == "train":  # the fleet holdout's readouts go apart: no statistics
-            in_fleet = pc.is_in(table.column("vehicle_id"), value_set=held)
-            _write_split(out, "fleet", table.filter(in_fleet), fleet, size)
-            table = table.filter(pc.invert(in_fleet))
-        _write_split(out, split, table, split_labels, size)
-
-
-def _write_split(out: Path, name: str, table: pa.Table, labels: pd.DataFrame, size: int) -> None:
-    ids = table.column("vehicle_id").to_numpy()
-    times = table.column("time_step").to_numpy()
-    values = np.empty((table.num_rows, table.num_columns - 2), dtype=np.float64)
-    for j, column in enumerate(table.column_names[2:]):
-        values[:, j] = table.column(column).to_numpy(zero_copy_only=False)
-    np.save(out / f"{name}_values.npy", values)
-    np.save(out / f"{name}_time.npy", times)
-    np.save(out / f"{name}_vehicle.npy", ids)
-    meta = build_windows(ids, times, labels, size)
-    meta.to_parquet(out / f"{name}_windows.parquet", index=False)
-    dropped = len(labels) - len(meta)
-    log.info("%s: %d windows over %d readouts, mean length %.1f%s", name, len(meta), len(ids),
-             meta["length"].mean() if len(meta) else 0.0,
-             f", {dropped} labels without readouts dropped" if dropped else "")
+    manifest = {"buckets": summary.buckets, "rows": {}}
+    with dask_client(compute, summary.buckets) as client:
+        for split in SPLITS:
+            results = map_tasks(client, window_bucket, [
+                (ingested, labels, out, split, bucket, size)
+                for bucket in range(summary.buckets)], f"{split} windows")
+            for name in results[0]:
+                index = pd.concat([r[name] for r in results], ignore_index=True)
+                index = index.sort_values(["vehicle_id", "ref_time"], kind="stable",
+                                          ignore_index=True)
+                index[INDEX_COLUMNS].to_parquet(out / f"{name}_windows.parquet", index=False)
+                rows = [int(np.load(f"{bucket_file(out, name, b, '')}.time.npy",
+                                    mmap_mode="r").shape[0]) for b in range(summary.buckets)]
+                manifest["rows"][name] = rows
+                log.info("%s: %d windows over %d readouts, mean length %.1f", name, len(index),
+                         sum(rows), index["length"].mean() if len(index) else 0.0)
+    (out / "manifest.json").write_text(json.dumps(manifest) + "\n")

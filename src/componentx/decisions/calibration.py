@@ -1,7 +1,6 @@
 """Calibrated probabilities from a model's logits, fitted on validation only.
 
-Kept free of torch and scikit-learn (the fit imports torch when it runs), so a shipped bundle
-applies its calibration with numpy alone.
+numpy alone applies a calibration (a shipped bundle needs nothing more); the fit uses scipy.
 """
 
 from __future__ import annotations
@@ -30,28 +29,25 @@ def fit_scaling(logits: np.ndarray, y: np.ndarray, offset: np.ndarray, fit_bias:
     negative log-likelihood of ``softmax(logits / T + offset + b)`` on ``y``.
 
     ``offset`` is the known log prior ratio of the fitting sample, so only the model's own
-    miscalibration is fitted. Fit on validation only.
+    miscalibration is fitted. Fit on validation only (L-BFGS with the exact gradient).
     """
-    import torch  # only to fit; applying a calibration needs numpy alone
+    from scipy.optimize import minimize
 
     k = logits.shape[1]
-    logits_t = torch.tensor(logits, dtype=torch.float64)
-    offset_t = torch.tensor(np.broadcast_to(offset, (k,)), dtype=torch.float64)
-    y_t = torch.tensor(y, dtype=torch.long)
-    params = torch.zeros(k if fit_bias else 1, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([params], lr=0.1, max_iter=max_iter,
-                                  line_search_fn="strong_wolfe")
+    offset = np.broadcast_to(np.asarray(offset, dtype=float), (k,))
+    onehot = np.eye(k)[y]
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        bias = torch.cat([params.new_zeros(1), params[1:]])
-        loss = torch.nn.functional.cross_entropy(logits_t / params[0].exp() + offset_t + bias,
-                                                 y_t)
-        loss.backward()
-        return loss
+    def loss_and_gradient(params: np.ndarray) -> tuple[float, np.ndarray]:
+        temperature = np.exp(params[0])
+        z = logits / temperature + offset + np.r_[0.0, params[1:]]
+        z = z - z.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(z).sum(axis=1))
+        residual = (np.exp(z - log_norm[:, None]) - onehot) / len(y)
+        gradient = np.r_[-(residual * logits).sum() / temperature, residual.sum(axis=0)[1:]]
+        return float((log_norm - (z * onehot).sum(axis=1)).mean()), gradient[:len(params)]
 
-    optimizer.step(closure)
-    fitted = params.detach().numpy()
+    fitted = minimize(loss_and_gradient, np.zeros(k if fit_bias else 1), jac=True,
+                      method="L-BFGS-B", options={"maxiter": max_iter}).x
     return float(np.exp(fitted[0])), np.r_[0.0, fitted[1:]] if fit_bias else np.zeros(k)
 
 

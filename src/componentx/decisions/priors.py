@@ -41,9 +41,8 @@ def training_priors(labels: np.ndarray, weights: np.ndarray | None, balanced: bo
     """Class priors a model is trained under: the label frequencies, re-weighted by the loss
     weights and a class-balanced sampler. :class:`~componentx.decisions.calibration.Calibrator`
     moves probabilities from these to the deployment priors."""
-    counts = np.bincount(labels, minlength=num_classes) + 0.5
-    if balanced:
-        counts = np.ones(num_classes)
+    priors = np.full(num_classes, 1.0 / num_classes) if balanced else class_priors(
+        labels, num_classes)
     if weights is not None:
-        counts = counts * np.maximum(np.asarray(weights).astype(float), 1e-6)
-    return counts / counts.sum()
+        priors = priors * np.maximum(np.asarray(weights).astype(float), 1e-6)
+    return priors / priors.sum()

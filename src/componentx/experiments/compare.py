@@ -15,6 +15,7 @@ import yaml
 
 from componentx.decisions.metrics import paired_interval, vehicle_costs
 from componentx.errors import UserError
+from componentx.tracking import flatten
 
 
 class NotCachedError(LookupError):
@@ -50,20 +51,9 @@ def _git(*args: str, cwd: Path | None = None) -> str:
                           check=True).stdout
 
 
-def _flatten(params: dict, prefix: str = "") -> dict[str, object]:
-    flat = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{name}.")
-        else:
-            flat[name] = value
-    return flat
-
-
 def changed_params(params: dict, reference: dict) -> dict[str, object]:
     """Params (flattened, ``train.lr``) whose value differs from ``reference``."""
-    ours, theirs = _flatten(params), _flatten(reference)
+    ours, theirs = flatten(params), flatten(reference)
     return {k: v for k, v in ours.items() if theirs.get(k) != v}
 
 
@@ -77,7 +67,11 @@ def list_experiments(cwd: Path | None = None, names: list[str] | None = None
                      ) -> list[Experiment]:
     """The committed run (HEAD, when its metrics are committed) and every experiment of HEAD
     (``dvc exp list``), or those in ``names``."""
-    head = _git("rev-parse", "HEAD", cwd=cwd).strip()
+    try:
+        head = _git("rev-parse", "HEAD", cwd=cwd).strip()
+    except subprocess.CalledProcessError:
+        raise UserError("componentx compare needs a git repository with a commit (git init, "
+                        "git commit)") from None
     try:
         found = [load("HEAD", "HEAD", cwd)]
     except subprocess.CalledProcessError:  # a new project: nothing committed to compare with

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from componentx.compute import map_tasks
 from componentx.data.features import signed_log1p
 from componentx.data.specs import vehicle_codes
-from componentx.data.windowing import gather_rows
+from componentx.data.windowing import buckets_of, gather_rows, read_window_index, readout_arrays
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +129,20 @@ def summary_features(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndar
     return pd.DataFrame(columns)
 
 
-def is_cumulative(values: np.ndarray, vehicle_ids: np.ndarray, threshold: float = 0.95) -> bool:
-    """Whether the readouts look cumulative (counters, histograms): at least ``threshold`` of
-    the observed steps between a vehicle's consecutive readouts do not decrease."""
+def step_counts(values: np.ndarray, vehicle_ids: np.ndarray) -> tuple[int, int]:
+    """Observed steps between a vehicle's consecutive readouts (every feature), and how many
+    of them do not decrease."""
     same = vehicle_ids[1:] == vehicle_ids[:-1]
     steps = np.asarray(values[1:], dtype=np.float64)[same] - np.asarray(
         values[:-1], dtype=np.float64)[same]
     observed = ~np.isnan(steps)
-    return bool(observed.any() and (steps[observed] >= 0).mean() >= threshold)
+    return int(observed.sum()), int((steps[observed] >= 0).sum())
+
+
+def is_cumulative(observed: int, non_decreasing: int, threshold: float = 0.95) -> bool:
+    """Whether readouts look cumulative (counters, histograms): at least ``threshold`` of the
+    observed steps (:func:`step_counts`) do not decrease."""
+    return bool(observed and non_decreasing >= threshold * observed)
 
 
 def window_statistics(values: np.ndarray, windows: pd.DataFrame, feature_names: list[str]
@@ -161,30 +168,51 @@ def window_statistics(values: np.ndarray, windows: pd.DataFrame, feature_names: 
             for j, name in enumerate(feature_names)}
 
 
-def use_window_stats(setting: bool | str, windows: Path) -> bool:
+def bucket_steps(windows: Path, bucket: int) -> tuple[int, int]:
+    """:func:`step_counts` of one bucket of the train readouts (a task)."""
+    values, _, ids = readout_arrays(windows, "train", bucket)
+    return step_counts(values, ids)
+
+
+def use_window_stats(setting: bool | str, windows: Path, client: object) -> bool:
     """``baseline.window_stats``; with ``auto``, on when the train readouts of the windowing
     stage's ``windows`` folder are not cumulative (levels, where a window's shape matters)."""
     if setting != "auto":
         return bool(setting)
-    cumulative = is_cumulative(np.load(windows / "train_values.npy", mmap_mode="r"),
-                               np.load(windows / "train_vehicle.npy"))
+    counts = map_tasks(client, bucket_steps, [(windows, b) for b in range(buckets_of(windows))],
+                       "readout steps")
+    cumulative = is_cumulative(*np.sum(counts, axis=0))
     log.info("baseline.window_stats auto: the readouts look %s, window statistics %s",
              "cumulative" if cumulative else "like levels", "off" if cumulative else "on")
     return not cumulative
 
 
-def split_features(windows: Path, ingested: Path, split: str, spec_columns: list[str], k: int,
-                   window_stats: bool, specs_split: str | None = None
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`summary_features` of a split of the windowing stage's ``windows`` folder, and
-    its window index; the specifications come from ``specs_split`` (the fleet holdout's
-    vehicles are train vehicles)."""
-    index = pd.read_parquet(windows / f"{split}_windows.parquet")
+def bucket_features(windows: Path, ingested: Path, split: str, bucket: int,
+                    spec_columns: list[str], k: int, window_stats: bool,
+                    specs_split: str | None) -> pd.DataFrame:
+    """:func:`summary_features` of one bucket's windows of a split, with their positions in
+    the split's window index (``position``) (a task)."""
+    index = read_window_index(windows, split)
+    mine = np.flatnonzero(index["bucket"].to_numpy() == bucket)
+    index = index.iloc[mine].reset_index(drop=True)
     codes = vehicle_codes(ingested, specs_split or split, spec_columns,
                           index["vehicle_id"].to_numpy())
-    table = summary_features(
-        np.load(windows / f"{split}_values.npy", mmap_mode="r"),
-        np.load(windows / f"{split}_time.npy"), np.load(windows / f"{split}_vehicle.npy"),
-        index, json.loads((windows / "features.json").read_text()), k, codes, spec_columns,
-        window_stats)
-    return table, index
+    table = summary_features(*readout_arrays(windows, split, bucket), index,
+                             json.loads((windows / "features.json").read_text()), k, codes,
+                             spec_columns, window_stats)
+    return table.assign(position=mine)
+
+
+def split_features(windows: Path, ingested: Path, split: str, spec_columns: list[str], k: int,
+                   window_stats: bool, client: object, specs_split: str | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`summary_features` of a split of the windowing stage's ``windows`` folder, bucket
+    by bucket (on ``client``'s cluster, or here), in the order of its window index; and that
+    index. The specifications come from ``specs_split`` (the fleet holdout's vehicles are
+    train vehicles)."""
+    parts = map_tasks(client, bucket_features, [
+        (windows, ingested, split, bucket, spec_columns, k, window_stats, specs_split)
+        for bucket in range(buckets_of(windows))], f"{split} summary features")
+    table = pd.concat(parts, ignore_index=True).sort_values("position", kind="stable")
+    return (table.drop(columns="position").reset_index(drop=True),
+            read_window_index(windows, split))

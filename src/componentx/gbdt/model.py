@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,15 +14,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from componentx.compute import SCHEDULER_VARIABLE, absolute, dask_client, local_workers
 from componentx.data.layout import SPLITS, DatasetSummary
+from componentx.data.windowing import buckets_of, read_window_index
+from componentx.decisions.calibration import softmax
 from componentx.decisions.evaluation import Evaluation, evaluate_logits
 from componentx.decisions.metrics import check_cost_matrix, total_cost
 from componentx.decisions.priors import class_priors, class_weights, shift_priors, training_priors
 from componentx.decisions.rules import expected_cost_decision
 from componentx.errors import BundleError
-from componentx.gbdt.features import split_features, use_window_stats
+from componentx.gbdt.features import bucket_features, split_features, use_window_stats
 
 log = logging.getLogger(__name__)
 SMOOTHING = 9  # boosting iterations averaged when choosing the best one on validation
@@ -120,11 +125,26 @@ class FittedBaseline:
         if meta["library"] == "lightgbm":
             import lightgbm
 
-            model = lightgbm.Booster(model_file=str(folder / "model.txt"))
+            try:
+                model = lightgbm.Booster(model_file=str(folder / "model.txt"))
+            except lightgbm.basic.LightGBMError as error:
+                raise BundleError(f"{folder / 'model.txt'} cannot be loaded ({error})") from None
         else:
             model = _load_sklearn(folder / SKLEARN_FILE)
         return cls(meta["library"], model, meta["iterations"], meta["validation_costs"],
                    meta.get("window_stats", False))
+
+
+def lightgbm_params(settings: dict, num_classes: int) -> dict:
+    """The LightGBM parameters of ``params.baseline`` (sizes resolved)."""
+    return {"objective": "multiclass", "num_class": num_classes,
+            "learning_rate": settings["learning_rate"], "num_leaves": settings["max_leaf_nodes"],
+            "min_data_in_leaf": settings["min_samples_leaf"],
+            "lambda_l2": settings["l2_regularization"], "seed": settings["seed"],
+            "deterministic": True, "force_row_wise": True, "verbosity": -1,
+            # every core (Dask's workers ask for one OpenMP thread through the environment,
+            # which would otherwise reach this process too)
+            "num_threads": os.cpu_count() or 1}
 
 
 def fit_baseline(train: pd.DataFrame, train_y: np.ndarray, sample_weight: np.ndarray | None,
@@ -138,9 +158,8 @@ def fit_baseline(train: pd.DataFrame, train_y: np.ndarray, sample_weight: np.nda
     HistGradientBoostingClassifier runs ``max_iter`` and is refitted to it.
     """
     settings = resolve_size_settings(settings, len(train))
-    library = settings["library"]
     num_classes = len(cost_matrix)
-    if library == "lightgbm":
+    if settings["library"] == "lightgbm":
         import lightgbm
 
         costs: list[float] = []
@@ -155,18 +174,23 @@ def fit_baseline(train: pd.DataFrame, train_y: np.ndarray, sample_weight: np.nda
                 raise lightgbm.callback.EarlyStopException(best - 1, env.evaluation_result_list)
 
         booster = lightgbm.train(
-            {"objective": "multiclass", "num_class": num_classes,
-             "learning_rate": settings["learning_rate"], "num_leaves": settings["max_leaf_nodes"],
-             "min_data_in_leaf": settings["min_samples_leaf"],
-             "lambda_l2": settings["l2_regularization"], "seed": settings["seed"],
-             "deterministic": True, "force_row_wise": True, "verbosity": -1},
+            lightgbm_params(settings, num_classes),
             lightgbm.Dataset(train, train_y, weight=sample_weight,
                              categorical_feature=spec_names or "auto", free_raw_data=False),
             num_boost_round=settings["max_iter"],
             valid_sets=[lightgbm.Dataset(validation, val_y, categorical_feature=spec_names
                                          or "auto")],
             feval=expected_cost, callbacks=[stop_without_gain])
-        return FittedBaseline(library, booster, best_iteration(costs), costs)
+        return FittedBaseline("lightgbm", booster, best_iteration(costs), costs)
+    return _fit_sklearn(train, train_y, sample_weight, validation, val_y, train_priors,
+                        cost_matrix, spec_names, settings)
+
+
+def _fit_sklearn(train: pd.DataFrame, train_y: np.ndarray, sample_weight: np.ndarray | None,
+                 validation: pd.DataFrame, val_y: np.ndarray, train_priors: np.ndarray,
+                 cost_matrix: np.ndarray, spec_names: list[str], settings: dict
+                 ) -> FittedBaseline:
+    num_classes = len(cost_matrix)
     categorical = [train.columns.get_loc(name) for name in spec_names] or None
     hyper = {"learning_rate": settings["learning_rate"],
              "max_leaf_nodes": settings["max_leaf_nodes"],
@@ -185,38 +209,105 @@ def fit_baseline(train: pd.DataFrame, train_y: np.ndarray, sample_weight: np.nda
     if best < model.n_iter_:
         model = HistGradientBoostingClassifier(max_iter=best, **hyper).fit(
             train, train_y, sample_weight=sample_weight)
-    return FittedBaseline(library, model, best, costs)
+    return FittedBaseline("sklearn", model, best, costs)
 
 
-def fit_and_evaluate(ingested: Path, windows: Path, settings: dict, evaluate: dict
-                     ) -> tuple[FittedBaseline, Evaluation]:
+def fit_lightgbm_on_cluster(client: Any, train: Any, validation: pd.DataFrame,
+                            val_y: np.ndarray, train_priors: np.ndarray,
+                            cost_matrix: np.ndarray, spec_names: list[str], settings: dict
+                            ) -> FittedBaseline:
+    """The LightGBM fit of :func:`fit_baseline` with LightGBM's Dask interface, on the
+    workers that hold ``train`` (a Dask DataFrame of the features with ``label`` and
+    ``weight`` columns). That interface has no early stopping: all ``max_iter`` trees are
+    grown, then the validation cost is replayed iteration by iteration and the same rule
+    chooses the iteration."""
+    import lightgbm
+
+    log.info("fitting with LightGBM's Dask interface on %d workers",
+             len(client.scheduler_info()["workers"]))
+    features = [c for c in train.columns if c not in ("label", "weight")]
+    params = lightgbm_params(settings, len(cost_matrix))
+    params.pop("num_threads")  # the workers' threads
+    # The regressor's wrapper passes the multiclass objective through with every class,
+    # whichever classes a worker's partitions hold.
+    model = lightgbm.DaskLGBMRegressor(client=client, n_estimators=settings["max_iter"],
+                                       **params)
+    model.fit(train[features], train["label"], sample_weight=train["weight"],
+              categorical_feature=spec_names or "auto")
+    booster = model.booster_
+    raw, costs = np.zeros((len(val_y), len(cost_matrix))), []
+    for iteration in range(booster.current_iteration()):
+        raw += booster.predict(validation, raw_score=True, start_iteration=iteration,
+                               num_iteration=1)
+        costs.append(validation_cost(softmax(raw), val_y, train_priors, cost_matrix))
+    return FittedBaseline("lightgbm", booster, best_iteration(costs), costs)
+
+
+def train_frame_part(windows: Path, ingested: Path, bucket: int, spec_columns: list[str],
+                     k: int, window_stats: bool, weights: np.ndarray | None) -> pd.DataFrame:
+    """One bucket's training rows for LightGBM's Dask interface: the summary features, the
+    ``label`` and its class ``weight`` (a task)."""
+    table = bucket_features(windows, ingested, "train", bucket, spec_columns, k, window_stats,
+                            None)
+    y = read_window_index(windows, "train")["class_label"].to_numpy()[table["position"]]
+    return table.drop(columns="position").assign(
+        label=y.astype(np.float64), weight=1.0 if weights is None else weights[y])
+
+
+def fits_one_worker(windows: int, features: int, compute: dict) -> bool:
+    """Whether the summary features of ``windows`` training windows (about 8 float64 columns
+    per readout feature, LightGBM holding about three copies) fit in half a worker."""
+    memory = compute["memory_per_worker"]
+    per_worker = (psutil.virtual_memory().total / local_workers(compute["workers"], 1)
+                  if memory == "auto" else memory * 2**30)
+    return windows * features * 8 * 8 * 3 < per_worker / 2
+
+
+def fit_and_evaluate(ingested: Path, windows: Path, settings: dict, evaluate: dict,
+                     compute: dict) -> tuple[FittedBaseline, Evaluation]:
     """Fit the trees on the train windows' summary features (``settings`` is
     ``params.baseline``), choose the iteration on validation, and evaluate on validation and
     test through the same calibration and decisions as every model (``evaluate`` is
-    ``params.evaluate``). The report also holds the iteration and the tree sizes."""
+    ``params.evaluate``). Features are built bucket by bucket on the cluster
+    (``compute`` is ``params.compute``); LightGBM trains there too, with its Dask interface,
+    when a cluster is named (``DASK_SCHEDULER_ADDRESS``) or the features would not fit in one
+    worker, else in this process. The report also holds the iteration and the tree sizes."""
     summary = DatasetSummary.load(ingested / "schema.json")
     num_classes, specs = summary.num_classes, summary.spec_columns
     cost_matrix = check_cost_matrix(evaluate["cost_matrix"], num_classes)
-    window_stats = use_window_stats(settings["window_stats"], windows)
-    features, index = {}, {}
-    for split in SPLITS:
-        features[split], index[split] = split_features(windows, ingested, split, specs,
-                                                       settings["k"], window_stats)
+    index = {split: read_window_index(windows, split) for split in SPLITS}
     labels = {split: frame["class_label"].to_numpy() for split, frame in index.items()}
     weights = class_weights(settings["class_weights"], labels["train"], num_classes,
                             "baseline.class_weights")
     priors = training_priors(labels["train"], weights, False, num_classes)
-    fitted = fit_baseline(features["train"], labels["train"],
-                          None if weights is None else weights[labels["train"]],
-                          features["validation"], labels["validation"], priors, cost_matrix,
-                          specs, settings)
-    fitted.window_stats = window_stats
     sizes = resolve_size_settings(settings, len(labels["train"]))
-    log.info("baseline (%s): %d windows x %d summary features, leaves of %d or more, %d at "
-             "most; validation expected cost is lowest after %d of %d iterations (%.0f, "
-             "smoothed over %d)", settings["library"], len(labels["train"]),
-             features["train"].shape[1], sizes["min_samples_leaf"], sizes["max_leaf_nodes"],
-             fitted.iterations, len(fitted.validation_costs),
+    fitted = None
+    with dask_client(compute, buckets_of(windows)) as client:
+        window_stats = use_window_stats(settings["window_stats"], windows, client)
+        features = {split: split_features(windows, ingested, split, specs, settings["k"],
+                                          window_stats, client)[0]
+                    for split in ("validation", "test")}
+        if settings["library"] == "lightgbm" and client is not None and (
+                os.environ.get(SCHEDULER_VARIABLE) or not fits_one_worker(
+                    len(labels["train"]), len(summary.feature_columns), compute)):
+            fitted = fit_lightgbm_on_cluster(
+                client, _train_frame(client, windows, ingested, specs, settings["k"],
+                                     window_stats, weights),
+                features["validation"], labels["validation"], priors, cost_matrix, specs,
+                sizes)
+        else:
+            features["train"] = split_features(windows, ingested, "train", specs, settings["k"],
+                                               window_stats, client)[0]
+    if fitted is None:  # in this process, the cluster closed
+        fitted = fit_baseline(features["train"], labels["train"],
+                              None if weights is None else weights[labels["train"]],
+                              features["validation"], labels["validation"], priors,
+                              cost_matrix, specs, settings)
+    fitted.window_stats = window_stats
+    log.info("baseline (%s): %d windows, leaves of %d or more, %d at most; validation expected "
+             "cost is lowest after %d of %d iterations (%.0f, smoothed over %d)",
+             settings["library"], len(labels["train"]), sizes["min_samples_leaf"],
+             sizes["max_leaf_nodes"], fitted.iterations, len(fitted.validation_costs),
              fitted.validation_costs[fitted.iterations - 1], SMOOTHING)
     scored = ("validation", "test")
     evaluation = evaluate_logits(
@@ -226,3 +317,14 @@ def fit_and_evaluate(ingested: Path, windows: Path, settings: dict, evaluate: di
     evaluation.report |= {"iterations": fitted.iterations, "window_stats": window_stats,
                           **{key: sizes[key] for key in ("min_samples_leaf", "max_leaf_nodes")}}
     return fitted, evaluation
+
+
+def _train_frame(client: Any, windows: Path, ingested: Path, specs: list[str], k: int,
+                 window_stats: bool, weights: np.ndarray | None) -> Any:
+    """The training rows as a Dask DataFrame, a partition per bucket, left on the workers."""
+    import dask.dataframe as dd
+
+    futures = [client.submit(train_frame_part, *absolute((windows, ingested)), bucket, specs, k,
+                             window_stats, weights, pure=False)
+               for bucket in range(buckets_of(windows))]
+    return dd.from_delayed(futures, meta=futures[0].result().iloc[:0])

@@ -21,7 +21,7 @@ from torch import nn
 
 from componentx.errors import CheckpointError
 from componentx.runtime import atomic_write_bytes
-from componentx.sequence.models import model_from_state
+from componentx.sequence.models import ModelConfig, build_model
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +54,29 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path, required: tuple[str, ...] = ("config", "model", "state")
-                    ) -> dict[str, Any]:
-    """Read a checkpoint as data only; a damaged, foreign or code-carrying file is a clear
-    error."""
+RESTART = "delete it to start training from scratch"
+
+
+def load_checkpoint(path: Path, required: tuple[str, ...] = ("config", "model", "state"),
+                    advice: str = RESTART) -> dict[str, Any]:
+    """Read a checkpoint as data only; a missing, damaged, foreign or code-carrying file is a
+    :class:`CheckpointError` saying what it is and ``advice``."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path} not found; {advice}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(f"{path} cannot be read: it holds objects beyond plain data "
-                              "(written by an older componentx, or not by componentx); delete "
-                              "it to start training from scratch") from None
-    except Exception as error:  # torch raises many types for damaged files
+                              f"(written by an older componentx, or not by componentx); "
+                              f"{advice}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:  # a damaged file
         reason = (str(error).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(f"{path} cannot be read ({type(error).__name__}: {reason}); "
-                              "delete it to start training from scratch") from None
+                              f"{advice}") from None
     missing = set(required) - set(payload) if isinstance(payload, dict) else set(required)
     if missing:
-        raise CheckpointError(f"{path} is not a componentx checkpoint (missing {sorted(missing)});"
-                              " delete it to start training from scratch")
+        raise CheckpointError(f"{path} is not a componentx checkpoint (missing "
+                              f"{sorted(missing)}); {advice}")
     return payload
 
 
@@ -89,11 +94,23 @@ def resumable_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
     return checkpoint
 
 
-def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+RETRAIN = "train the model again (dvc repro -f train)"
+
+
+def load_model(path: Path, device: torch.device | str = "cpu", advice: str = RETRAIN
+               ) -> tuple[nn.Module, dict]:
     """The model of a checkpoint (eval mode, on ``device``) and the checkpoint itself."""
-    checkpoint = load_checkpoint(Path(path), required=("config", "model"))
+    checkpoint = load_checkpoint(Path(path), ("config", "model"), advice)
     try:
-        model = model_from_state(checkpoint["config"], checkpoint["model"])
-    except (RuntimeError, TypeError) as error:
-        raise CheckpointError(f"{path} does not match its model config: {error}") from None
-    return model.to(device), checkpoint
+        config = ModelConfig(**checkpoint["config"])
+    except TypeError as error:  # keys of another version
+        raise CheckpointError(f"{path} holds a model config this componentx does not know "
+                              f"({error}); {advice}") from None
+    model = build_model(config)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:  # weights of another shape
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path} does not match its model config ({reason}); "
+                              f"{advice}") from None
+    return model.eval().to(device), checkpoint

@@ -1,7 +1,8 @@
-"""Model inputs: the normalised readouts as one contiguous tensor, windows gathered per batch."""
+"""Windows as batches: each window's model inputs gathered from its bucket, per batch."""
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,8 +13,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from componentx.data.features import HISTORY_CHANNELS, FeatureStats, model_inputs, window_inputs
+from componentx.data.features import AGE_SCALE, HISTORY_CHANNELS, FeatureStats
+from componentx.data.layout import bucket_file
 from componentx.data.specs import vehicle_codes
+from componentx.data.windowing import buckets_of, read_window_index
 
 
 @dataclass
@@ -33,19 +36,50 @@ class Batch:
                      self.y.pin_memory())
 
 
-class WindowSet:
-    """One split's windows over its normalised readouts.
+class NpyRows:
+    """A ``.npy`` file (rows first) read row range by row range with ``os.pread``: nothing is
+    loaded or mapped whole, so a process's memory does not grow with the file (the page cache
+    holds what is read often)."""
 
-    The readouts are normalised once into a float32 array with a zero padding row at the
-    end; :meth:`batch` gathers a batch of windows with one numpy index operation (no torch
-    threads, so a background thread can gather while torch computes).
+    def __init__(self, path: Path) -> None:
+        with Path(path).open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(handle) if version
+                                     == (1, 0) else np.lib.format.read_array_header_2_0(handle))
+            self.offset = handle.tell()
+        if fortran:
+            raise ValueError(f"{path}: a Fortran-ordered array cannot be read by rows")
+        self.shape, self.dtype = shape, np.dtype(dtype)
+        self.row_bytes = self.dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.shape[0])
+        data = os.pread(self.fd, (stop - start) * self.row_bytes, self.offset
+                        + start * self.row_bytes)
+        return np.frombuffer(data, self.dtype).reshape(stop - start, *self.shape[1:])
+
+    def __del__(self) -> None:
+        if hasattr(self, "fd"):
+            os.close(self.fd)
+
+
+class WindowSet:
+    """One split's windows over its model inputs, bucket by bucket.
+
+    ``inputs[b]`` (rows, channels) and ``times[b]`` (rows,) are bucket ``b``'s model inputs
+    and readout times: arrays, or :class:`NpyRows` files read window by window. ``windows``
+    is the split's window index (``vehicle_id``, ``ref_time``, ``class_label``, ``bucket``
+    (0 when absent), ``end_row``, ``length``), in its global order. :meth:`batch` gathers
+    windows without torch threads, so a background thread can gather while torch computes.
     """
 
-    def __init__(self, features: np.ndarray, times: np.ndarray, windows: pd.DataFrame,
-                 specs: np.ndarray, size: int) -> None:
-        self.features = np.asarray(features, dtype=np.float32)
-        self.times = np.r_[times, 0.0]
+    def __init__(self, inputs: list, times: list, windows: pd.DataFrame, specs: np.ndarray,
+                 size: int) -> None:
+        self.inputs, self.times = inputs, times
         self.windows = windows
+        self.bucket = (windows["bucket"].to_numpy() if "bucket" in windows
+                       else np.zeros(len(windows), dtype=np.int64))
         self.end_row = windows["end_row"].to_numpy()
         self.length = windows["length"].to_numpy()
         self.ref_time = windows["ref_time"].to_numpy()
@@ -58,14 +92,23 @@ class WindowSet:
 
     @property
     def n_inputs(self) -> int:
-        return self.features.shape[1] + 1
+        """Channels per step: the model inputs and the age."""
+        return self.inputs[0].shape[1] + 1
 
     def batch(self, index: np.ndarray) -> Batch:
+        """The windows ``index``: (batch, size, n_inputs), left-padded with zeros, the last
+        channel the age of each readout before the reference time."""
         # torch's allocator aligns to 64 bytes; oneDNN and MKL may round differently on
         # buffers aligned otherwise, which would make runs differ from process to process.
-        x = torch.empty((len(index), self.size, self.n_inputs), dtype=torch.float32)
-        window_inputs(self.features, self.times, self.end_row[index], self.length[index],
-                      self.ref_time[index], self.size, out=x.numpy())
+        x = torch.zeros((len(index), self.size, self.n_inputs), dtype=torch.float32)
+        out = x.numpy()
+        for i, window in enumerate(index):
+            length, end, bucket = self.length[window], self.end_row[window], self.bucket[window]
+            if length:
+                rows = slice(end - length, end)
+                out[i, self.size - length:, :-1] = self.inputs[bucket][rows]
+                out[i, self.size - length:, -1] = (self.ref_time[window]
+                                                   - self.times[bucket][rows]) / AGE_SCALE
         return Batch(x, torch.from_numpy(self.length[index]), self.specs[index],
                      self.labels[index])
 
@@ -94,16 +137,16 @@ def input_names(stats: FeatureStats) -> list[str]:
     return [*stats.names, *HISTORY_CHANNELS, "age"]
 
 
-def load_window_set(windows_dir: Path, ingested_dir: Path, split: str, stats: FeatureStats,
+def load_window_set(windows: Path, inputs: Path, ingested: Path, split: str,
                     spec_columns: list[str], size: int, specs_split: str | None = None
                     ) -> WindowSet:
-    """Read one split's windowing outputs and normalise its readouts; the specifications come
-    from ``specs_split`` (the fleet holdout's vehicles are train vehicles)."""
-    values = np.load(windows_dir / f"{split}_values.npy", mmap_mode="r")
-    times = np.load(windows_dir / f"{split}_time.npy")
-    vehicles = np.load(windows_dir / f"{split}_vehicle.npy")
-    features = model_inputs(values, times, vehicles, stats)
-    windows = pd.read_parquet(windows_dir / f"{split}_windows.parquet")
-    specs = vehicle_codes(ingested_dir, specs_split or split, spec_columns,
-                          windows["vehicle_id"].to_numpy())
-    return WindowSet(features, times, windows, specs, size)
+    """One split's windows over the model inputs of the inputs stage (read from disk window by
+    window); the specifications come from ``specs_split`` (the fleet holdout's vehicles are
+    train vehicles)."""
+    index = read_window_index(windows, split)
+    buckets = range(buckets_of(windows))
+    specs = vehicle_codes(ingested, specs_split or split, spec_columns,
+                          index["vehicle_id"].to_numpy())
+    return WindowSet([NpyRows(bucket_file(inputs, split, b, ".npy")) for b in buckets],
+                     [NpyRows(Path(f"{bucket_file(windows, split, b, '')}.time.npy"))
+                      for b in buckets], index, specs, size)

@@ -63,8 +63,8 @@ class Explanation:
     attention: np.ndarray | None
 
 
-def explain_riskiest(model_path: Path, ingested: Path, windows: Path, stats: Path,
-                     predictions: Path, size: int, settings: dict, risk_class: int
+def explain_riskiest(model_path: Path, ingested: Path, windows: Path, inputs: Path,
+                     stats: Path, predictions: Path, size: int, settings: dict, risk_class: int
                      ) -> Explanation:
     """Integrated gradients of the decided class (or class 1 where the decision is 0) for the
     ``settings["vehicles"]`` test vehicles of ``predictions`` with the highest failure risk
@@ -73,7 +73,7 @@ def explain_riskiest(model_path: Path, ingested: Path, windows: Path, stats: Pat
     model, _ = load_model(model_path)
     feature_stats = FeatureStats.load(stats)
     specs = DatasetSummary.load(ingested / "schema.json").spec_columns
-    test = load_window_set(windows, ingested, "test", feature_stats, specs, size)
+    test = load_window_set(windows, inputs, ingested, "test", specs, size)
     frame = pd.read_parquet(predictions)
     probs = frame[[c for c in frame.columns if c.startswith("prob_")]].to_numpy()
     risk = failure_risk(probs, risk_class)

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from componentx.data.features import FeatureStats
 from componentx.data.layout import DatasetSummary
 from componentx.decisions.calibration import calibration_method
 from componentx.decisions.evaluation import Evaluation, evaluate_logits
@@ -53,7 +52,7 @@ def predict_logits(model: nn.Module, windows: WindowSet, device: torch.device,
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), dtype=np.float32)
 
 
-def evaluate_checkpoint(model_path: Path, ingested: Path, windows: Path, stats: Path,
+def evaluate_checkpoint(model_path: Path, ingested: Path, windows: Path, inputs: Path,
                         size: int, settings: dict) -> tuple[Evaluation, dict]:
     """The checkpoint's model on the validation and test windows, calibrated on validation
     and scored (``settings`` is ``params.evaluate``); also returns the checkpoint."""
@@ -61,11 +60,10 @@ def evaluate_checkpoint(model_path: Path, ingested: Path, windows: Path, stats: 
     cost_matrix = check_cost_matrix(settings["cost_matrix"], summary.num_classes)
     device = choose_device("auto")
     model, checkpoint = load_model(model_path, device)
-    feature_stats = FeatureStats.load(stats)
     logits, labels, vehicles = {}, {}, {}
     for split in ("validation", "test"):
-        split_windows = load_window_set(windows, ingested, split, feature_stats,
-                                        summary.spec_columns, size)
+        split_windows = load_window_set(windows, inputs, ingested, split, summary.spec_columns,
+                                        size)
         logits[split] = predict_logits(model, split_windows, device).astype(np.float64)
         labels[split] = split_windows.labels.numpy()
         vehicles[split] = split_windows.windows["vehicle_id"].to_numpy()

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from componentx.data.features import FeatureStats
 from componentx.data.layout import DatasetSummary
 from componentx.data.specs import cardinalities, train_vocabularies
 from componentx.decisions.metrics import check_cost_matrix
 from componentx.errors import ParamsError, UserError
+from componentx.runtime import exit_with_parent, share_stage_lock
 from componentx.sequence.checkpoints import load_checkpoint, resumable_checkpoint
 from componentx.sequence.config import TrainConfig
 from componentx.sequence.dataset import load_window_set
@@ -37,8 +37,11 @@ def torchrun_command(nproc: int, script: str | Path) -> list[str] | None:
 
 
 def relaunch(command: list[str]) -> int:
-    """Run ``command`` (from :func:`torchrun_command`) and return its exit status."""
-    return subprocess.run(command, check=False).returncode
+    """Run ``command`` (from :func:`torchrun_command`) and return its exit status. The
+    workers share this stage's lock, and torchrun dies with this process (its workers, in a
+    session of their own, die with torchrun)."""
+    share_stage_lock()
+    return subprocess.run(command, check=False, preexec_fn=exit_with_parent).returncode
 
 
 def fingerprint(params: dict, inputs: list[Path]) -> str:
@@ -72,8 +75,8 @@ def pretrained_encoder(path: Path, init: str, model_config: ModelConfig) -> dict
     return checkpoint["encoder"]
 
 
-def train_sequence_model(params: dict, ingested: Path, windows: Path, stats: Path, models: Path,
-                         live_dir: Path) -> TrainState:
+def train_sequence_model(params: dict, ingested: Path, windows: Path, inputs: Path, stats: Path,
+                         models: Path, live_dir: Path) -> TrainState:
     """Train on the windowing stage's train windows, early-stopped on validation, into
     ``models`` (``best.pt``, ``last.pt``, beside the pretrain stage's ``pretrained.pt``),
     with per-epoch metrics in ``live_dir``. Call it in every process of a distributed run
@@ -82,10 +85,9 @@ def train_sequence_model(params: dict, ingested: Path, windows: Path, stats: Pat
     size = params["window"]["size"]
     summary = DatasetSummary.load(ingested / "schema.json")
     cost_matrix = check_cost_matrix(params["evaluate"]["cost_matrix"], summary.num_classes)
-    feature_stats = FeatureStats.load(stats)
     specs = summary.spec_columns
-    train_set = load_window_set(windows, ingested, "train", feature_stats, specs, size)
-    val_set = load_window_set(windows, ingested, "validation", feature_stats, specs, size)
+    train_set = load_window_set(windows, inputs, ingested, "train", specs, size)
+    val_set = load_window_set(windows, inputs, ingested, "validation", specs, size)
     model_config = ModelConfig(**params["model"], n_features=train_set.n_inputs,
                                num_classes=summary.num_classes,
                                spec_cardinalities=cardinalities(train_vocabularies(ingested,
@@ -97,8 +99,7 @@ def train_sequence_model(params: dict, ingested: Path, windows: Path, stats: Pat
                                windows / "validation_windows.parquet",
                                *([pretrained] if config.init == "pretrained" else [])])
     resume_from = resumable_checkpoint(models / "last.pt", key) if config.resume else None
-    name = run_name([ingested / "schema.json", ingested / "train_readouts.parquet"], size,
-                    model_config.arch, key)
+    name = run_name(summary.digest, size, model_config.arch, key)
     main_process = distributed_context()[0] == 0
     with EpochLog(live_dir, params["tracking"], name, key, resume_from is not None,
                   main_process) as epoch_log:

@@ -288,10 +288,3 @@ class SequenceClassifier(nn.Module):
 def build_model(config: ModelConfig) -> SequenceClassifier:
     return SequenceClassifier(config)
 
-
-def model_from_state(config: dict, state: dict[str, torch.Tensor]) -> SequenceClassifier:
-    """A model rebuilt from its config (``ModelConfig.to_dict()``) and weights, in eval mode:
-    the one way every checkpoint and bundle is turned back into a model."""
-    model = build_model(ModelConfig(**config))
-    model.load_state_dict(state)
-    return model.eval()

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from componentx.data.features import FeatureStats
 from componentx.data.layout import DatasetSummary
 from componentx.sequence.dataset import WindowSet, load_window_set
 from componentx.sequence.inference import choose_device
@@ -112,7 +111,7 @@ def pretrain(model_config: ModelConfig, config: PretrainConfig, windows: WindowS
     return {k: v.cpu() for k, v in model.encoder.state_dict().items()}, history
 
 
-def pretrain_stage(params: dict, ingested: Path, windows: Path, stats: Path) -> dict:
+def pretrain_stage(params: dict, ingested: Path, windows: Path, inputs: Path) -> dict:
     """The pretrain stage's checkpoint: the encoder pre-trained on the train windows with
     ``params.pretrain`` and ``params.model``, or, with ``pretrain.epochs`` 0, a record that
     there is none (``train.init: pretrained`` then refuses to start)."""
@@ -121,8 +120,8 @@ def pretrain_stage(params: dict, ingested: Path, windows: Path, stats: Path) -> 
         log.info("pretrain.epochs is 0: no pre-training")
         return {"config": None, "encoder": None, "history": []}
     summary = DatasetSummary.load(ingested / "schema.json")
-    train_windows = load_window_set(windows, ingested, "train", FeatureStats.load(stats),
-                                    summary.spec_columns, params["window"]["size"])
+    train_windows = load_window_set(windows, inputs, ingested, "train", summary.spec_columns,
+                                    params["window"]["size"])
     model_config = ModelConfig(**params["model"], n_features=train_windows.n_inputs,
                                num_classes=summary.num_classes)
     encoder, history = pretrain(model_config, config, train_windows)

@@ -208,12 +208,23 @@ class Run:
     rank: int
     world: int
 
-    def state_dict(self, state: TrainState, fingerprint: str) -> dict[str, Any]:
-        """A checkpoint: data only (see :mod:`componentx.sequence.checkpoints`)."""
+    def rng_states(self) -> list[dict[str, Any]]:
+        """Every process's random states, in rank order (call it in every process)."""
+        states: list[Any] = [None] * self.world
+        if self.world > 1:
+            dist.all_gather_object(states, rng_state())
+        else:
+            states[0] = rng_state()
+        return states
+
+    def state_dict(self, state: TrainState, fingerprint: str, rng: list[dict[str, Any]]
+                   ) -> dict[str, Any]:
+        """A checkpoint: data only (see :mod:`componentx.sequence.checkpoints`), with the
+        random states ``rng`` of every process."""
         return {"config": self.model_config.to_dict(), "train_config": asdict(self.config),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": rng_state(), "state": asdict(state), "fingerprint": fingerprint,
+                "rng": rng, "state": asdict(state), "fingerprint": fingerprint,
                 "train_priors": self.train_priors.tolist()}
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> TrainState:
@@ -221,7 +232,11 @@ class Run:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
-        set_rng_state(checkpoint["rng"])
+        rng = checkpoint["rng"]
+        if len(rng) != self.world:
+            raise UserError(f"the checkpoint was written by {len(rng)} processes, this run has "
+                            f"{self.world} (train.nproc): delete models/last.pt to start again")
+        set_rng_state(rng[self.rank])
         return TrainState.from_dict(checkpoint["state"])
 
 
@@ -376,8 +391,9 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
         state.finished = state.stopping.should_stop or state.epoch >= config.epochs
         state.history.append({"epoch": epoch + 1, "lr": lr, "train": train_metrics,
                               "validation": val_metrics})
+        rng = run.rng_states()
         if run.rank == 0:
-            checkpoint = run.state_dict(state, fingerprint)
+            checkpoint = run.state_dict(state, fingerprint, rng)
             if improved:
                 save_checkpoint(best_path, checkpoint)
             save_checkpoint(last_path, checkpoint)

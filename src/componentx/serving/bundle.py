@@ -29,40 +29,43 @@ KINDS = ("sequence", "baseline")
 CODE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".dill", ".py")
 
 
+REEXPORT = "export the bundle again (dvc repro export)"
+
+
 def read_meta(folder: Path) -> dict:
-    """``bundle.json`` of a bundle folder, checked for the format this code reads."""
+    """``bundle.json`` of a bundle folder, checked: the format this code reads, every file it
+    lists present, and nothing that would run code when loaded."""
     path = Path(folder) / "bundle.json"
     if not path.is_file():
         raise BundleError(f"{folder} is not a model bundle (no bundle.json); `dvc repro` "
                           "writes models/bundle")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != BUNDLE_FORMAT or meta.get("kind") not in KINDS:
-        raise BundleError(f"{path}: bundle format {meta.get('format')!r} / kind "
-                          f"{meta.get('kind')!r} is not one this componentx reads (format "
-                          f"{BUNDLE_FORMAT}: re-export it with this version)")
+    try:
+        meta = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{path} is not readable JSON ({error}); {REEXPORT}") from None
+    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT or meta.get(
+            "kind") not in KINDS:
+        raise BundleError(f"{path}: not a bundle of format {BUNDLE_FORMAT} that this "
+                          f"componentx reads; {REEXPORT} with this version")
     code = sorted(p.name for p in Path(folder).iterdir() if p.suffix in CODE_SUFFIXES)
     if code:
         raise BundleError(f"{folder} holds {code}: refused, a bundle holds data only and "
                           "loading those could run code")
+    missing = [name for name in meta.get("files", []) if not (Path(folder) / name).is_file()]
+    if missing:
+        raise BundleError(f"{folder} lacks {missing}, which bundle.json lists; {REEXPORT}")
     return meta
 
 
 def load_sequence_model(folder: Path) -> Any:
     """The sequence model of a bundle (eval mode), from ``model.pt`` read as data only."""
-    import pickle
+    from componentx.errors import CheckpointError
+    from componentx.sequence.checkpoints import load_model
 
-    import torch
-
-    from componentx.sequence.models import model_from_state
-
-    path = Path(folder) / "model.pt"
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0][:160]
-        raise BundleError(f"{path} is not plain weights and was refused (loading it would run "
-                          f"code: {reason})") from None
-    return model_from_state(saved["config"], saved["model"])
+        return load_model(Path(folder) / "model.pt", advice=REEXPORT)[0]
+    except CheckpointError as error:
+        raise BundleError(f"refused: {error}") from None
 
 
 def export_onnx(model: Any, config: dict, folder: Path, window: int) -> Path:
@@ -83,19 +86,18 @@ def export_onnx(model: Any, config: dict, folder: Path, window: int) -> Path:
     return path
 
 
-def write_sequence_bundle(folder: Path, checkpoint: dict, meta: dict) -> None:
-    """The sequence model of a checkpoint: its config and weights (``model.pt``), the ONNX
-    export, and ``meta``."""
+def write_sequence_bundle(folder: Path, checkpoint: Path, meta: dict) -> None:
+    """The sequence model of a checkpoint file: its config and weights (``model.pt``), the
+    ONNX export, and ``meta``."""
     import torch
 
-    from componentx.sequence.models import model_from_state
+    from componentx.sequence.checkpoints import load_model
 
     folder.mkdir(parents=True, exist_ok=True)
-    model = model_from_state(checkpoint["config"], checkpoint["model"])
-    torch.save({"config": checkpoint["config"], "model": model.state_dict()},
-               folder / "model.pt")
-    export_onnx(model, checkpoint["config"], folder, meta["window_size"])
-    write_meta(folder, {**meta, "kind": "sequence", "model_config": checkpoint["config"],
+    model, saved = load_model(checkpoint)
+    torch.save({"config": saved["config"], "model": model.state_dict()}, folder / "model.pt")
+    export_onnx(model, saved["config"], folder, meta["window_size"])
+    write_meta(folder, {**meta, "kind": "sequence", "model_config": saved["config"],
                         "files": ["model.pt", "model.onnx"]})
 
 

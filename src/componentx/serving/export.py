@@ -7,12 +7,11 @@ import json
 import subprocess
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import yaml
 
 from componentx import __version__
 from componentx.data.layout import DatasetSummary
-from componentx.data.specs import vocabularies
+from componentx.data.specs import train_vocabularies
 from componentx.decisions.metrics import check_cost_matrix
 from componentx.serving.bundle import write_baseline_bundle, write_sequence_bundle
 
@@ -46,13 +45,11 @@ def common_meta(params: dict, ingested: Path) -> dict:
     specification columns, the specification vocabularies, classes and class windows, window
     size, ``risk_class`` (``fleet.risk_class``), cost matrix, decision rule, provenance."""
     summary = DatasetSummary.load(ingested / "schema.json")
-    specs = (pq.read_table(ingested / "train_specs.parquet").to_pydict()
-             if summary.spec_columns else {})
     return {
         "feature_columns": summary.feature_columns, "spec_columns": summary.spec_columns,
-        "spec_vocabularies": vocabularies(specs, summary.spec_columns),
+        "spec_vocabularies": train_vocabularies(ingested, summary.spec_columns),
         "num_classes": summary.num_classes,
-        "class_windows": params["labels"]["windows"] if summary.train_target == "tte" else None,
+        "class_windows": summary.class_windows(params["labels"]["windows"]),
         "window_size": params["window"]["size"], "risk_class": params["fleet"]["risk_class"],
         "cost_matrix": check_cost_matrix(params["evaluate"]["cost_matrix"],
                                          summary.num_classes),
@@ -66,15 +63,13 @@ def write_bundles(out: Path, params: dict, ingested: Path, stats: Path, model: P
     and the fitted trees of ``baseline_model``, each with its calibration and metrics (from
     ``metrics/evaluate.json`` and ``metrics/baseline.json`` in ``metrics``), the gate's
     verdict, and everything scoring needs; ``risk_class`` is ``fleet.risk_class``."""
-    from componentx.sequence.checkpoints import load_checkpoint
-
     gate = json.loads((metrics / "gate.json").read_text())
     evaluate = json.loads((metrics / "evaluate.json").read_text())
     baseline = json.loads((metrics / "baseline.json").read_text())
     fitted = json.loads((baseline_model / "baseline.json").read_text())
     shipped = shipped_kind(gate)
     common = common_meta(params, ingested)
-    write_sequence_bundle(out / "sequence", load_checkpoint(model, ("config", "model")), {
+    write_sequence_bundle(out / "sequence", model, {
         **common, "features": json.loads(stats.read_text()),
         "calibration": evaluate["calibration"], "shipped": shipped == "sequence",
         "metrics": bundle_metrics(evaluate, evaluate["paired_vs_baseline"], gate)})

@@ -11,6 +11,7 @@ import pandas as pd
 
 from componentx.data.layout import DatasetSummary
 from componentx.data.specs import vehicle_codes
+from componentx.data.windowing import buckets_of, read_window_index, readout_arrays
 from componentx.decisions.alarms import Fleet, fleet_report
 from componentx.decisions.rules import risk_window
 from componentx.serving.bundle import read_meta
@@ -36,33 +37,41 @@ class FleetView:
 def holdout_risks(bundles: Path, ingested: Path, windows: Path, index: pd.DataFrame
                   ) -> dict[str, np.ndarray]:
     """Each bundle's risk (at its ``risk_class``) at the holdout's windows ``index``, scored
-    as ``componentx predict`` scores: the same engine, features and calibration."""
-    values = np.load(windows / "fleet_values.npy", mmap_mode="r")
-    times, ids = np.load(windows / "fleet_time.npy"), np.load(windows / "fleet_vehicle.npy")
+    bucket by bucket as ``componentx predict`` scores: the same engine, features and
+    calibration."""
     summary = DatasetSummary.load(ingested / "schema.json")
     codes = vehicle_codes(ingested, "train", summary.spec_columns, index["vehicle_id"].to_numpy())
-    risks = {}
-    for name in MODELS:
-        scorer = Scorer(bundles / name, read_meta(bundles / name))
-        logits = scorer.logits(values, times, ids, index["end_row"].to_numpy(),
-                               index["length"].to_numpy(), index["ref_time"].to_numpy(), codes)
-        risks[name] = scorer.risk(scorer.probabilities(logits))
+    scorers = {name: Scorer(bundles / name, read_meta(bundles / name)) for name in MODELS}
+    risks = {name: np.zeros(len(index)) for name in MODELS}
+    for bucket in range(buckets_of(windows)):
+        mine = np.flatnonzero(index["bucket"].to_numpy() == bucket)
+        if not len(mine):
+            continue
+        arrays = readout_arrays(windows, "fleet", bucket)
+        part = index.iloc[mine]
+        for name, scorer in scorers.items():
+            logits = scorer.logits(*arrays, part["end_row"].to_numpy(),
+                                   part["length"].to_numpy(), part["ref_time"].to_numpy(),
+                                   codes[mine])
+            risks[name][mine] = scorer.risk(scorer.probabilities(logits))
     return risks
 
 
-def fleet_view(bundles: Path, ingested: Path, windows: Path, labels: Path, settings: dict,
-               class_windows: list[float]) -> FleetView | None:
+def fleet_view(bundles: Path, ingested: Path, windows: Path, labels: Path, settings: dict
+               ) -> FleetView | None:
     """The fleet view of the holdout (None when there is none); ``settings`` is
-    ``params.fleet``, whose ``horizon: auto`` is the risk's window
+    ``params.fleet``, whose ``horizon: auto`` is the window of the bundles' risk
     (:func:`~componentx.decisions.rules.risk_window`)."""
-    index = pd.read_parquet(windows / "fleet_windows.parquet")
+    index = read_window_index(windows, "fleet")
     if index.empty:
         return None
-    references = pd.read_parquet(labels / "fleet.parquet")
+    references = pd.concat([pd.read_parquet(path)
+                            for path in sorted((labels / "fleet").glob("*.parquet"))])
     per_vehicle = references.groupby("vehicle_id", sort=True)[["repaired", "end"]].first()
     fleet = Fleet(index["vehicle_id"].to_numpy(), index["ref_time"].to_numpy(),
                   per_vehicle["repaired"].to_numpy(bool), per_vehicle["end"].to_numpy(float))
-    horizon = (risk_window(class_windows, settings["risk_class"])
+    meta = read_meta(bundles / MODELS[0])
+    horizon = (risk_window(meta["class_windows"], meta["risk_class"])
                if settings["horizon"] == "auto" else float(settings["horizon"]))
     risks = holdout_risks(bundles, ingested, windows, index)
     report = {"available": True, "vehicles": len(per_vehicle),

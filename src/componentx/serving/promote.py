@@ -16,6 +16,9 @@ def promote(bundle: Path, gate: Path, target: Path, force: bool = False) -> str:
     (atomically); ``--force`` promotes the sequence model's bundle whatever the gate said.
     Returns the promoted model's kind."""
     bundle, gate = Path(bundle), Path(gate)
+    if not gate.is_file() or not (bundle / "bundle.json").is_file():
+        raise UserError(f"no gate verdict ({gate}) or shipped bundle ({bundle}) yet: run the "
+                        "pipeline first (dvc repro)")
     verdict = json.loads(gate.read_text())
     if force:
         bundle = bundle.parent / "bundles" / "sequence"

@@ -11,11 +11,11 @@ and onnxruntime only, never torch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,26 +23,29 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
+from componentx.compute import dask_client, map_tasks
 from componentx.data.features import FeatureStats, model_inputs, window_inputs
 from componentx.data.layout import ID, TIME
 from componentx.data.readouts import (
+    bucket_parts,
     first_line,
     read_header,
     read_table,
-    readout_blocks,
-    sort_readouts,
+    readout_features,
+    sorted_bucket,
+    split_into_buckets,
 )
 from componentx.data.specs import encode
 from componentx.data.windowing import window_index
 from componentx.decisions.calibration import Calibrator
 from componentx.decisions.rules import decide, failure_risk, risk_column
-from componentx.errors import DatasetError, UserError
-from componentx.serving.bundle import load_sequence_model, read_meta
+from componentx.errors import BundleError, DatasetError, UserError
+from componentx.serving.bundle import REEXPORT, load_sequence_model, read_meta
 
 log = logging.getLogger(__name__)
 ENGINES = ("auto", "onnx", "torch")
+SERVING = {"workers": 1, "memory_per_worker": "auto"}  # here, unless a cluster is named
 
 
 @dataclass
@@ -147,8 +150,13 @@ class Scorer:
 
             options = onnxruntime.SessionOptions()
             options.log_severity_level = 3
-            self.model = onnxruntime.InferenceSession(str(folder / "model.onnx"), options,
-                                                      providers=["CPUExecutionProvider"])
+            try:
+                self.model = onnxruntime.InferenceSession(str(folder / "model.onnx"), options,
+                                                          providers=["CPUExecutionProvider"])
+            except Exception as error:  # onnxruntime's own types for a damaged file
+                reason = (str(error).strip().splitlines() or [""])[0][:200]
+                raise BundleError(f"{folder / 'model.onnx'} cannot be loaded ({reason}); "
+                                  f"{REEXPORT}") from None
             self.engine = "onnx"
         else:
             self.model, self.engine = load_sequence_model(folder), "torch"
@@ -204,60 +212,68 @@ def _buckets(path: Path, memory_mb: float) -> int:
     return max(1, math.ceil(path.stat().st_size / (memory_mb * 2**20)))
 
 
-def _partitioned(blocks: Iterator[pa.RecordBatch], buckets: int, folder: Path
-                 ) -> Iterator[pa.Table]:
-    """All rows at once (one bucket), or the rows of each vehicle bucket in turn, spilled to
-    parquet files in ``folder`` first."""
-    if buckets == 1:
-        yield pa.Table.from_batches(list(blocks))
-        return
-    writers: dict[int, pq.ParquetWriter] = {}
-    for batch in blocks:
-        which = batch.column(ID).to_numpy() % buckets
-        for bucket in np.unique(which):
-            part = batch.filter(pa.array(which == bucket))
-            if bucket not in writers:
-                writers[bucket] = pq.ParquetWriter(folder / f"{bucket}.parquet", part.schema)
-            writers[bucket].write_batch(part)
-    for writer in writers.values():
-        writer.close()
-    for bucket in sorted(writers):
-        yield pq.read_table(folder / f"{bucket}.parquet")
+def _scorer(bundle: Path, engine: str) -> Scorer:
+    """A process's scorer of a bundle, loaded once for all its buckets (and again when the
+    bundle is written anew)."""
+    return _cached_scorer(bundle, engine, (bundle / "bundle.json").stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_scorer(bundle: Path, engine: str, written: int) -> Scorer:
+    return Scorer(bundle, read_meta(bundle), engine)
+
+
+def score_bucket(bundle: Path, engine: str, readouts: Path, parts: list[Path],
+                 specs: Specifications | None, at_column: str | None,
+                 at_table: pa.Table | None) -> tuple[pa.Table, int, np.ndarray]:
+    """The decisions of one vehicle bucket of a readouts file, from its parts (a task).
+    Returns them, the bucket's readout count and its vehicles."""
+    scorer = _scorer(bundle, engine)
+    table = sorted_bucket(readouts, parts, scorer.meta["feature_columns"], at_column)
+    ids = table.column(ID).to_numpy()
+    scored = _score_table(readouts, specs, table, scorer,
+                          np.asarray(scorer.meta["cost_matrix"], dtype=float), at_column,
+                          at_table)
+    return scored, len(ids), np.unique(ids)
+
+
+def _at(at: str | None, readouts: Path) -> tuple[str | None, pa.Table | None]:
+    """``--at``: a column of the readouts file, or a file of (vehicle_id, time_step)."""
+    if at is None:
+        return None, None
+    if at in read_header(readouts):
+        return at, None
+    if Path(at).is_file():
+        return None, read_at_file(Path(at))
+    raise UserError(f"--at {at}: neither a file nor a column of {readouts}")
 
 
 def predict(bundle: Path, readouts: Path, specifications: Path | None, out: Path,
             engine: str = "auto", at: str | None = None, memory_mb: float = 1024
             ) -> ScoringReport:
-    """Score every vehicle of ``readouts`` and write ``out`` (CSV, atomically)."""
+    """Score every vehicle of ``readouts`` and write ``out`` (CSV, atomically). A file larger
+    than ``memory_mb`` is split into vehicle buckets (the pipeline's
+    :func:`~componentx.compute.bucket_of`), scored bucket by bucket: on the Dask cluster of
+    ``DASK_SCHEDULER_ADDRESS`` when there is one, else here."""
     bundle, readouts, out = Path(bundle), Path(readouts), Path(out)
+    read_header(readouts)  # a missing or unreadable file is one clear line
     meta = read_meta(bundle)
-    scorer = Scorer(bundle, meta, engine)
-    at_table = read_at_file(Path(at)) if at and Path(at).is_file() else None
-    at_column = at if at and at_table is None else None
+    _scorer(bundle, engine)  # a bundle or engine that cannot score stops before any work
+    at_column, at_table = _at(at, readouts)
     specs = read_specifications(Path(specifications) if specifications else None, meta)
+    features = readout_features(readouts, meta["feature_columns"], "the model's", at_column)
     report = ScoringReport(buckets=_buckets(readouts, memory_mb),
                            unknown_categories=specs.unknown if specs else {})
-    cost = np.asarray(meta["cost_matrix"], dtype=float)
-    parts, seen = [], []
-    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
-        blocks = readout_blocks(readouts, meta["feature_columns"], "the model's", at_column)
-        for table in _partitioned(blocks, report.buckets, Path(tmp)):
-            table = sort_readouts(readouts, table)
-            seen.append(np.unique(table.column(ID).to_numpy()))
-            parts.append(_score_table(readouts, specs, table, scorer, cost, at_column,
-                                      at_table, report))
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp, \
+            dask_client(SERVING, report.buckets) as client:
+        split_into_buckets(client, readouts, features, report.buckets, Path(tmp), at_column)
+        results = map_tasks(client, score_bucket, [
+            (bundle, engine, readouts, bucket_parts(Path(tmp), bucket), specs, at_column,
+             at_table) for bucket in range(report.buckets)], "scoring")
+    parts, counts, seen = zip(*results, strict=True)
+    report.readouts, report.vehicles = sum(counts), sum(len(v) for v in seen)
     result = pa.concat_tables(parts).sort_by([(ID, "ascending"), (TIME, "ascending")])
-    if at_table is not None:
-        unknown = ~np.isin(at_table.column(ID).to_numpy(), result.column(ID).to_numpy())
-        if unknown.any():
-            row = int(np.flatnonzero(unknown)[0])
-            raise DatasetError(Path(at), f"vehicle {at_table.column(ID)[row]} has no readouts "
-                               f"at or before its time in {readouts}", ID, row + 2)
-    if specs is not None:
-        orphan = ~np.isin(specs.ids, np.concatenate(seen))
-        if orphan.any():
-            raise DatasetError(specs.path, f"vehicle {specs.ids[orphan][0]} has specifications "
-                               f"but no readouts in {readouts}", ID)
+    _check_every_vehicle(readouts, result, at, at_table, specs, np.concatenate(seen))
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     os.close(fd)
@@ -270,17 +286,33 @@ def predict(bundle: Path, readouts: Path, specifications: Path | None, out: Path
     return report
 
 
+def _check_every_vehicle(readouts: Path, result: pa.Table, at: str | None,
+                         at_table: pa.Table | None, specs: Specifications | None,
+                         seen: np.ndarray) -> None:
+    """Every vehicle of ``--at`` has readouts before its time, and every vehicle with
+    specifications has readouts."""
+    if at_table is not None:
+        unknown = ~np.isin(at_table.column(ID).to_numpy(), result.column(ID).to_numpy())
+        if unknown.any():
+            row = int(np.flatnonzero(unknown)[0])
+            raise DatasetError(Path(at), f"vehicle {at_table.column(ID)[row]} has no readouts "
+                               f"at or before its time in {readouts}", ID, row + 2)
+    if specs is not None:
+        orphan = ~np.isin(specs.ids, seen)
+        if orphan.any():
+            raise DatasetError(specs.path, f"vehicle {specs.ids[orphan][0]} has specifications "
+                               f"but no readouts in {readouts}", ID)
+
+
 def _score_table(readouts: Path, specs: Specifications | None, table: pa.Table,
                  scorer: Scorer, cost: np.ndarray, at_column: str | None,
-                 at_table: pa.Table | None, report: ScoringReport) -> pa.Table:
+                 at_table: pa.Table | None) -> pa.Table:
     """The decisions of one vehicle bucket's (sorted) readouts."""
     meta = scorer.meta
     ids, times = table.column(ID).to_numpy(), table.column(TIME).to_numpy()
     values = np.column_stack([table.column(c).to_numpy(zero_copy_only=False)
                               for c in meta["feature_columns"]])
     vehicles = np.unique(ids)
-    report.readouts += len(ids)
-    report.vehicles += len(vehicles)
     if at_column is not None:
         chosen = np.nan_to_num(table.column(at_column).to_numpy(zero_copy_only=False)) != 0
         ref_vehicles, ref_times = ids[chosen], times[chosen]
