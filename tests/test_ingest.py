@@ -236,3 +236,25 @@ def test_auto_classes_with_time_to_event_refuse_a_label_beyond_the_windows(datas
     message = str(error.value)
     assert "validation_labels.csv" in message and "column 'class_label', line 3" in message
     assert "out of range 0..4" in message
+
+
+@pytest.mark.parametrize(("damage", "line", "says"), [
+    (lambda path: set_csv_cell(path, 700, "837_0", "12x"), 700, "column '837_0', line 700"),
+    (lambda path: rewrite_csv(path, lambda header, body: [*body, body[698]]), None,
+     "also on line 700"),
+])
+def test_bad_input_in_a_block_in_the_middle_of_a_file_is_named(dataset, tmp_path, monkeypatch,
+                                                                 damage, line, says):
+    """Blocks of 64 KB, parsed on a LocalCluster of two worker processes: the error still
+    names the file, the column and the file's line."""
+    from componentx.data import readouts
+
+    path = dataset / TRAIN
+    monkeypatch.setattr(readouts, "BLOCK_BYTES", 64 << 10)
+    assert len(readouts.line_blocks(path, readouts.BLOCK_BYTES)) > 5
+    damage(path)
+    with pytest.raises(DatasetError) as error:
+        ingest(dataset, tmp_path / "out", 5, compute={"buckets": 3, "workers": 2,
+                                                     "memory_per_worker": "auto"})
+    assert str(error.value).startswith(str(path)) and says in str(error.value), error.value
+    assert "\n" not in str(error.value)
