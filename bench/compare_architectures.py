@@ -62,9 +62,13 @@ def row(name: str, ref: str) -> str:
     live = json.loads(git("show", f"{ref}:dvclive/train/metrics.json"))
     validation, test = report["validation"], report["test"]
     low, high = validation["cost_total_ci"]
-    paired = report["paired_vs_baseline"]["validation"]["cost_total"]
+    gate = json.loads(git("show", f"{ref}:metrics/gate.json"))
+    ours = next(row for row in gate["candidates"] if row["name"] == "sequence")
+    paired = ours["vs_best"] and ours["vs_best"]["cost_total"]
+    against = ("the best" if paired is None else f"{paired['difference']:+,.0f} "
+               f"({paired['ci'][0]:+,.0f} to {paired['ci'][1]:+,.0f}) vs {gate['chosen']}")
     return (f"| {name} | {validation['cost_total']:,.0f} ({low:,.0f}–{high:,.0f}) | "
-            f"{paired['difference']:+,.0f} ({paired['ci'][0]:+,.0f} to {paired['ci'][1]:+,.0f}) | "
+            f"{against} | "
             f"{validation['pr_auc']['macro']:.3f} | {test['cost_total']:,.0f} | "
             f"{live.get('step', 0) + 1} |")
 
@@ -75,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.run:
         run_queue()
-    print("| experiment | validation cost (95% CI) | − baseline, paired (95% CI) | "
+    print("| experiment | validation cost (95% CI) | − the best candidate, paired (95% CI) | "
           "validation failure PR-AUC | test cost (reported only) | epochs |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, ref in refs().items():

@@ -6,6 +6,7 @@ Rows, all scored on the same validation and test vehicles:
   last 5 readouts; scikit-learn, 200 iterations, no early stopping; calibrated with the old
   formula softmax((z + r) / T));
 - the GBDT baseline now (``data/baseline_predictions``);
+- MiniRocket (``data/rocket_predictions``);
 - the sequence model calibrated with the old formula, from its saved logits;
 - the sequence model now (``data/predictions``).
 Each row gets its total cost with a 95% bootstrap interval and the paired difference against
@@ -126,6 +127,7 @@ def main() -> None:
     n_boot, seed = params["evaluate"]["bootstrap"], params["evaluate"]["seed"]
     ours = {s: pd.read_parquet(f"data/predictions/{s}.parquet") for s in SPLIT_PAIR}
     theirs = {s: pd.read_parquet(f"data/baseline_predictions/{s}.parquet") for s in SPLIT_PAIR}
+    rocket = {s: pd.read_parquet(f"data/rocket_predictions/{s}.parquet") for s in SPLIT_PAIR}
     y = {s: ours[s]["class_label"].to_numpy() for s in SPLIT_PAIR}
     logit_columns = [c for c in ours["validation"].columns if c.startswith("logit_")]
     logits = {s: ours[s][logit_columns].to_numpy() for s in SPLIT_PAIR}
@@ -137,6 +139,7 @@ def main() -> None:
         "always class 0": {s: np.zeros_like(y[s]) for s in SPLIT_PAIR},
         "GBDT baseline as it was": old_baseline(params, cost_matrix),
         "GBDT baseline now": {s: theirs[s]["predicted"].to_numpy() for s in SPLIT_PAIR},
+        "MiniRocket": {s: rocket[s]["predicted"].to_numpy() for s in SPLIT_PAIR},
         "sequence model, old calibration softmax((z + r)/T)":
             {s: decide(old_probs[s], "expected_cost", cost_matrix) for s in SPLIT_PAIR},
         "sequence model now": {s: ours[s]["predicted"].to_numpy() for s in SPLIT_PAIR},

@@ -33,8 +33,9 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from componentx.data.features import AGE_SCALE, compute_stats, normalise
+from componentx.data.window_set import WindowSet
 from componentx.params import ARCHS
-from componentx.sequence.dataset import WindowSet, prefetched_batches
+from componentx.sequence.dataset import batch_of, prefetched_batches
 from componentx.sequence.models import (
     LSTMEncoder,
     ModelConfig,
@@ -96,11 +97,11 @@ class PackedLSTMEncoder(LSTMEncoder):
         return packed_lstm(self.lstm, x, lengths)
 
 
-def model_config(arch: str) -> ModelConfig:
+def model_config(arch: str, size: int) -> ModelConfig:
     """``arch`` with params.yaml's ``model`` settings, on this benchmark's inputs."""
     settings = yaml.safe_load((ROOT / "params.yaml").read_text())["model"]
     return ModelConfig(**{**settings, "arch": arch}, n_features=FEATURES + 1, num_classes=5,
-                       spec_cardinalities=[])
+                       spec_cardinalities=[], window=size)
 
 
 def journal_model(config: ModelConfig) -> nn.Module:
@@ -170,7 +171,7 @@ def main() -> None:
     stats = compute_stats(values, times, ids, names, names[:8], "cumulative")
     features = np.concatenate([normalise(values, times, ids, stats),
                                np.zeros((1, FEATURES), np.float32)])
-    windows = WindowSet(features, times, meta, np.zeros((len(meta), 0)), args.size)
+    windows = WindowSet([features], [times], meta, np.zeros((len(meta), 0)), args.size)
     no_specs = torch.zeros((args.batch_size, 0), dtype=torch.long)
 
     def project_batches():
@@ -198,11 +199,11 @@ def main() -> None:
         return seen / (time.perf_counter() - start)
 
     peak, how = cpu_peak(args.fma_units)
-    sample = windows.batch(np.arange(args.batch_size))
+    sample = batch_of(windows, np.arange(args.batch_size))
     print(f"{args.windows} windows of {args.size} readouts x {FEATURES + 1} inputs, batch "
           f"{args.batch_size}, {torch.get_num_threads()} threads\npeak: {how}\n")
 
-    config = model_config("lstm")
+    config = model_config("lstm", args.size)
     journal = timed(lambda: journal_model(config), journal_batches)
     start = time.perf_counter()
     loaded = sum(len(batch[-1]) for batch in project_batches())
@@ -221,7 +222,7 @@ def main() -> None:
     print(f"{'model.arch (params.yaml defaults)':34} {'windows/s':>9} {'x journal':>9} "
           f"{'MFLOP/window':>12} {'GFLOP/s':>8} {'% peak':>7}")
     for arch in ARCHS:
-        arch_config = model_config(arch)
+        arch_config = model_config(arch, args.size)
         rate = timed(lambda c=arch_config: build_model(c), project_batches)
         flops = flops_per_window(build_model(arch_config), sample.x, sample.lengths,
                                  sample.specs, sample.y)

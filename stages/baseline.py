@@ -3,28 +3,21 @@ like the sequence model (same labels, splits, calibration and decisions)."""
 
 from pathlib import Path
 
-from componentx.decisions.evaluation import log_summary
+from componentx.decisions.candidates import BY_NAME
 from componentx.gbdt.model import fit_and_evaluate
 from componentx.params import load_params
-from componentx.reports.tables import write_predictions
-from componentx.runtime import atomic_dir, atomic_write_json, run_stage
+from componentx.reports.tables import write_candidate
+from componentx.runtime import run_stage
 
 INGESTED, WINDOWS = Path("data/ingested"), Path("data/windows")
-PREDICTIONS, METRICS = Path("data/baseline_predictions"), Path("metrics/baseline.json")
-MODEL = Path("models/baseline")
 
 
 def main() -> None:
     params = load_params()
     fitted, evaluation = fit_and_evaluate(INGESTED, WINDOWS, params["baseline"],
-                                          params["evaluate"], params["compute"])
-    with atomic_dir(PREDICTIONS) as tmp:
-        write_predictions(tmp, evaluation)
-    with atomic_dir(MODEL) as tmp:
-        fitted.save(tmp)
-    atomic_write_json(METRICS, evaluation.report)
-    for split in evaluation.scored:
-        log_summary("baseline", split, evaluation.report[split])
+                                          params["evaluate"], params["compute"],
+                                          params["selection"])
+    write_candidate(BY_NAME["baseline"], fitted, evaluation)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,30 @@
-"""gate: decide on validation, with paired intervals, whether this run's sequence model beats
-the reference (the baseline by default), and record the verdict."""
+"""gate: rank every candidate on the selection windows with paired intervals, choose the one
+to ship (or keep a promoted model that none clearly beats), and record the verdict and a
+side-by-side table."""
 
+import json
 from pathlib import Path
 
-from componentx.decisions.gate import format_verdict, gate_against_reference
+from componentx.data.layout import DatasetSummary
+from componentx.decisions.candidates import CANDIDATES
+from componentx.decisions.gate import choose_candidate, format_verdict
+from componentx.decisions.metrics import check_cost_matrix
 from componentx.params import load_params
-from componentx.runtime import atomic_write_json, run_stage
+from componentx.reports.tables import candidates_markdown
+from componentx.runtime import atomic_write_bytes, atomic_write_json, run_stage
 
-INGESTED, RUN, OUT = Path("data/ingested"), Path("data/predictions"), Path("metrics/gate.json")
+INGESTED, OUT = Path("data/ingested"), Path("metrics/gate.json")
+COMPARISON = Path("metrics/comparison.md")
 
 
 def main() -> None:
     params = load_params()
-    verdict = gate_against_reference(RUN, Path(params["gate"]["reference"]), INGESTED,
-                                     params["gate"], params["evaluate"]["cost_matrix"])
+    cost_matrix = check_cost_matrix(params["evaluate"]["cost_matrix"],
+                                    DatasetSummary.load(INGESTED / "schema.json").num_classes)
+    reports = {c.name: json.loads(c.metrics.read_text()) for c in CANDIDATES}
+    verdict = choose_candidate(reports, cost_matrix, params["gate"], params["evaluate"])
     atomic_write_json(OUT, verdict)
+    atomic_write_bytes(COMPARISON, candidates_markdown(verdict, reports).encode())
     print(format_verdict(verdict))
 
 

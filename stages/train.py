@@ -1,4 +1,6 @@
-"""train: fit the sequence model; models/last.pt every epoch, models/best.pt at the best one.
+"""train: fit the sequence model; models/last.pt every epoch, models/best.pt at the best one,
+and models/selection.npz, the logits of the selection windows (validation, or out-of-fold when
+cross-validated: then the model is refitted on train and validation).
 
 An interrupted run resumes from models/last.pt when params and inputs are unchanged. With
 train.nproc > 1 the stage re-launches itself under torchrun (DistributedDataParallel).

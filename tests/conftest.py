@@ -43,11 +43,11 @@ def dataset(tiny_csv_dataset: Path, tmp_path: Path) -> Path:
 
 def model_config(**overrides):
     """A ModelConfig: params.yaml's model section with ``overrides`` (and small defaults for
-    what the data decide: 5 inputs, 5 classes, one specification of 3 codes)."""
+    what the data decide: 5 inputs, 5 classes, one specification of 3 codes, windows of 32)."""
     from componentx.sequence.models import ModelConfig
 
     return ModelConfig(**{"n_features": 5, "num_classes": 5, "spec_cardinalities": [3],
-                          **PARAMS["model"], **overrides})
+                          "window": 32, **PARAMS["model"], **overrides})
 
 
 def train_config(**overrides):
@@ -60,7 +60,7 @@ def train_config(**overrides):
 def window_set(seed: int, vehicles: int = 120, size: int = 8):
     """Readouts whose last value carries the class, so a model can learn something: 4
     features (5 inputs with the age), one specification of 3 codes."""
-    from componentx.sequence.dataset import WindowSet
+    from componentx.data.window_set import WindowSet
 
     rng = np.random.default_rng(seed)
     per_vehicle = rng.integers(3, 12, vehicles)
@@ -97,8 +97,8 @@ def set_csv_cell(path: Path, line: int, column: str, value: str) -> None:
 
 
 # End-to-end: the real dvc CLI in a temporary git repository.
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "data/raw/README.md", ".gitignore",
-                 ".dvcignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "data/raw/README.md",
+                 "promoted/README.md", ".gitignore", ".dvcignore"]
 TINY = {
     "synthetic": {"n_train": 150, "n_validation": 80, "n_test": 80},
     "window": {"size": 8},
@@ -106,6 +106,9 @@ TINY = {
     "train": {"epochs": 2, "batch_size": 64, "min_steps": 0},
     "evaluate": {"bootstrap": 50},
     "explain": {"vehicles": 2, "steps": 4},
+    # the validation split: cross-validation has its own tests
+    "selection": {"cross_validate_below": 0},
+    "rocket": {"kernels": 840},
 }
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",

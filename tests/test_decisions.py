@@ -8,7 +8,6 @@ import pytest
 from componentx.decisions import calibration, evaluation, metrics, priors, rules
 from componentx.decisions.metrics import OFFICIAL_COST
 from componentx.errors import ParamsError
-from componentx.reports.tables import comparison_markdown
 
 COST = np.array(OFFICIAL_COST, dtype=float)
 
@@ -177,5 +176,3 @@ def test_evaluation_fits_on_validation_only():
     assert again["calibration"] == report["calibration"]
     assert again["validation"] == report["validation"]
     assert again["test"] != report["test"]
-    table = comparison_markdown({"A": report, "B": again})
-    assert table.count("| A |") == 2 and "| B | test |" in table

@@ -113,3 +113,25 @@ def test_curves_are_small_and_monotone():
 def test_cost_matrix_shape_is_checked():
     with pytest.raises(ParamsError, match="5x5"):
         metrics.check_cost_matrix([[0, 1], [1, 0]], 5)
+
+
+def test_intervals_resample_vehicles_not_windows():
+    rng = np.random.default_rng(0)
+    y = rng.choice(3, 60, p=[0.8, 0.1, 0.1])
+    pred = np.where(rng.random(60) < 0.7, y, 0)
+    cost = np.ones((3, 3)) - np.eye(3)
+    # every window its own vehicle: the same as not saying
+    assert metrics.bootstrap_intervals(y, pred, cost, 200, 0, vehicles=np.arange(60) + 100) == \
+        metrics.bootstrap_intervals(y, pred, cost, 200, 0)
+    # four windows per vehicle, alike: resampled together, the interval is wider
+    ys, preds, vehicles = np.repeat(y, 4), np.repeat(pred, 4), np.repeat(np.arange(60), 4)
+    width = {}
+    for name, groups in (("windows", None), ("vehicles", vehicles)):
+        low, high = metrics.bootstrap_intervals(ys, preds, cost, 400, 0,
+                                                vehicles=groups)["cost_total_ci"]
+        paired = metrics.paired_interval(cost[ys, preds], np.zeros(len(ys)), 400, 0,
+                                         vehicles=groups)
+        assert paired["difference"] == cost[ys, preds].sum()
+        width[name] = (high - low, paired["ci"][1] - paired["ci"][0])
+    assert width["vehicles"][0] > 1.5 * width["windows"][0]
+    assert width["vehicles"][1] > 1.5 * width["windows"][1]

@@ -22,6 +22,9 @@ VARIANTS = [(arch, {}) for arch in ARCHS] + [
     ("lstm", {"num_layers": 2, "bidirectional": True, "pooling": "attention"}),
     ("cnn_lstm", {"kernel_size": 5, "bidirectional": True}),
     ("transformer", {"pooling": "attention", "num_layers": 2}),
+    # patches of readouts: windows of 20 read as 4 patches of 5, windows of 9 as 2
+    ("lstm", {"max_steps": 4, "window": 20}), ("attention_lstm", {"max_steps": 4, "window": 20}),
+    ("transformer", {"max_steps": 4, "window": 20}), ("cnn_lstm", {"max_steps": 4, "window": 20}),
 ]
 
 

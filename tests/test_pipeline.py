@@ -20,6 +20,7 @@ from conftest import ENV, TINY, commit, dvc, make_repo, set_params, sh, stages_r
 
 from componentx.data import synthetic
 from componentx.data.labels import class_from_ttf
+from componentx.decisions.candidates import CANDIDATES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -28,8 +29,8 @@ def repo(tmp_path_factory) -> Path:
     path = make_repo(tmp_path_factory.mktemp("e2e") / "project", TINY)
     first = dvc(path, "repro")
     assert stages_run(first.stdout) == {"ingest", "labels", "windowing", "stats", "inputs",
-                                        "pretrain", "train", "baseline", "evaluate", "explain",
-                                        "gate", "fleet", "export", "plots_page"}
+                                        "pretrain", "train", "baseline", "rocket", "evaluate",
+                                        "explain", "gate", "fleet", "export", "plots_page"}
     commit(path, "first run")
     return path
 
@@ -41,24 +42,31 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
         for rule in ("argmax", "expected_cost"):
             assert "cost_total_ci" in report[split][rule]
     assert (repo / "models/best.pt").exists() and (repo / "models/last.pt").exists()
-    baseline = json.loads((repo / "metrics/baseline.json").read_text())
+    reports = {c.name: json.loads((repo / c.metrics).read_text()) for c in CANDIDATES}
     for split in ("validation", "test"):  # same shape: dvc metrics show puts them side by side
-        assert set(baseline[split]) == set(report[split])
+        assert all(set(r[split]) == set(report[split]) for r in reports.values())
+    assert all(r["selection"]["mode"] == "validation" for r in reports.values())
     comparison = (repo / "metrics/comparison.md").read_text()
-    assert "| sequence model | test |" in comparison and "Paired on the same vehicles" in comparison
-    paired = report["paired_vs_baseline"]["validation"]["cost_total"]
-    assert paired["ci"][0] <= paired["difference"] <= paired["ci"][1]
+    assert all(f"| {c.title} |" in comparison for c in CANDIDATES)
     gate = json.loads((repo / "metrics/gate.json").read_text())
-    assert gate["split"] == "validation" and gate["reference"] == "data/baseline_predictions"
-    assert gate["checks"]["cost_total"]["difference"] == pytest.approx(paired["difference"])
+    assert gate["split"] == "validation" and gate["reference"] is None
     cost = np.array(yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]
                     ["cost_matrix"], dtype=float)
-    for model, folder in (("run", "predictions"), ("reference", "baseline_predictions")):
-        frame = pd.read_parquet(repo / "data" / folder / "validation.parquet")
+    ranked = {row["name"]: row for row in gate["candidates"]}
+    assert set(ranked) == {c.name for c in CANDIDATES} and gate["chosen"] == gate["ship"]
+    for candidate in CANDIDATES:  # each ranked on its own validation decisions
+        frame = pd.read_parquet(repo / candidate.predictions / "validation.parquet")
         spent = cost[frame["class_label"], frame["predicted"]].sum()
-        assert gate["checks"]["cost_total"][model] == pytest.approx(spent)
+        assert ranked[candidate.name]["cost_total"] == pytest.approx(spent)
+    assert gate["candidates"][0]["name"] == gate["chosen"]
+    # the shipped block is the shipped candidate's own metrics file's, key for key
+    assert gate["shipped"]["name"] == gate["ship"]
+    for split in ("validation", "test"):
+        assert set(gate["shipped"][split]) == set(report[split])
+        assert gate["shipped"][split]["cost_total"] == pytest.approx(
+            reports[gate["ship"]][split]["cost_total"])
     shipped = json.loads((repo / "models/bundle/bundle.json").read_text())["kind"]
-    assert shipped == {"run": "sequence", "reference": "baseline"}[gate["ship"]]
+    assert shipped == gate["ship"]
     predictions = pd.read_parquet(repo / "data/predictions/test.parquet")
     assert len(predictions) == 80
     again = dvc(repo, "repro")
@@ -70,8 +78,10 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
 @pytest.mark.parametrize(("overrides", "expected"), [
     ({"train": {"lr": 0.004}}, {"train", "evaluate", "explain", "gate", "fleet", "export"}),
     ({"features": {"transform": "increments"}},
-     {"stats", "inputs", "pretrain", "train", "evaluate", "explain", "gate", "fleet", "export"}),
-    ({"baseline": {"k": 3}}, {"baseline", "evaluate", "gate", "fleet", "export"}),
+     {"stats", "inputs", "pretrain", "train", "rocket", "evaluate", "explain", "gate", "fleet",
+      "export"}),
+    ({"baseline": {"k": 3}}, {"baseline", "gate", "fleet", "export"}),
+    ({"rocket": {"l2": 1.0}}, {"rocket", "gate", "fleet", "export"}),
     ({"gate": {"ece_tolerance": 0.5}}, {"gate", "export", "fleet"}),  # fleet scores bundles
     ({"fleet": {"target_fa": 2}}, {"export", "fleet"}),  # export records every param
 ])
@@ -102,7 +112,7 @@ def test_the_fleet_holdout_is_seen_by_no_model_and_scored_by_both(repo):
     assert report["available"] and report["vehicles"] == len(held)
     repaired = int(fleet.groupby("vehicle_id")["repaired"].first().sum())
     assert report["repairs"] == repaired
-    for model in ("sequence", "baseline"):
+    for model in ("sequence", "baseline", "rocket"):
         detected = report[model]["detection_rate"] * repaired
         assert detected == pytest.approx(round(detected))  # a count of detected repairs
         assert list(report[model]["sensitivity_at_false_alarms_per_1000"]) == [
@@ -409,10 +419,12 @@ def test_predict_reproduces_evaluate_and_the_artifact_is_registered(repo, tmp_pa
     sh(repo, "git", "checkout", "--", ".")
     dvc(repo, "checkout", "--force")  # the outputs of HEAD, which promote --version tags
     fleet = synthetic_csv(repo, tmp_path / "fleet")
-    for kind, evaluated, engines in (("sequence", "predictions", {"torch": 1e-6, "onnx": 1e-4}),
-                                     ("baseline", "baseline_predictions", {"auto": 1e-6})):
-        theirs = pd.read_parquet(repo / "data" / evaluated / "test.parquet")
-        for engine, tolerance in engines.items():
+    engines = {"sequence": {"torch": 1e-6, "onnx": 1e-4}, "baseline": {"auto": 1e-6},
+               "rocket": {"auto": 1e-6}}
+    for candidate in CANDIDATES:  # every kind of bundle reproduces its stage's test decisions
+        kind = candidate.name
+        theirs = pd.read_parquet(repo / candidate.predictions / "test.parquet")
+        for engine, tolerance in engines[kind].items():
             out = tmp_path / f"{kind}-{engine}.csv"
             sh(repo, sys.executable, "-m", "componentx", "predict", "--bundle",
                f"models/bundles/{kind}", "--readouts",
@@ -426,7 +438,7 @@ def test_predict_reproduces_evaluate_and_the_artifact_is_registered(repo, tmp_pa
     shipped = json.loads((repo / "models/bundle/bundle.json").read_text())
     gate = json.loads((repo / "metrics/gate.json").read_text())
     assert shipped["shipped"]
-    assert shipped["kind"] == {"run": "sequence", "reference": "baseline"}[gate["ship"]]
+    assert shipped["kind"] == gate["ship"]
     assert "Model card" in (repo / "models/bundle/model_card.md").read_text()
     sh(repo, sys.executable, "-m", "componentx", "promote", "--version", "v0.1.0",
        "--stage", "prod")

@@ -22,7 +22,7 @@ from componentx.decisions.metrics import OFFICIAL_COST
 from componentx.errors import BundleError, DatasetError, UserError
 from componentx.sequence.checkpoints import save_checkpoint
 from componentx.sequence.models import build_model
-from componentx.serving.bundle import read_meta, write_sequence_bundle
+from componentx.serving.bundle import BUNDLE_FORMAT, read_meta, write_sequence_bundle
 from componentx.serving.export import common_meta
 from componentx.serving.scoring import predict
 
@@ -77,7 +77,7 @@ def make_bundle(folder, arch="lstm", risk_class=1, **model):
     torch.manual_seed(0)
     config = model_config(**{"arch": arch, "n_features": len(stats.names)
                              + len(HISTORY_CHANNELS) + 1, "hidden_size": 16, "head_hidden": 8,
-                             "conv_channels": 8, "num_heads": 2, **model})
+                             "conv_channels": 8, "num_heads": 2, "window": 8, **model})
     network = build_model(config).eval()
     calibrator = Calibrator("temperature", 1.7, np.zeros(5),
                             np.log([0.97, 0.005, 0.005, 0.005, 0.015]) - np.log(0.2))
@@ -112,7 +112,8 @@ def run(bundle, files, tmp_path, engine="auto", **options):
 
 VARIANTS = [("lstm", {}), ("lstm", {"bidirectional": True, "num_layers": 2}),
             ("lstm", {"pooling": "mean"}), ("cnn_lstm", {}), ("attention_lstm", {}),
-            ("transformer", {})]
+            ("transformer", {}), ("fcn", {}),
+            ("lstm", {"max_steps": 3}), ("transformer", {"max_steps": 2})]  # patches
 
 
 @pytest.mark.parametrize(("arch", "model"), VARIANTS,
@@ -281,7 +282,7 @@ def test_the_onnx_engine_does_not_import_torch(bundle, files, tmp_path):
 
 def test_a_bundle_says_what_it_is(bundle):
     meta = read_meta(bundle)
-    assert meta["kind"] == "sequence" and meta["format"] == 2
+    assert meta["kind"] == "sequence" and meta["format"] == BUNDLE_FORMAT == 3
     assert {"model.pt", "model.onnx", "bundle.json", "model_card.md"} <= {
         p.name for p in bundle.iterdir()}
     card = (bundle / "model_card.md").read_text()

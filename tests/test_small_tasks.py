@@ -1,6 +1,7 @@
-"""The pipeline with its defaults on small multichannel tasks (``componentx.tasks``), and the
-model sweep, through the real DVC CLI; setting only what the layout forces: the data folder,
-the window size and a 0/1 cost matrix (the class count is inferred)."""
+"""The pipeline with its defaults on small tasks (``componentx.data.tasks``), and the model
+sweep, through the real DVC CLI; setting only what the layout forces: the data folder, the
+window size and a 0/1 cost matrix (the class count is inferred). Small data are
+cross-validated: every candidate is chosen out-of-fold and refitted."""
 
 from __future__ import annotations
 
@@ -15,22 +16,25 @@ import yaml
 from conftest import commit, dvc, make_repo, sh
 
 from componentx.data.tasks import TASKS, write_task
+from componentx.decisions.candidates import CANDIDATES
 from componentx.errors import UserError
 from componentx.experiments import sweep
 from componentx.experiments.compare import Experiment
 
-# Test accuracy each task must reach with the defaults: clearly above chance, with
-# room below what bench/small_tasks.py measured on this project's machine (few-fixed 0.67 /
-# 0.92, binary-variable 0.79 / 0.96, many-variable 0.81 / 0.89), as other CPUs train a little
-# differently.
-STATED = {"few-fixed": {"sequence": 0.5, "baseline": 0.6},
-          "binary-variable": {"sequence": 0.65, "baseline": 0.8},
-          "many-variable": {"sequence": 0.6, "baseline": 0.7}}
+# Test accuracy with the defaults, on tasks that fit CI's time: clearly above chance, with
+# room below what bench/small_tasks.py measured on this project's machine (README; test sets
+# of 12 and 17 series), as other CPUs train a little differently. Where the class is only in
+# a motif's shape, MiniRocket is the candidate above chance (the LSTM and the GBDT measured
+# 0.47 and 0.47), and the shipped model must be as good but for noise. The long-window tasks
+# are the benchmark's: each takes many minutes cross-validated on 2 cores.
+STATED = {"few-fixed": {"sequence": 0.5, "baseline": 0.75, "rocket": 0.5},
+          "shape-binary-short": {"rocket": 0.65}}
+CHECKED = [t for t in TASKS if t.name in STATED]
 
 
-def task_repo(path: Path, task) -> Path:
+def task_repo(path: Path, task, **overrides) -> Path:
     repo = make_repo(path, {"data": {"source": "csv"}, "window": {"size": task.max_length},
-                            "evaluate": {"cost_matrix": "zero_one"}})
+                            "evaluate": {"cost_matrix": "zero_one"}, **overrides})
     write_task(task, repo / "data" / "raw")  # the user's folder, ignored by git
     return repo
 
@@ -62,33 +66,44 @@ def test_the_pick_is_the_lowest_validation_cost_ties_to_log_loss_then_order():
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.parametrize("task", TASKS, ids=[t.name for t in TASKS])
-def test_defaults_learn_small_tasks(tmp_path, task):
+@pytest.mark.parametrize("task", CHECKED, ids=[t.name for t in CHECKED])
+def test_defaults_learn_small_tasks_and_ship_the_best_candidate(tmp_path, task):
     repo = task_repo(tmp_path / task.name, task)
     dvc(repo, "repro")
-    sequence = json.loads((repo / "metrics/evaluate.json").read_text())["test"]["accuracy"]
-    gbdt = json.loads((repo / "metrics/baseline.json").read_text())["test"]["accuracy"]
-    stated = STATED[task.name]
-    assert sequence >= stated["sequence"], f"sequence model test accuracy {sequence:.2f}"
-    assert gbdt >= stated["baseline"], f"baseline test accuracy {gbdt:.2f}"
-    # Levels, not counters: the baseline used window statistics, and its bundle scores the
-    # test readouts exactly as the baseline stage did.
+    accuracy = {c.name: json.loads((repo / c.metrics).read_text())["test"]["accuracy"]
+                for c in CANDIDATES}
+    for name, stated in STATED[task.name].items():
+        assert accuracy[name] >= stated, f"{name} test accuracy {accuracy[name]:.2f}"
+    gate = json.loads((repo / "metrics/gate.json").read_text())
+    assert gate["selection"]["mode"] == "cross_validation" and gate["selection"]["folds"] == 5
+    # Chosen out-of-fold: the shipped model is the best candidate on test but for noise (two
+    # binomial standard errors of the best accuracy).
+    best = max(accuracy.values())
+    test = len(pd.read_parquet(repo / "data/predictions/test.parquet"))
+    assert gate["shipped"]["test"]["accuracy"] >= best - 2 * (best * (1 - best) / test) ** 0.5
+    assert gate["shipped"]["test"]["accuracy"] == accuracy[gate["ship"]]
+    # Levels, not counters: the baseline used window statistics.
     assert json.loads((repo / "models/baseline/baseline.json").read_text())["window_stats"]
-    out = repo / "scored.csv"
-    sh(repo, sys.executable, "-m", "componentx", "predict", "--bundle",
-       "models/bundles/baseline", "--readouts", "data/raw/test_operational_readouts.csv",
-       "--out", str(out))
-    ours = pd.read_csv(out)
-    theirs = pd.read_parquet(repo / "data/baseline_predictions/test.parquet")
-    assert ours["vehicle_id"].tolist() == theirs["vehicle_id"].tolist()
-    assert (ours["decision"].to_numpy() == theirs["predicted"].to_numpy()).all()
+    # Every candidate's bundle, refitted on train and validation, scores the test readouts
+    # exactly as its stage did.
+    for candidate in CANDIDATES:
+        out = repo / f"{candidate.name}.csv"
+        sh(repo, sys.executable, "-m", "componentx", "predict", "--bundle",
+           f"models/bundles/{candidate.name}", "--readouts",
+           "data/raw/test_operational_readouts.csv", "--out", str(out))
+        ours = pd.read_csv(out)
+        theirs = pd.read_parquet(repo / candidate.predictions / "test.parquet")
+        assert ours["vehicle_id"].tolist() == theirs["vehicle_id"].tolist()
+        assert (ours["decision"].to_numpy() == theirs["predicted"].to_numpy()).all()
+        probs = [c for c in theirs.columns if c.startswith("prob_")]
+        assert abs(ours[probs].to_numpy() - theirs[probs].to_numpy()).max() <= 1e-4
 
 
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_sweep_runs_experiments_and_applies_the_best_on_validation(tmp_path):
     task = next(t for t in TASKS if t.name == "few-fixed")
-    repo = task_repo(tmp_path / "sweep", task)
+    repo = task_repo(tmp_path / "sweep", task, selection={"cross_validate_below": 0})
     dvc(repo, "repro")
     commit(repo, "defaults")
     grid = ["--arch", "lstm", "--pooling", "last", "mean", "--bidirectional", "false"]

@@ -4,6 +4,7 @@ failures."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import COST, model_config, train_config, window_set
@@ -13,6 +14,7 @@ from componentx.errors import CheckpointError, UserError
 from componentx.sequence import training
 from componentx.sequence.checkpoints import load_model, resumable_checkpoint
 from componentx.sequence.config import SMALL_SMOOTHING, fit_budget
+from componentx.sequence.dataset import batch_of
 
 SMALL = {"hidden_size": 8, "head_hidden": 8}
 
@@ -231,17 +233,49 @@ def test_the_logged_training_loss_is_the_batches_weighted_loss(tmp_path):
                           scheduler="none", monitor="loss")
     torch.manual_seed(config.seed)
     initial = training.build_model(model).eval()
-    labels = train_set.labels.numpy()
+    labels = train_set.labels
     weights = torch.from_numpy(class_weights("inverse", labels, 5))
     order = training.epoch_order(labels, config.seed, 0, False)
     batch_size = fit_budget(config, 40, 40).batch_size
     total = 0.0
     with torch.no_grad():
         for start in range(0, 40, batch_size):
-            batch = train_set.batch(order[start:start + batch_size])
+            batch = batch_of(train_set, order[start:start + batch_size])
             loss = torch.nn.functional.cross_entropy(
                 initial(batch.x, batch.lengths, batch.specs), batch.y, weight=weights)
             total += loss.item() * len(batch.y)
     state = training.train(model, config, train_set, window_set(1), COST, tmp_path, "f")
     assert batch_size < 40  # several batches
     assert state.history[0]["train"]["loss"] == pytest.approx(total / 40, rel=1e-5)
+
+
+def long_window_set(size: int = 400):
+    """A shape task with windows of ``size`` readouts: one channel, three motifs anywhere in
+    noise (no history channels; the age is the readouts' distance from the end)."""
+    from componentx.data.tasks import Task, series
+    from componentx.data.window_set import WindowSet
+
+    task = Task("long", series=96, classes=3, min_length=size, max_length=size, channels=1,
+                noise=0.4, kind="shape", seed=3)
+    data, labels = series(task)
+    values = np.concatenate(data)
+    inputs = np.zeros((len(values) + 1, 3), np.float32)
+    inputs[:-1, 0] = ((values - values.mean()) / values.std())[:, 0]
+    times = np.concatenate([np.arange(size, dtype=float)] * len(data))
+    windows = pd.DataFrame({"vehicle_id": np.arange(len(data)), "ref_time": size - 1.0,
+                            "class_label": labels, "end_row": np.arange(1, len(data) + 1) * size,
+                            "length": size})
+    return WindowSet([inputs], [times], windows, np.zeros((len(data), 0), np.int64), size)
+
+
+def test_an_lstm_fits_windows_of_hundreds_of_readouts(tmp_path):
+    """Over 400 readouts an LSTM's gradient fades before it reaches the motif: read as
+    patches (model.max_steps, the default), it fits its training set within the budget."""
+    windows = long_window_set()
+    config = model_config(hidden_size=32, head_hidden=32, n_features=windows.n_inputs,
+                          num_classes=3, spec_cardinalities=[], window=windows.size)
+    state = training.train(config, train_config(epochs=150, batch_size=32, min_steps=0,
+                                                monitor="none", device="cpu", num_threads=1),
+                           windows, None, np.ones((3, 3)) - np.eye(3), tmp_path, "long")
+    assert config.patch > 1
+    assert state.history[-1]["train"]["loss"] < 0.3, [h["train"]["loss"] for h in state.history]

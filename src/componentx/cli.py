@@ -189,7 +189,8 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--gate", type=Path, default=Path("metrics/gate.json"))
     command.add_argument("--to", type=Path, default=Path("promoted"))
     command.add_argument("--force", action="store_true",
-                         help="promote the sequence model even if the gate keeps the reference")
+                         help="promote the chosen candidate even where the gate keeps the "
+                         "promoted model")
     command.add_argument("--version", help="register HEAD's bundle as this version, e.g. "
                          "v1.0.0 (git tag componentx-model@v1.0.0, the model registry way)")
     command.add_argument("--stage", help="and assign it to a stage, e.g. prod")

@@ -24,7 +24,7 @@ SIGNALS = ("relative", "absolute", "mixed")
 EVENT_REFS = ("one_per_class", "all", "test_like")
 CENSORED_POLICIES = ("known_class0", "end_of_study", "test_like")
 TRANSFORMS = ("cumulative", "increments", "both")
-ARCHS = ("lstm", "cnn_lstm", "attention_lstm", "transformer")
+ARCHS = ("lstm", "cnn_lstm", "attention_lstm", "transformer", "fcn")
 POOLINGS = ("last", "mean", "attention")
 MASKINGS = ("random", "patch")
 SCHEDULERS = ("none", "step", "cosine", "plateau")
@@ -113,7 +113,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
               "dropout": number(low=0, high=0.99), "pooling": choice(*POOLINGS),
               "spec_embedding_dim": integer(1), "head_hidden": integer(1),
               "conv_channels": integer(1), "conv_layers": integer(1), "kernel_size": integer(1),
-              "num_heads": integer(1)},
+              "num_heads": integer(1), "max_steps": integer(1)},
     "pretrain": {"epochs": integer(0), "lr": POSITIVE, "batch_size": integer(1),
                  "mask_ratio": number(above=0, high=1), "masking": choice(*MASKINGS),
                  "patch_size": integer(1), "seed": integer(0), "device": DEVICE},
@@ -142,7 +142,11 @@ SCHEMA: dict[str, dict[str, Rule]] = {
                  "min_samples_leaf": either(choice("auto"), integer(1)),
                  "window_stats": either(choice("auto"), BOOL), "l2_regularization": NON_NEGATIVE,
                  "class_weights": choice("none", "inverse"), "seed": integer(0)},
-    "gate": {"reference": TEXT, "split": choice("validation", "test"),
+    "rocket": {"kernels": integer(84), "l2": POSITIVE, "max_iter": integer(1),
+               "class_weights": choice("none", "inverse"), "seed": integer(0)},
+    "selection": {"cross_validate_below": integer(0), "folds": integer(2, 20),
+                  "seed": integer(0)},
+    "gate": {"reference": TEXT, "split": choice("validation"),
              "ece_tolerance": NON_NEGATIVE, "bootstrap": integer(10), "seed": integer(0)},
     "fleet": {"holdout": number(low=0, high=0.9), "seed": integer(0), "risk_class": integer(1),
               "tau_on": either(choice("target"), SHARE),

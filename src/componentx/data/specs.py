@@ -7,6 +7,7 @@ category's position plus one, and 0 stands for a missing or never-seen category.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -51,17 +52,29 @@ def train_vocabularies(ingested: Path, columns: Sequence[str]) -> dict[str, list
     """The vocabularies of an ingested dataset (``train_specs.parquet``)."""
     if not columns:
         return {}
-    return vocabularies(pq.read_table(Path(ingested) / "train_specs.parquet").to_pydict(),
-                        columns)
+    path = Path(ingested) / "train_specs.parquet"
+    stat = path.stat()
+    cached = _vocabularies_of(path.resolve(), stat.st_mtime_ns, stat.st_size, tuple(columns))
+    return {column: list(categories) for column, categories in cached.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _vocabularies_of(path: Path, mtime_ns: int, size: int, columns: tuple[str, ...]
+                     ) -> dict[str, list[str]]:
+    """Cached per file version: a bucket task asks for them again and again."""
+    return vocabularies(pq.read_table(path, columns=list(columns)).to_pydict(), columns)
 
 
 def vehicle_codes(ingested: Path, split: str, columns: Sequence[str], vehicles: np.ndarray
                   ) -> np.ndarray:
     """Codes (len(vehicles), columns) of the given vehicles of an ingested split (0 where a
-    vehicle has no specifications)."""
+    vehicle has no specifications); only their rows are coded."""
+    codes = np.zeros((len(vehicles), len(columns)), dtype=np.int64)
     if not columns:
-        return np.zeros((len(vehicles), 0), dtype=np.int64)
-    table = pq.read_table(Path(ingested) / f"{split}_specs.parquet").to_pydict()
-    codes, _ = encode(train_vocabularies(ingested, columns), table)
-    position = pd.Index(table[ID]).get_indexer(vehicles)
-    return np.where(position[:, None] >= 0, codes[np.maximum(position, 0)], 0)
+        return codes
+    table = pq.read_table(Path(ingested) / f"{split}_specs.parquet", columns=[ID, *columns])
+    position = pd.Index(table.column(ID).to_numpy()).get_indexer(vehicles)
+    found = position >= 0
+    codes[found] = encode(train_vocabularies(ingested, columns),
+                          table.take(position[found]).to_pydict())[0]
+    return codes

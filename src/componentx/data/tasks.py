@@ -1,11 +1,14 @@
-"""Small multichannel classification tasks in the Component X layout, for checking the pipeline
-on data unlike the built-in fleet: tens to hundreds of series, 2-10 classes, fixed or variable
-lengths, levels rather than cumulative counters, labels per series (``train_labels.csv``).
+"""Small classification tasks in the Component X layout, for checking the pipeline on sensor
+data unlike the built-in fleet: 60 to 600 series, 2 to 10 classes, one to twelve channels,
+fixed or variable lengths up to 1,000 readouts, levels rather than cumulative counters, labels
+per series (``train_labels.csv``).
 
-The class is in *when* something happens: each class puts a bump into one channel at its own
-relative position in the series (early for class 0, late for the last class), over noise and
-a random level per series. A model that ignores order cannot separate the classes; one that
-reads the sequence can, up to the noise.
+Two kinds of task. ``when``: each class puts a bump into one channel at its own relative
+position in the series (early for class 0, late for the last), so the class is in *when*
+something happens. ``shape``: each class is a motif (a sine period, a square wave, a
+triangle, a ramp, a chirp, ...) of random amplitude, width and position, in a random channel,
+over noise, a random level and a slow drift, so the class is in the *shape* of a pattern and
+in nothing else: not its level, place, size or channel.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from componentx.data.layout import ID, TIME, labels_file, readouts_file
 
 @dataclass(frozen=True)
 class Task:
-    """One task: sizes, classes, lengths, noise."""
+    """One task: sizes, classes, lengths, channels, noise, kind (the pipeline reads windows
+    of ``max_length`` readouts)."""
 
     name: str
     series: int
@@ -32,13 +36,57 @@ class Task:
     channels: int = 3
     noise: float = 0.6
     seed: int = 0
+    kind: str = "when"
 
 
 TASKS = (
     Task("few-fixed", series=60, classes=4, min_length=24, max_length=24),
     Task("binary-variable", series=120, classes=2, min_length=10, max_length=40, seed=1),
     Task("many-variable", series=360, classes=9, min_length=16, max_length=40, seed=2),
+    Task("shape-binary-short", series=84, classes=2, min_length=24, max_length=24, channels=1,
+         noise=0.8, kind="shape", seed=3),
+    Task("shape-few-long", series=60, classes=3, min_length=250, max_length=250, channels=1,
+         noise=0.8, kind="shape", seed=4),
+    Task("shape-six", series=300, classes=6, min_length=427, max_length=427, channels=1,
+         noise=0.8, kind="shape", seed=5),
+    Task("shape-long-variable", series=600, classes=10, min_length=200, max_length=1000,
+         channels=1, noise=0.8, kind="shape", seed=6),
+    Task("shape-channels", series=60, classes=4, min_length=100, max_length=100, channels=6,
+         noise=0.8, kind="shape", seed=7),
+    Task("shape-channels-variable", series=450, classes=9, min_length=12, max_length=40,
+         channels=12, noise=0.5, kind="shape", seed=8),
 )
+MOTIFS = ("sine", "square", "triangle", "ramp_up", "ramp_down", "two_bumps", "chirp",
+          "step_up", "step_down", "damped", "spike")
+
+
+def motif(name: str, steps: int) -> np.ndarray:
+    """A class's pattern over ``steps`` readouts: zero mean, largest magnitude 1."""
+    t = np.linspace(0.0, 1.0, steps)
+    shapes = {
+        "sine": np.sin(2 * np.pi * t), "square": np.where(t < 0.5, 1.0, -1.0),
+        "triangle": 1 - 2 * np.abs(2 * t - 1), "ramp_up": t, "ramp_down": 1 - t,
+        "two_bumps": np.exp(-((t - 0.25) / 0.08) ** 2) + np.exp(-((t - 0.75) / 0.08) ** 2),
+        "chirp": np.sin(2 * np.pi * (1 + 3 * t) * t), "step_up": (t > 0.5).astype(float),
+        "step_down": (t < 0.5).astype(float),
+        "damped": np.exp(-4 * t) * np.sin(6 * np.pi * t),
+        "spike": np.exp(-((t - 0.2) / 0.04) ** 2) - 0.4 * np.exp(-((t - 0.6) / 0.2) ** 2)}
+    shape = shapes[name] - shapes[name].mean()
+    return shape / max(np.abs(shape).max(), 1e-12)
+
+
+def _shape_series(task: Task, label: int, length: int, rng: np.random.Generator
+                  ) -> np.ndarray:
+    """Noise, a level and a slow drift per channel, and the class's motif (random amplitude,
+    width and position) in a random channel."""
+    values = rng.normal(0.0, task.noise, (length, task.channels))
+    values += rng.normal(0.0, 1.0, (1, task.channels))
+    values += np.cumsum(rng.normal(0.0, 0.02, (length, task.channels)), axis=0)
+    width = int(np.clip(round(length * rng.uniform(0.25, 0.45)), 6, length))
+    start = int(rng.integers(0, length - width + 1))
+    pattern = motif(MOTIFS[label % len(MOTIFS)], width) * rng.uniform(1.5, 2.5)
+    values[start:start + width, int(rng.integers(task.channels))] += pattern
+    return values
 
 
 def series(task: Task) -> tuple[list[np.ndarray], np.ndarray]:
@@ -48,6 +96,9 @@ def series(task: Task) -> tuple[list[np.ndarray], np.ndarray]:
     data = []
     for label in labels:
         length = int(rng.integers(task.min_length, task.max_length + 1))
+        if task.kind == "shape":
+            data.append(_shape_series(task, int(label), length, rng))
+            continue
         steps = np.arange(length) / max(length - 1, 1)
         values = rng.normal(0.0, task.noise, (length, task.channels))
         values += rng.normal(0.0, 1.0, (1, task.channels))  # the series' own level

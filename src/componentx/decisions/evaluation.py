@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,8 +26,8 @@ from componentx.decisions.metrics import (
     total_cost,
     vehicle_costs,
 )
+from componentx.decisions.priors import class_priors
 from componentx.decisions.rules import decide
-from componentx.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +63,24 @@ class Evaluation:
 
 def evaluate_logits(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray],
                     vehicles: dict[str, np.ndarray], train_priors: np.ndarray,
-                    cost_matrix: np.ndarray, settings: dict, method: str | None = None
-                    ) -> Evaluation:
-    """Calibrate on validation, then score every split; ``settings`` is ``params.evaluate``
-    (``method`` overrides its calibration, see
+                    cost_matrix: np.ndarray, settings: dict, method: str | None = None,
+                    deployment_labels: np.ndarray | None = None) -> Evaluation:
+    """Calibrate on the selection windows (``"validation"``), then score every split;
+    ``settings`` is ``params.evaluate`` (``method`` overrides its calibration, see
     :func:`~componentx.decisions.calibration.calibration_method`).
 
     Only ``logits["validation"]`` and ``labels["validation"]`` fit anything. With
-    ``settings["folds"]`` > 1 the validation split is scored with cross-fitted calibration.
+    ``settings["folds"]`` > 1 they are scored with cross-fitted calibration. With
+    ``evaluate.priors: validation`` the deployment priors are the class mix of
+    ``deployment_labels`` (the validation split's windows: cross-validated selection windows
+    also hold train windows, drawn with another mix), by default ``labels["validation"]``.
+    Intervals resample vehicles (``vehicles``).
     """
     method = method or settings["calibration"]
-    priors = None if settings["priors"] == "validation" else settings["priors"]
+    k = logits["validation"].shape[1]
+    priors = (class_priors(labels["validation"] if deployment_labels is None
+                           else deployment_labels, k)
+              if settings["priors"] == "validation" else settings["priors"])
     calibrator = fit_calibrator(logits["validation"], labels["validation"], train_priors,
                                 priors, method)
     report: dict = {"calibration": calibrator.to_dict()}
@@ -88,43 +94,32 @@ def evaluate_logits(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]
         scored[split] = ScoredSplit(labels[split], split_logits, softmax(split_logits), probs)
         report[split] = split_report(labels[split], scored[split].raw_probs,
                                      scored[split].probs, cost_matrix, settings["decision"],
-                                     settings["bootstrap"], settings["seed"])
+                                     settings["bootstrap"], settings["seed"], vehicles[split])
     return Evaluation(report, scored, vehicles, calibrator, cost_matrix, settings["decision"])
-
-
-def paired_with_reference(ours: pd.DataFrame, reference: Path, split: str,
-                          cost_matrix: np.ndarray, n_boot: int, seed: int) -> dict:
-    """:func:`paired_comparison` of a predictions frame against another model's
-    ``reference/{split}.parquet`` on the same vehicles."""
-    path = Path(reference) / f"{split}.parquet"
-    theirs = pd.read_parquet(path)
-    if not np.array_equal(ours["vehicle_id"].to_numpy(), theirs["vehicle_id"].to_numpy()):
-        raise UserError(f"{path} holds other vehicles than the predictions it is compared with "
-                        "(re-run the stage that wrote it)")
-    probs = [c for c in ours.columns if c.startswith("prob_")]
-    return paired_comparison(ours["class_label"].to_numpy(), ours["predicted"].to_numpy(),
-                             theirs["predicted"].to_numpy(), ours[probs].to_numpy(),
-                             theirs[probs].to_numpy(), cost_matrix, n_boot, seed)
 
 
 def paired_comparison(y: np.ndarray, pred: np.ndarray, other_pred: np.ndarray,
                       probs: np.ndarray, other_probs: np.ndarray, cost_matrix: np.ndarray,
-                      n_boot: int, seed: int) -> dict:
-    """This model minus another on the same vehicles: total cost and Brier score, with
-    paired bootstrap intervals (negative: this model is better)."""
+                      n_boot: int, seed: int, vehicles: np.ndarray | None = None) -> dict:
+    """This model minus another on the same windows: total cost and Brier score, with
+    paired bootstrap intervals over ``vehicles`` (each window's vehicle; negative: this model
+    is better)."""
     onehot = np.eye(probs.shape[1])[y]
     return {
         "cost_total": paired_interval(vehicle_costs(y, pred, cost_matrix),
-                                      vehicle_costs(y, other_pred, cost_matrix), n_boot, seed),
+                                      vehicle_costs(y, other_pred, cost_matrix), n_boot, seed,
+                                      vehicles=vehicles),
         "brier": paired_interval(((probs - onehot) ** 2).sum(axis=1),
                                  ((other_probs - onehot) ** 2).sum(axis=1), n_boot, seed,
-                                 reduce="mean"),
+                                 reduce="mean", vehicles=vehicles),
     }
 
 
 def split_report(y: np.ndarray, raw_probs: np.ndarray, probs: np.ndarray,
-                 cost_matrix: np.ndarray, rule: str, n_boot: int, seed: int) -> dict:
-    """Metrics of one split, top level for ``rule``, with a block per decision rule.
+                 cost_matrix: np.ndarray, rule: str, n_boot: int, seed: int,
+                 vehicles: np.ndarray | None = None) -> dict:
+    """Metrics of one split, top level for ``rule``, with a block per decision rule; the
+    intervals resample ``vehicles`` (each window's vehicle).
 
     ``argmax`` decides on the model's own probabilities; ``expected_cost`` minimises the
     expected cost under the calibrated, prior-corrected ``probs``.
@@ -133,7 +128,8 @@ def split_report(y: np.ndarray, raw_probs: np.ndarray, probs: np.ndarray,
     for name, source in (("argmax", raw_probs), ("expected_cost", probs)):
         pred = decide(source, name, cost_matrix)
         blocks[name] = {**decision_metrics(y, pred, cost_matrix),
-                        **bootstrap_intervals(y, pred, cost_matrix, n_boot, seed)}
+                        **bootstrap_intervals(y, pred, cost_matrix, n_boot, seed,
+                                              vehicles=vehicles)}
     uncalibrated = probability_metrics(y, raw_probs)
     return {
         **blocks[rule],

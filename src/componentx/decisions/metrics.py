@@ -122,20 +122,36 @@ def probability_metrics(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> dic
     }
 
 
+def vehicle_groups(vehicles: np.ndarray | None, n: int) -> np.ndarray:
+    """Each row's vehicle as 0, 1, ... in order of first appearance (each row its own when
+    ``vehicles`` is None): the unit the bootstrap resamples. Rows of one vehicle (several
+    windows, when train windows are cross-validated) are resampled together."""
+    if vehicles is None:
+        return np.arange(n)
+    _, first, inverse = np.unique(np.asarray(vehicles), return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse.ravel()]
+
+
 def paired_interval(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                    level: float = 0.95, reduce: str = "sum") -> dict:
+                    level: float = 0.95, reduce: str = "sum",
+                    vehicles: np.ndarray | None = None) -> dict:
     """Paired bootstrap of ``reduce(a) - reduce(b)`` over the same resampled vehicles.
 
-    ``a`` and ``b`` are per-vehicle losses of two models on the same vehicles (e.g. the cost of
-    each vehicle's decision). Returns the observed difference, its percentile interval and
-    the share of resamples in which ``a`` is lower.
+    ``a`` and ``b`` are per-window losses of two models on the same windows (e.g. the cost of
+    each decision), ``vehicles`` each window's vehicle (every window its own by default).
+    Returns the observed difference, its percentile interval and the share of resamples in
+    which ``a`` is lower.
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"paired comparison needs the same vehicles, got {a.shape} and {b.shape}")
     difference = a - b
-    sample = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
-    resampled = difference[sample].sum(axis=1)
+    per_vehicle = np.bincount(vehicle_groups(vehicles, len(a)), weights=difference)
+    sample = np.random.default_rng(seed).integers(0, len(per_vehicle),
+                                                  size=(n_boot, len(per_vehicle)))
+    resampled = per_vehicle[sample].sum(axis=1)
     if reduce == "mean":
         resampled = resampled / len(a)
     tail = (1 - level) / 2 * 100
@@ -147,14 +163,20 @@ def paired_interval(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int 
 
 
 def bootstrap_intervals(y: np.ndarray, pred: np.ndarray, cost_matrix: np.ndarray,
-                        n_boot: int = 1000, seed: int = 0, level: float = 0.95
-                        ) -> dict[str, list[float]]:
-    """Percentile intervals of total cost and macro-F1, resampling vehicles with replacement."""
-    k, n = len(cost_matrix), len(y)
-    rng = np.random.default_rng(seed)
-    sample = rng.integers(0, n, size=(n_boot, n))
-    flat = (np.arange(n_boot)[:, None] * k * k + y[sample] * k + pred[sample]).ravel()
-    counts = np.bincount(flat, minlength=n_boot * k * k).reshape(n_boot, k, k)
+                        n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                        vehicles: np.ndarray | None = None) -> dict[str, list[float]]:
+    """Percentile intervals of total cost and macro-F1, resampling vehicles with replacement
+    (``vehicles``: each window's vehicle, every window its own by default)."""
+    k = len(cost_matrix)
+    groups = vehicle_groups(vehicles, len(y))
+    n = int(groups.max()) + 1 if len(groups) else 0
+    sample = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    # each window counts as often as its vehicle was drawn
+    drawn = (np.arange(n_boot)[:, None] * n + sample).ravel()
+    times = np.bincount(drawn, minlength=n_boot * n).reshape(n_boot, n)[:, groups]
+    flat = (np.arange(n_boot)[:, None] * k * k + (y * k + pred)[None, :]).ravel()
+    counts = np.bincount(flat, weights=times.ravel(), minlength=n_boot * k * k
+                         ).reshape(n_boot, k, k)
     costs = (counts * cost_matrix).sum(axis=(1, 2))
     macro_f1 = _f1_from_confusion(counts)[2].mean(axis=1)
     tail = (1 - level) / 2 * 100

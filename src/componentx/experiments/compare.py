@@ -30,6 +30,7 @@ class Experiment:
     ref: str
     params: dict
     report: dict
+    gate: dict | None = None
 
     def predictions(self, split: str) -> pd.DataFrame:
         """Its ``data/predictions/{split}.parquet``, from the DVC cache."""
@@ -60,7 +61,11 @@ def changed_params(params: dict, reference: dict) -> dict[str, object]:
 def load(ref: str, name: str | None = None, cwd: Path | None = None) -> Experiment:
     params = yaml.safe_load(_git("show", f"{ref}:params.yaml", cwd=cwd))
     report = json.loads(_git("show", f"{ref}:metrics/evaluate.json", cwd=cwd))
-    return Experiment(name or ref, ref, params, report)
+    try:
+        gate = json.loads(_git("show", f"{ref}:metrics/gate.json", cwd=cwd))
+    except subprocess.CalledProcessError:
+        gate = None
+    return Experiment(name or ref, ref, params, report, gate)
 
 
 def list_experiments(cwd: Path | None = None, names: list[str] | None = None
@@ -94,7 +99,7 @@ def paired_against(best: Experiment, other: Experiment, split: str, cost_matrix:
     y = ours["class_label"].to_numpy()
     return paired_interval(vehicle_costs(y, ours["predicted"].to_numpy(), cost_matrix),
                            vehicle_costs(y, theirs["predicted"].to_numpy(), cost_matrix),
-                           n_boot, seed)
+                           n_boot, seed, vehicles=ours["vehicle_id"].to_numpy())
 
 
 def validation_rank(experiment: Experiment) -> tuple[float, float]:
@@ -107,16 +112,17 @@ def comparison_table(experiments: list[Experiment], cost_matrix: np.ndarray, n_b
                      seed: int = 0, paired: bool = True) -> tuple[str, Experiment]:
     """Markdown table of experiments, best validation cost first, and the best one.
 
-    Each row: changed params, validation cost with its interval, the paired differences (same
-    vehicles) to the first experiment (the committed run), to the best and to the baseline
-    ("not cached" where either side's predictions are not in the local DVC cache), and test
-    cost, which is reported, never used.
+    Each row: changed params, the sequence model's validation cost with its interval, its
+    paired differences (same vehicles) to the first experiment (the committed run) and to the
+    best ("not cached" where either side's predictions are not in the local DVC cache), every
+    candidate's validation cost as the gate ranked them and the one it ships, and test cost,
+    which is reported, never used.
     """
     ranked = sorted(experiments, key=validation_rank)
     best, head = ranked[0], experiments[0]
     lines = [f"| experiment | changed params | validation cost (95% CI) | − {head.name}, paired "
-             "(95% CI) | − best, paired (95% CI) | − baseline, paired (95% CI) | test cost "
-             "(reported only) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "(95% CI) | − best, paired (95% CI) | candidates, validation cost (gate) | test "
+             "cost (reported only) |", "| --- | --- | --- | --- | --- | --- | --- |"]
 
     def against(other: Experiment, experiment: Experiment) -> str:
         if experiment is other or not paired:
@@ -130,14 +136,14 @@ def comparison_table(experiments: list[Experiment], cost_matrix: np.ndarray, n_b
     for experiment in ranked:
         validation = experiment.report["validation"]
         low, high = validation["cost_total_ci"]
-        vs = experiment.report.get("paired_vs_baseline", {}).get("validation", {})
-        cost = vs.get("cost_total")
-        to_baseline = (f"{cost['difference']:+,.0f} ({cost['ci'][0]:+,.0f} to "
-                       f"{cost['ci'][1]:+,.0f})" if cost else "—")
+        gate = experiment.gate
+        candidates = "—" if gate is None or "candidates" not in gate else " · ".join(
+            f"{row['name']} {row['cost_total']:,.0f}" for row in gate["candidates"]) + \
+            f" → ships {gate['ship']}"
         changed = ", ".join(f"{k}={v}" for k, v in changed_params(experiment.params,
                                                                  head.params).items()) or "—"
         lines.append(f"| {experiment.name} | {changed} | {validation['cost_total']:,.0f} "
                      f"({low:,.0f}–{high:,.0f}) | {against(head, experiment)} | "
-                     f"{against(best, experiment)} | {to_baseline} | "
+                     f"{against(best, experiment)} | {candidates} | "
                      f"{experiment.report['test']['cost_total']:,.0f} |")
     return "\n".join(lines) + "\n", best

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -203,16 +204,35 @@ def bucket_features(windows: Path, ingested: Path, split: str, bucket: int,
     return table.assign(position=mine)
 
 
+def write_bucket_features(windows: Path, ingested: Path, split: str, bucket: int,
+                          spec_columns: list[str], k: int, window_stats: bool,
+                          specs_split: str | None, folder: Path) -> list[str]:
+    """:func:`bucket_features` as float64 arrays in ``folder`` (``{bucket}.npy`` and
+    ``{bucket}.positions.npy``), so the stage gathers them bucket by bucket (a task).
+    Returns the feature names."""
+    table = bucket_features(windows, ingested, split, bucket, spec_columns, k, window_stats,
+                            specs_split)
+    np.save(folder / f"{bucket:04d}.positions.npy", table.pop("position").to_numpy())
+    np.save(folder / f"{bucket:04d}.npy", table.to_numpy(dtype=np.float64))
+    return list(table.columns)
+
+
 def split_features(windows: Path, ingested: Path, split: str, spec_columns: list[str], k: int,
                    window_stats: bool, client: object, specs_split: str | None = None
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`summary_features` of a split of the windowing stage's ``windows`` folder, bucket
-    by bucket (on ``client``'s cluster, or here), in the order of its window index; and that
-    index. The specifications come from ``specs_split`` (the fleet holdout's vehicles are
-    train vehicles)."""
-    parts = map_tasks(client, bucket_features, [
-        (windows, ingested, split, bucket, spec_columns, k, window_stats, specs_split)
-        for bucket in range(buckets_of(windows))], f"{split} summary features")
-    table = pd.concat(parts, ignore_index=True).sort_values("position", kind="stable")
-    return (table.drop(columns="position").reset_index(drop=True),
-            read_window_index(windows, split))
+    by bucket (on ``client``'s cluster, or here), gathered into one float64 table in the order
+    of its window index (a bucket at a time: no second copy); and that index. The
+    specifications come from ``specs_split`` (the fleet holdout's vehicles are train
+    vehicles)."""
+    index = read_window_index(windows, split)
+    buckets = buckets_of(windows)
+    with tempfile.TemporaryDirectory(prefix=".features-", dir=windows.parent) as tmp:
+        names = map_tasks(client, write_bucket_features, [
+            (windows, ingested, split, bucket, spec_columns, k, window_stats, specs_split,
+             Path(tmp)) for bucket in range(buckets)], f"{split} summary features")[0]
+        values = np.empty((len(index), len(names)))
+        for bucket in range(buckets):
+            values[np.load(Path(tmp) / f"{bucket:04d}.positions.npy")] = np.load(
+                Path(tmp) / f"{bucket:04d}.npy")
+    return pd.DataFrame(values, columns=names, copy=False), index

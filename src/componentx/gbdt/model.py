@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from componentx.decisions.evaluation import Evaluation, evaluate_logits
 from componentx.decisions.metrics import check_cost_matrix, total_cost
 from componentx.decisions.priors import class_priors, class_weights, shift_priors, training_priors
 from componentx.decisions.rules import expected_cost_decision
+from componentx.decisions.selection import Selection, plan_selection
 from componentx.errors import BundleError
 from componentx.gbdt.features import bucket_features, split_features, use_window_stats
 
@@ -186,30 +187,95 @@ def fit_baseline(train: pd.DataFrame, train_y: np.ndarray, sample_weight: np.nda
                         cost_matrix, spec_names, settings)
 
 
+def _sklearn_trees(settings: dict, spec_names: list[str], train: pd.DataFrame,
+                   iterations: int) -> HistGradientBoostingClassifier:
+    categorical = [train.columns.get_loc(name) for name in spec_names] or None
+    return HistGradientBoostingClassifier(
+        max_iter=iterations, learning_rate=settings["learning_rate"],
+        max_leaf_nodes=settings["max_leaf_nodes"], min_samples_leaf=settings["min_samples_leaf"],
+        l2_regularization=settings["l2_regularization"], categorical_features=categorical,
+        early_stopping=False, random_state=settings["seed"])
+
+
+def fit_trees(train: pd.DataFrame, train_y: np.ndarray, sample_weight: np.ndarray | None,
+              spec_names: list[str], settings: dict, iterations: int, num_classes: int
+              ) -> FittedBaseline:
+    """Exactly ``iterations`` boosting iterations (no early stopping), sizes of
+    ``settings`` resolved."""
+    if settings["library"] == "lightgbm":
+        import lightgbm
+
+        booster = lightgbm.train(
+            lightgbm_params(settings, num_classes),
+            lightgbm.Dataset(train, train_y, weight=sample_weight,
+                             categorical_feature=spec_names or "auto"),
+            num_boost_round=iterations)
+        return FittedBaseline("lightgbm", booster, iterations, [])
+    model = _sklearn_trees(settings, spec_names, train, iterations).fit(
+        train, train_y, sample_weight=sample_weight)
+    return FittedBaseline("sklearn", model, iterations, [])
+
+
+def staged_probabilities(fitted: FittedBaseline, features: pd.DataFrame, num_classes: int
+                         ) -> Iterator[np.ndarray]:
+    """The probabilities (windows, classes) after each boosting iteration of all that were
+    grown, in order."""
+    if fitted.library == "lightgbm":
+        raw = np.zeros((len(features), num_classes))
+        for iteration in range(fitted.model.current_iteration()):
+            raw += fitted.model.predict(features, raw_score=True, start_iteration=iteration,
+                                        num_iteration=1)
+            yield softmax(raw)
+        return
+    for staged in fitted.model.staged_predict_proba(features):
+        probs = np.full((len(features), num_classes), 1e-9)
+        probs[:, fitted.model.classes_] = staged
+        yield probs
+
+
 def _fit_sklearn(train: pd.DataFrame, train_y: np.ndarray, sample_weight: np.ndarray | None,
                  validation: pd.DataFrame, val_y: np.ndarray, train_priors: np.ndarray,
                  cost_matrix: np.ndarray, spec_names: list[str], settings: dict
                  ) -> FittedBaseline:
     num_classes = len(cost_matrix)
-    categorical = [train.columns.get_loc(name) for name in spec_names] or None
-    hyper = {"learning_rate": settings["learning_rate"],
-             "max_leaf_nodes": settings["max_leaf_nodes"],
-             "min_samples_leaf": settings["min_samples_leaf"],
-             "l2_regularization": settings["l2_regularization"],
-             "categorical_features": categorical, "early_stopping": False,
-             "random_state": settings["seed"]}
-    model = HistGradientBoostingClassifier(max_iter=settings["max_iter"], **hyper).fit(
-        train, train_y, sample_weight=sample_weight)
-    costs = []
-    for staged in model.staged_predict_proba(validation):
-        probs = np.full((len(val_y), num_classes), 1e-9)
-        probs[:, model.classes_] = staged
-        costs.append(validation_cost(probs, val_y, train_priors, cost_matrix))
+    fitted = fit_trees(train, train_y, sample_weight, spec_names, settings, settings["max_iter"],
+                       num_classes)
+    costs = [validation_cost(probs, val_y, train_priors, cost_matrix)
+             for probs in staged_probabilities(fitted, validation, num_classes)]
     best = best_iteration(costs)
-    if best < model.n_iter_:
-        model = HistGradientBoostingClassifier(max_iter=best, **hyper).fit(
-            train, train_y, sample_weight=sample_weight)
-    return FittedBaseline("sklearn", model, best, costs)
+    if best < fitted.model.n_iter_:
+        fitted = fit_trees(train, train_y, sample_weight, spec_names, settings, best,
+                           num_classes)
+    return FittedBaseline("sklearn", fitted.model, best, costs)
+
+
+def cross_validate_trees(features: pd.DataFrame, selection: Selection,
+                         weights: np.ndarray | None, train_priors: np.ndarray,
+                         cost_matrix: np.ndarray, spec_names: list[str], settings: dict
+                         ) -> tuple[FittedBaseline, np.ndarray]:
+    """Out-of-fold logits of the selection windows (``features``, in their order) and the
+    trees refitted on all of them. Each fold grows ``max_iter`` iterations on the others;
+    the iteration is chosen once, by today's rule, on the pooled out-of-fold cost of every
+    iteration, and the refit grows that many."""
+    y, num_classes = selection.labels, len(cost_matrix)
+    staged = np.zeros((settings["max_iter"], len(y), num_classes))
+    for _, fitted_on, held in selection.split_folds():
+        fold = fit_trees(features.iloc[fitted_on], y[fitted_on],
+                         None if weights is None else weights[y[fitted_on]], spec_names,
+                         resolve_size_settings(settings, len(fitted_on)), settings["max_iter"],
+                         num_classes)
+        iteration = 0
+        for iteration, probs in enumerate(staged_probabilities(fold, features.iloc[held],
+                                                               num_classes)):
+            staged[iteration][held] = probs
+        staged[iteration + 1:, held] = staged[iteration][held]  # trees that could not grow
+    costs = [validation_cost(probs, y, train_priors, cost_matrix) for probs in staged]
+    best = best_iteration(costs)
+    refit = fit_trees(features, y, None if weights is None else weights[y], spec_names,
+                      resolve_size_settings(settings, len(y)), best, num_classes)
+    refit.validation_costs = costs
+    probs = np.maximum(staged[best - 1], 1e-9)
+    return refit, np.log(probs / probs.sum(axis=1, keepdims=True))
 
 
 def fit_lightgbm_on_cluster(client: Any, train: Any, validation: pd.DataFrame,
@@ -234,13 +300,12 @@ def fit_lightgbm_on_cluster(client: Any, train: Any, validation: pd.DataFrame,
                                        **params)
     model.fit(train[features], train["label"], sample_weight=train["weight"],
               categorical_feature=spec_names or "auto")
-    booster = model.booster_
-    raw, costs = np.zeros((len(val_y), len(cost_matrix))), []
-    for iteration in range(booster.current_iteration()):
-        raw += booster.predict(validation, raw_score=True, start_iteration=iteration,
-                               num_iteration=1)
-        costs.append(validation_cost(softmax(raw), val_y, train_priors, cost_matrix))
-    return FittedBaseline("lightgbm", booster, best_iteration(costs), costs)
+    fitted = FittedBaseline("lightgbm", model.booster_, settings["max_iter"], [])
+    fitted.validation_costs = [
+        validation_cost(probs, val_y, train_priors, cost_matrix)
+        for probs in staged_probabilities(fitted, validation, len(cost_matrix))]
+    fitted.iterations = best_iteration(fitted.validation_costs)
+    return fitted
 
 
 def train_frame_part(windows: Path, ingested: Path, bucket: int, spec_columns: list[str],
@@ -264,58 +329,73 @@ def fits_one_worker(windows: int, features: int, compute: dict) -> bool:
 
 
 def fit_and_evaluate(ingested: Path, windows: Path, settings: dict, evaluate: dict,
-                     compute: dict) -> tuple[FittedBaseline, Evaluation]:
-    """Fit the trees on the train windows' summary features (``settings`` is
-    ``params.baseline``), choose the iteration on validation, and evaluate on validation and
-    test through the same calibration and decisions as every model (``evaluate`` is
-    ``params.evaluate``). Features are built bucket by bucket on the cluster
-    (``compute`` is ``params.compute``); LightGBM trains there too, with its Dask interface,
-    when a cluster is named (``DASK_SCHEDULER_ADDRESS``) or the features would not fit in one
-    worker, else in this process. The report also holds the iteration and the tree sizes."""
+                     compute: dict, selection_settings: dict
+                     ) -> tuple[FittedBaseline, Evaluation]:
+    """Fit the trees on the summary features and evaluate them through the same calibration
+    and decisions as every model (``settings`` is ``params.baseline``, ``evaluate``
+    ``params.evaluate``, ``selection_settings`` ``params.selection``): fitted on train with
+    the iteration chosen on validation, or, cross-validated (small data), fold by fold with
+    the iteration chosen on the pooled out-of-fold cost and refitted on train and validation.
+    Features are built bucket by bucket on the cluster (``compute`` is ``params.compute``);
+    LightGBM trains there too, with its Dask interface, when a cluster is named
+    (``DASK_SCHEDULER_ADDRESS``) or the features would not fit in one worker, else in this
+    process. The report also holds the iteration and the tree sizes."""
     summary = DatasetSummary.load(ingested / "schema.json")
     num_classes, specs = summary.num_classes, summary.spec_columns
     cost_matrix = check_cost_matrix(evaluate["cost_matrix"], num_classes)
+    selection = plan_selection(windows, selection_settings)
     index = {split: read_window_index(windows, split) for split in SPLITS}
-    labels = {split: frame["class_label"].to_numpy() for split, frame in index.items()}
-    weights = class_weights(settings["class_weights"], labels["train"], num_classes,
+    fit_labels = (selection.labels if selection.cross_validated
+                  else index["train"]["class_label"].to_numpy())
+    weights = class_weights(settings["class_weights"], fit_labels, num_classes,
                             "baseline.class_weights")
-    priors = training_priors(labels["train"], weights, False, num_classes)
-    sizes = resolve_size_settings(settings, len(labels["train"]))
+    priors = training_priors(fit_labels, weights, False, num_classes)
+    sizes = resolve_size_settings(settings, len(fit_labels))
     fitted = None
     with dask_client(compute, buckets_of(windows)) as client:
         window_stats = use_window_stats(settings["window_stats"], windows, client)
         features = {split: split_features(windows, ingested, split, specs, settings["k"],
                                           window_stats, client)[0]
                     for split in ("validation", "test")}
-        if settings["library"] == "lightgbm" and client is not None and (
+        if settings["library"] == "lightgbm" and client is not None and \
+                not selection.cross_validated and (
                 os.environ.get(SCHEDULER_VARIABLE) or not fits_one_worker(
-                    len(labels["train"]), len(summary.feature_columns), compute)):
+                    len(fit_labels), len(summary.feature_columns), compute)):
             fitted = fit_lightgbm_on_cluster(
                 client, _train_frame(client, windows, ingested, specs, settings["k"],
                                      window_stats, weights),
-                features["validation"], labels["validation"], priors, cost_matrix, specs,
-                sizes)
+                features["validation"], index["validation"]["class_label"].to_numpy(),
+                priors, cost_matrix, specs, sizes)
         else:
             features["train"] = split_features(windows, ingested, "train", specs, settings["k"],
                                                window_stats, client)[0]
-    if fitted is None:  # in this process, the cluster closed
-        fitted = fit_baseline(features["train"], labels["train"],
-                              None if weights is None else weights[labels["train"]],
-                              features["validation"], labels["validation"], priors,
-                              cost_matrix, specs, settings)
+    if selection.cross_validated:  # in this process, the cluster closed
+        fitted, selection_logits = cross_validate_trees(
+            pd.concat([features["train"], features["validation"]], ignore_index=True),
+            selection, weights, priors, cost_matrix, specs, settings)
+    else:
+        if fitted is None:
+            fitted = fit_baseline(features["train"], fit_labels,
+                                  None if weights is None else weights[fit_labels],
+                                  features["validation"], selection.labels, priors,
+                                  cost_matrix, specs, settings)
+        selection_logits = fitted.logits(features["validation"], num_classes)
     fitted.window_stats = window_stats
-    log.info("baseline (%s): %d windows, leaves of %d or more, %d at most; validation expected "
-             "cost is lowest after %d of %d iterations (%.0f, smoothed over %d)",
-             settings["library"], len(labels["train"]), sizes["min_samples_leaf"],
-             sizes["max_leaf_nodes"], fitted.iterations, len(fitted.validation_costs),
-             fitted.validation_costs[fitted.iterations - 1], SMOOTHING)
-    scored = ("validation", "test")
+    log.info("baseline (%s): %d windows, leaves of %d or more, %d at most; %s expected cost "
+             "is lowest after %d of %d iterations (%.0f, smoothed over %d)",
+             settings["library"], len(fit_labels), sizes["min_samples_leaf"],
+             sizes["max_leaf_nodes"], selection.mode.replace("_", "-"), fitted.iterations,
+             len(fitted.validation_costs), fitted.validation_costs[fitted.iterations - 1],
+             SMOOTHING)
+    test = index["test"]
     evaluation = evaluate_logits(
-        {s: fitted.logits(features[s], num_classes) for s in scored},
-        {s: labels[s] for s in scored}, {s: index[s]["vehicle_id"].to_numpy() for s in scored},
-        priors, cost_matrix, evaluate)
+        {"validation": selection_logits, "test": fitted.logits(features["test"], num_classes)},
+        {"validation": selection.labels, "test": test["class_label"].to_numpy()},
+        {"validation": selection.vehicles, "test": test["vehicle_id"].to_numpy()},
+        priors, cost_matrix, evaluate, deployment_labels=selection.deployment_labels)
     evaluation.report |= {"iterations": fitted.iterations, "window_stats": window_stats,
-                          **{key: sizes[key] for key in ("min_samples_leaf", "max_leaf_nodes")}}
+                          **{key: sizes[key] for key in ("min_samples_leaf", "max_leaf_nodes")},
+                          "selection": selection.to_dict()}
     return fitted, evaluation
 
 

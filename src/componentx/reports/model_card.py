@@ -18,27 +18,36 @@ def model_card(meta: dict) -> str:
     metrics, provenance = meta["metrics"], meta["provenance"]
     gate = metrics.get("gate", {})
     names = {"lstm": "An LSTM", "cnn_lstm": "A CNN-LSTM", "attention_lstm": "An attention-LSTM",
-             "transformer": "A transformer"}
-    what = (f"{names[meta['model_config']['arch']]} sequence classifier over the last "
-            f"{meta['window_size']} readouts of a vehicle" if meta["kind"] == "sequence" else
-            f"Gradient-boosted trees ({meta['library']}, {meta['iterations']} iterations) on "
-            "summary features of a vehicle's history")
+             "transformer": "A transformer", "fcn": "A fully convolutional"}
+    what = {
+        "sequence": lambda: f"{names[meta['model_config']['arch']]} sequence classifier over "
+                            f"the last {meta['window_size']} readouts of a vehicle",
+        "baseline": lambda: f"Gradient-boosted trees ({meta['library']}, {meta['iterations']} "
+                            "iterations) on summary features of a vehicle's history",
+        "rocket": lambda: "MiniRocket kernel features of the last "
+                          f"{meta['window_size']} readouts of a vehicle with a multinomial "
+                          "logistic regression",
+    }[meta["kind"]]()
+    cross_validated = metrics.get("selection", {}).get("mode") == "cross_validation"
+    fitted = ("Cross-validated on train and validation (calibrated on out-of-fold "
+              "predictions), then refitted on both; never on test." if cross_validated else
+              "Trained on train, early-stopped and calibrated on validation, never on test.")
     vehicles = ", ".join(f"{n:,} {split}" for split, n in provenance["data"]["vehicles"].items())
     lines = [
         f"# Model card: componentx {meta['kind']} model", "",
         f"**What it is.** {what}, predicting the class of time to failure of SCANIA "
         f"Component X-style components ({meta['num_classes']} classes; class windows "
         f"{meta['class_windows']} time units, class 0 beyond). Probabilities are calibrated "
-        f"({meta['calibration']['method']}, fitted on validation) to the deployment class "
+        f"({meta['calibration']['method']}) to the deployment class "
         f"priors; the decision minimises the expected cost under the bundled cost matrix.",
         "",
         f"**Data it saw.** {vehicles or 'an unrecorded number of'} vehicles "
         f"({provenance['data']['source']} data, version {provenance['data']['version']}); "
         f"{len(meta['feature_columns'])} readout columns, specifications "
-        f"{', '.join(meta['spec_columns']) or 'none'}. Trained on train, early-stopped and "
-        "calibrated on validation, never on test.",
+        f"{', '.join(meta['spec_columns']) or 'none'}. {fitted}",
         "",
-        f"**Scores** (total cost, lower is better): validation {_cost(metrics, 'validation')};"
+        f"**Scores** (total cost, lower is better): "
+        f"{'out-of-fold' if cross_validated else 'validation'} {_cost(metrics, 'validation')};"
         f" test {_cost(metrics, 'test')}.",
         f"The gate ({gate.get('split', 'validation')}) "
         f"{'ships this model' if meta.get('shipped') else 'did not choose this model'}.",

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from componentx.decisions.evaluation import Evaluation
+from componentx.decisions.candidates import CANDIDATES, Candidate
+from componentx.decisions.evaluation import Evaluation, log_summary
 from componentx.decisions.metrics import curves_on_grid
+from componentx.runtime import atomic_dir, atomic_write_json
 
 
 def reliability_table(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> pd.DataFrame:
@@ -45,35 +47,45 @@ def write_plot_tables(plots_dir: Path, split: str, y: np.ndarray, raw_probs: np.
     }).to_csv(plots_dir / "cost" / f"{split}.csv", index=False)
 
 
-def comparison_markdown(reports: dict[str, dict], paired: dict[str, dict] | None = None,
-                        splits: tuple[str, ...] = ("validation", "test")) -> str:
-    """Markdown tables comparing models' reports (the shape of metrics/evaluate.json), and
-    the paired differences of the first model against the second, per split."""
-    lines = ["| model | split | cost (95% CI) | argmax cost | always 0 | macro-F1 (95% CI) | "
-             "failure PR-AUC | Brier | ECE | classwise ECE |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for split in splits:
-        for model, report in reports.items():
-            r = report[split]
+def candidates_markdown(verdict: dict, reports: dict[str, dict]) -> str:
+    """Markdown tables of the gate's candidates side by side (``reports``: their metrics
+    files, the shape of metrics/evaluate.json) in the gate's order, and each one's paired
+    difference to the chosen candidate on the selection windows."""
+    titles = {c.name: c.title for c in CANDIDATES}
+    selection = verdict["selection"]
+    folds = f", {selection['folds']} folds" if selection["folds"] else ""
+    lines = [f"Selection: {selection['mode'].replace('_', ' ')} ({selection['windows']} "
+             f"windows{folds}); "
+             "test is reported, never used to choose.", "",
+             "| candidate | split | cost (95% CI) | accuracy | macro-F1 (95% CI) | "
+             "failure PR-AUC | Brier | ECE | log loss |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for split in ("validation", "test"):
+        for row in verdict["candidates"]:
+            r = reports[row["name"]][split]
             low, high = r["cost_total_ci"]
             f1_low, f1_high = r["macro_f1_ci"]
             lines.append(
-                f"| {model} | {split} | {r['cost_total']:,.0f} ({low:,.0f}–{high:,.0f}) | "
-                f"{r['argmax']['cost_total']:,.0f} | {r['cost_always_0']:,.0f} | "
-                f"{r['macro_f1']:.3f} ({f1_low:.3f}–{f1_high:.3f}) | {r['pr_auc']['macro']:.3f} | "
-                f"{r['brier']:.4f} | {r['ece']:.4f} | {r['classwise_ece']['macro']:.4f} |")
-    if paired:
-        first, second = list(reports)[:2]
-        lines += ["", f"Paired on the same vehicles, {first} minus {second} (negative: "
-                  f"{first} better; 95% paired bootstrap interval):", "",
-                  "| split | cost difference (95% CI) | share of resamples where "
-                  f"{first} is cheaper | Brier difference (95% CI) |", "| --- | --- | --- | --- |"]
-        for split in splits:
-            cost, brier = paired[split]["cost_total"], paired[split]["brier"]
-            lines.append(f"| {split} | {cost['difference']:+,.0f} ({cost['ci'][0]:+,.0f} to "
-                         f"{cost['ci'][1]:+,.0f}) | {cost['share_first_lower']:.2f} | "
-                         f"{brier['difference']:+.4f} ({brier['ci'][0]:+.4f} to "
-                         f"{brier['ci'][1]:+.4f}) |")
+                f"| {titles[row['name']]} | {split} | {r['cost_total']:,.0f} ({low:,.0f}–"
+                f"{high:,.0f}) | {r['accuracy']:.3f} | {r['macro_f1']:.3f} ({f1_low:.3f}–"
+                f"{f1_high:.3f}) | {r['pr_auc']['macro']:.3f} | {r['brier']:.4f} | "
+                f"{r['ece']:.4f} | {r['log_loss']:.4f} |")
+    chosen = titles[verdict["chosen"]]
+    lines += ["", f"Paired on the same vehicles ({verdict['split']}), each candidate minus "
+              f"{chosen} (positive: {chosen} is cheaper; 95% paired bootstrap interval):", "",
+              "| candidate | cost difference (95% CI) | share of resamples where it is cheaper "
+              "| Brier difference (95% CI) |", "| --- | --- | --- | --- |"]
+    for row in verdict["candidates"][1:]:
+        cost, brier = row["vs_best"]["cost_total"], row["vs_best"]["brier"]
+        lines.append(f"| {titles[row['name']]} | {cost['difference']:+,.0f} ({cost['ci'][0]:+,.0f}"
+                     f" to {cost['ci'][1]:+,.0f}) | {cost['share_first_lower']:.2f} | "
+                     f"{brier['difference']:+.4f} ({brier['ci'][0]:+.4f} to "
+                     f"{brier['ci'][1]:+.4f}) |")
+    shipped = verdict["shipped"]["name"]
+    lines += ["", f"Chosen: {chosen}, "
+              + ("significantly cheaper than the runner-up." if verdict["significant"] else
+                 "not significantly cheaper than the runner-up (the best estimate).")
+              + f" Ships: {titles.get(shipped, 'the promoted model')}."]
     return "\n".join(lines) + "\n"
 
 
@@ -95,3 +107,16 @@ def write_predictions(folder: Path, evaluation: Evaluation) -> dict[str, pd.Data
     for split, frame in frames.items():
         frame.to_parquet(Path(folder) / f"{split}.parquet", index=False)
     return frames
+
+
+def write_candidate(candidate: Candidate, fitted, evaluation: Evaluation) -> None:
+    """A candidate stage's outputs, each written atomically: its predictions
+    (:func:`write_predictions`), its fitted model (``fitted.save(folder)``) and its metrics;
+    then the summary of each split in the log."""
+    with atomic_dir(candidate.predictions) as tmp:
+        write_predictions(tmp, evaluation)
+    with atomic_dir(candidate.model) as tmp:
+        fitted.save(tmp)
+    atomic_write_json(candidate.metrics, evaluation.report)
+    for split in evaluation.scored:
+        log_summary(candidate.name, split, evaluation.report[split])

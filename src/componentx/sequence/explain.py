@@ -12,9 +12,10 @@ from torch import nn
 
 from componentx.data.features import FeatureStats
 from componentx.data.layout import DatasetSummary
+from componentx.data.window_set import input_names, load_window_set
 from componentx.decisions.rules import failure_risk
 from componentx.sequence.checkpoints import load_model
-from componentx.sequence.dataset import input_names, load_window_set
+from componentx.sequence.dataset import batch_of
 
 
 def integrated_gradients(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor,
@@ -51,7 +52,8 @@ def top_features(attributions: np.ndarray, names: list[str], vehicle_ids: np.nda
 class Explanation:
     """Attributions of the riskiest test vehicles: (vehicles, window, inputs), with each
     vehicle's window length, decision and risk, the input names, the top features per
-    vehicle and, for attention models, the pooling weights (vehicles, window)."""
+    vehicle and, for attention models, the pooling weights (vehicles, encoder steps: readouts,
+    or patches of them where the model reads patches)."""
 
     vehicles: np.ndarray
     attributions: np.ndarray
@@ -78,7 +80,7 @@ def explain_riskiest(model_path: Path, ingested: Path, windows: Path, inputs: Pa
     probs = frame[[c for c in frame.columns if c.startswith("prob_")]].to_numpy()
     risk = failure_risk(probs, risk_class)
     chosen = np.argsort(-risk, kind="stable")[: settings["vehicles"]]
-    batch = test.batch(chosen)
+    batch = batch_of(test, chosen)
     predicted = frame["predicted"].to_numpy()[chosen]
     target = torch.as_tensor(np.where(predicted > 0, predicted, 1))
     attributions = integrated_gradients(model, batch.x, batch.lengths, batch.specs, target,

@@ -11,12 +11,14 @@ import torch
 from torch import nn
 
 from componentx.data.layout import DatasetSummary
+from componentx.data.window_set import WindowSet, load_window_set
 from componentx.decisions.calibration import calibration_method
 from componentx.decisions.evaluation import Evaluation, evaluate_logits
 from componentx.decisions.metrics import check_cost_matrix
-from componentx.errors import ParamsError
+from componentx.decisions.selection import Selection
+from componentx.errors import ParamsError, UserError
 from componentx.sequence.checkpoints import load_model
-from componentx.sequence.dataset import WindowSet, load_window_set, prefetched_batches
+from componentx.sequence.dataset import prefetched_batches
 
 
 def choose_device(name: str, rank: int = 0) -> torch.device:
@@ -52,24 +54,31 @@ def predict_logits(model: nn.Module, windows: WindowSet, device: torch.device,
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), dtype=np.float32)
 
 
-def evaluate_checkpoint(model_path: Path, ingested: Path, windows: Path, inputs: Path,
-                        size: int, settings: dict) -> tuple[Evaluation, dict]:
-    """The checkpoint's model on the validation and test windows, calibrated on validation
-    and scored (``settings`` is ``params.evaluate``); also returns the checkpoint."""
+def evaluate_checkpoint(model_path: Path, selection_logits: Path, selection: Selection,
+                        ingested: Path, windows: Path, inputs: Path, size: int, settings: dict
+                        ) -> tuple[Evaluation, dict]:
+    """The train stage's model: calibrated on the logits of the selection windows it wrote
+    (``selection_logits``, ``selection.npz``: of the validation windows, or out-of-fold), and
+    scored there and on the test windows (``settings`` is ``params.evaluate``); also returns
+    the checkpoint."""
     summary = DatasetSummary.load(ingested / "schema.json")
     cost_matrix = check_cost_matrix(settings["cost_matrix"], summary.num_classes)
+    with np.load(selection_logits, allow_pickle=False) as saved:
+        logits, vehicles = saved["logits"], saved["vehicle_id"]
+    if not np.array_equal(vehicles, selection.vehicles):
+        raise UserError(f"{selection_logits} holds other windows than the {selection.mode} "
+                        "selection of these params: train again (dvc repro train)")
     device = choose_device("auto")
     model, checkpoint = load_model(model_path, device)
-    logits, labels, vehicles = {}, {}, {}
-    for split in ("validation", "test"):
-        split_windows = load_window_set(windows, inputs, ingested, split, summary.spec_columns,
-                                        size)
-        logits[split] = predict_logits(model, split_windows, device).astype(np.float64)
-        labels[split] = split_windows.labels.numpy()
-        vehicles[split] = split_windows.windows["vehicle_id"].to_numpy()
+    test = load_window_set(windows, inputs, ingested, "test", summary.spec_columns, size)
     trained = checkpoint["train_config"]
     method = calibration_method(settings["calibration"], trained["loss"],
                                 trained["label_smoothing"])
-    evaluation = evaluate_logits(logits, labels, vehicles, np.asarray(checkpoint["train_priors"]),
-                                 cost_matrix, settings, method)
+    evaluation = evaluate_logits(
+        {"validation": logits, "test": predict_logits(model, test, device).astype(np.float64)},
+        {"validation": selection.labels, "test": test.labels},
+        {"validation": selection.vehicles, "test": test.windows["vehicle_id"].to_numpy()},
+        np.asarray(checkpoint["train_priors"]), cost_matrix, settings, method,
+        selection.deployment_labels)
+    evaluation.report["selection"] = selection.to_dict()
     return evaluation, checkpoint

@@ -42,9 +42,39 @@ class ModelConfig:
     conv_layers: int
     kernel_size: int
     num_heads: int
+    max_steps: int
+    window: int
+
+    @property
+    def patch(self) -> int:
+        """Readouts per encoder step: the recurrent and attention encoders read windows longer
+        than ``max_steps`` as patches of this many consecutive readouts (:func:`to_patches`);
+        the convolutional encoder (fcn) reads every readout."""
+        return 1 if self.arch == "fcn" else -(-self.window // self.max_steps)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def to_patches(x: torch.Tensor, lengths: torch.Tensor, patch: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded windows (batch, window, inputs) as left-padded patches (batch,
+    ceil(window / patch), patch * inputs) of ``patch`` consecutive readouts, counted back from
+    the newest, and the number of real patches per window (batch,).
+
+    A patch's readouts are concatenated oldest first, so its last channel is its newest
+    readout's age; the padding in the oldest real patch is zeros, whatever the padding held,
+    and the patches do not depend on the window's size: padding never changes a prediction.
+    An LSTM's gradient fades over a few hundred recurrent steps (Bengio et al., 1994): patches
+    keep the steps it runs over to ``max_steps`` whatever the window.
+    """
+    if patch == 1:
+        return x, lengths
+    window = x.shape[1]
+    real = torch.arange(window, device=x.device)[None, :] >= (window - lengths)[:, None]
+    x = nn.functional.pad(x * real[:, :, None], (0, 0, -window % patch, 0))
+    return x.reshape(x.shape[0], -1, patch * x.shape[2]), torch.div(
+        lengths + patch - 1, patch, rounding_mode="floor")
 
 
 def left_to_right_aligned(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -202,8 +232,38 @@ class TransformerEncoder(nn.Module):
         return self.encoder(h, src_key_padding_mask=~mask) * mask[:, :, None]
 
 
+class FCNEncoder(nn.Module):
+    """A fully convolutional network over time (the time-series classification reference of
+    Wang et al., 2017): three blocks of convolution (``2c``, ``4c``, ``2c`` filters of widths
+    8, 5 and 3, ``c`` = ``conv_channels``), normalisation and ReLU, pooled over the real steps
+    (global average pooling unless ``pooling`` asks for attention).
+
+    Each convolution sees zeros beyond the real steps exactly as at the end of an unpadded
+    sequence, the normalisation is per step (layer norm over channels, not batch statistics
+    that padding would enter), and every block's output is re-masked: padding never changes a
+    prediction.
+    """
+
+    def __init__(self, in_features: int, config: ModelConfig) -> None:
+        super().__init__()
+        widths = (2 * config.conv_channels, 4 * config.conv_channels, 2 * config.conv_channels)
+        self.convs = nn.ModuleList(nn.Conv1d(a, b, kernel, padding="same") for a, b, kernel in
+                                   zip((in_features, *widths[:-1]), widths, (8, 5, 3),
+                                       strict=True))
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for width in widths)
+        self.out_features = widths[-1]
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor
+                ) -> torch.Tensor:
+        h = x
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            h = torch.relu(norm(conv(h.transpose(1, 2)).transpose(1, 2))) * mask[:, :, None]
+        return h
+
+
 ENCODERS = {"lstm": LSTMEncoder, "cnn_lstm": ConvLSTMEncoder,  # one per params.ARCHS
-            "attention_lstm": AttentionLSTMEncoder, "transformer": TransformerEncoder}
+            "attention_lstm": AttentionLSTMEncoder, "transformer": TransformerEncoder,
+            "fcn": FCNEncoder}
 
 
 class Pooling(nn.Module):
@@ -251,8 +311,10 @@ class SequenceClassifier(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = ENCODERS[config.arch](config.n_features, config)
-        pooling = "attention" if config.arch == "attention_lstm" else config.pooling
+        self.encoder = ENCODERS[config.arch](config.patch * config.n_features, config)
+        pooling = {"attention_lstm": "attention",  # an LSTM's states read by attention
+                   "fcn": "mean" if config.pooling == "last" else config.pooling,  # global average
+                   }.get(config.arch, config.pooling)
         self.pool = Pooling(pooling, self.encoder.out_features,
                             config.bidirectional and config.arch in ("lstm", "cnn_lstm"))
         self.specs = SpecEmbedding(config.spec_cardinalities, config.spec_embedding_dim)
@@ -263,15 +325,16 @@ class SequenceClassifier(nn.Module):
 
     def steps(self, x: torch.Tensor, lengths: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-step encoder states of the right-aligned windows, and their real-step mask."""
-        lengths = lengths.to(x.device)
+        """Per-step encoder states of the right-aligned windows (of their patches, where
+        ``config.patch`` > 1), and their real-step mask."""
+        x, lengths = to_patches(x, lengths.to(x.device), self.config.patch)
         mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
         return self.encoder(left_to_right_aligned(x, lengths), lengths, mask), mask
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, specs: torch.Tensor
                 ) -> torch.Tensor:
         steps, mask = self.steps(x, lengths)
-        pooled = self.pool(steps, mask, lengths.to(x.device))
+        pooled = self.pool(steps, mask, mask.sum(dim=1))
         return self.head(torch.cat([pooled, self.specs(specs)], dim=1))
 
     def attention(self) -> dict[str, torch.Tensor]:

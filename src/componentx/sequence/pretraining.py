@@ -11,9 +11,15 @@ import torch
 from torch import nn
 
 from componentx.data.layout import DatasetSummary
-from componentx.sequence.dataset import WindowSet, load_window_set
+from componentx.data.window_set import WindowSet, load_window_set
+from componentx.sequence.dataset import batch_of
 from componentx.sequence.inference import choose_device
-from componentx.sequence.models import ModelConfig, build_model, left_to_right_aligned
+from componentx.sequence.models import (
+    ModelConfig,
+    build_model,
+    left_to_right_aligned,
+    to_patches,
+)
 from componentx.sequence.training import seed_everything
 
 log = logging.getLogger(__name__)
@@ -58,12 +64,14 @@ def mask_steps(lengths: torch.Tensor, window: int, ratio: float, masking: str, p
 
 
 class Reconstructor(nn.Module):
-    """The classifier's encoder plus a linear decoder back to the readout features."""
+    """The classifier's encoder plus a linear decoder back to the readout features (of every
+    readout of an encoder step's patch)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.encoder = build_model(config).encoder
-        self.decoder = nn.Linear(self.encoder.out_features, config.n_features - 1)
+        self.decoder = nn.Linear(self.encoder.out_features,
+                                 config.patch * (config.n_features - 1))
 
     def forward(self, aligned: torch.Tensor, lengths: torch.Tensor, real: torch.Tensor
                 ) -> torch.Tensor:
@@ -75,7 +83,8 @@ def pretrain(model_config: ModelConfig, config: PretrainConfig, windows: WindowS
     """Train the encoder to fill in hidden readouts; returns its weights and the loss per epoch.
 
     Hidden steps keep their age channel (the model knows when a readout is missing) and lose
-    every feature; the loss is the mean squared error on the hidden steps' features.
+    every feature; the loss is the mean squared error on the hidden steps' features. Where the
+    encoder reads patches of readouts (``model_config.patch`` > 1), a step is a patch.
     """
     device = choose_device(config.device)
     seed_everything(config.seed)
@@ -88,16 +97,19 @@ def pretrain(model_config: ModelConfig, config: PretrainConfig, windows: WindowS
         order = np.random.default_rng([config.seed, epoch]).permutation(len(windows))
         total, count = 0.0, 0
         for start in range(0, len(order), config.batch_size):
-            batch = windows.batch(order[start:start + config.batch_size])
-            aligned = left_to_right_aligned(batch.x, batch.lengths)
+            batch = batch_of(windows, order[start:start + config.batch_size])
+            x, lengths = to_patches(batch.x, batch.lengths, model_config.patch)
+            aligned = left_to_right_aligned(x, lengths)
             window = aligned.shape[1]
-            real = torch.arange(window)[None, :] < batch.lengths[:, None]
-            hidden = mask_steps(batch.lengths, window, config.mask_ratio, config.masking,
+            real = torch.arange(window)[None, :] < lengths[:, None]
+            hidden = mask_steps(lengths, window, config.mask_ratio, config.masking,
                                 config.patch_size, generator)
-            inputs = aligned.clone()
-            inputs[..., :-1] = inputs[..., :-1].masked_fill(hidden[:, :, None], 0.0)
-            reconstruction = model(inputs.to(device), batch.lengths, real.to(device))
-            error = (reconstruction - aligned[..., :-1].to(device)) ** 2
+            # (batch, steps, readouts per step, inputs)
+            readouts = aligned.unflatten(2, (model_config.patch, -1))
+            inputs = readouts.clone()
+            inputs[..., :-1] = inputs[..., :-1].masked_fill(hidden[:, :, None, None], 0.0)
+            reconstruction = model(inputs.flatten(2).to(device), lengths, real.to(device))
+            error = (reconstruction - readouts[..., :-1].flatten(2).to(device)) ** 2
             loss = error[hidden.to(device)].mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -123,6 +135,7 @@ def pretrain_stage(params: dict, ingested: Path, windows: Path, inputs: Path) ->
     train_windows = load_window_set(windows, inputs, ingested, "train", summary.spec_columns,
                                     params["window"]["size"])
     model_config = ModelConfig(**params["model"], n_features=train_windows.n_inputs,
+                               window=params["window"]["size"],
                                num_classes=summary.num_classes)
     encoder, history = pretrain(model_config, config, train_windows)
     return {"config": model_config.to_dict(), "encoder": encoder, "history": history}

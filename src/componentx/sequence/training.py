@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from componentx.data.window_set import WindowSet
 from componentx.decisions.metrics import confusion_metrics, decision_metrics
 from componentx.decisions.priors import class_priors, class_weights, shift_priors, training_priors
 from componentx.decisions.rules import expected_cost_decision
@@ -32,7 +33,7 @@ from componentx.errors import UserError
 from componentx.sequence.augmentation import augment
 from componentx.sequence.checkpoints import rng_state, save_checkpoint, set_rng_state
 from componentx.sequence.config import TrainConfig, fit_budget
-from componentx.sequence.dataset import WindowSet, prefetched_batches
+from componentx.sequence.dataset import prefetched_batches
 from componentx.sequence.inference import choose_device, predict_logits, set_cpu_threads
 from componentx.sequence.models import ModelConfig, build_model
 
@@ -306,7 +307,7 @@ def train_epoch(run: Run, train_set: WindowSet, epoch: int, cost_matrix: np.ndar
     (each batch's weighted loss, averaged over windows) and argmax scores, over all
     processes."""
     config, rank, world = run.config, run.rank, run.world
-    labels = train_set.labels.numpy()
+    labels = train_set.labels
     majority = int(np.bincount(labels).argmax())
     frozen = config.init == "pretrained" and epoch < config.freeze_epochs
     for parameter in run.model.encoder.parameters():
@@ -346,11 +347,14 @@ def train_epoch(run: Run, train_set: WindowSet, epoch: int, cost_matrix: np.ndar
 
 
 def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
-          val_set: WindowSet, cost_matrix: np.ndarray, models_dir: Path, fingerprint: str,
-          resume_from: dict[str, Any] | None = None, on_epoch_end: EpochCallback | None = None,
+          val_set: WindowSet | None, cost_matrix: np.ndarray, models_dir: Path,
+          fingerprint: str, resume_from: dict[str, Any] | None = None,
+          on_epoch_end: EpochCallback | None = None,
           encoder_state: dict[str, torch.Tensor] | None = None) -> TrainState:
     """Train with early stopping; ``models_dir`` receives ``last.pt`` every epoch and
-    ``best.pt`` at every new best epoch. Returns the final :class:`TrainState`.
+    ``best.pt`` at every new best epoch. Returns the final :class:`TrainState`. Without
+    ``val_set`` (a refit on all labelled windows) there is no early stopping: the budget is
+    trained and the last epoch kept.
 
     ``resume_from`` is a checkpoint from
     :func:`~componentx.sequence.checkpoints.resumable_checkpoint`: training continues after
@@ -359,14 +363,17 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
     ``config.freeze_epochs`` epochs. ``on_epoch_end(epoch, train, validation, lr)`` is called
     by rank 0 after each epoch's checkpoint.
     """
-    config = fit_budget(config, len(train_set), len(val_set))
+    n_validation = 0 if val_set is None else len(val_set)
+    config = fit_budget(config, len(train_set), n_validation)
+    if val_set is None and config.monitor != "none":
+        raise UserError(f"train.monitor {config.monitor} needs validation windows")
     log.info("budget for %d train / %d validation windows: batch %d, %d epochs (%d optimizer "
              "steps), patience %d, early stopping on validation %s%s", len(train_set),
-             len(val_set), config.batch_size, config.epochs,
+             n_validation, config.batch_size, config.epochs,
              config.epochs * math.ceil(len(train_set) / config.batch_size), config.patience,
              config.monitor if config.monitor != "none" else "none (the last epoch is kept)",
              f" averaged over {config.smoothing} epochs" if config.smoothing > 1 else "")
-    run = setup_run(model_config, config, train_set.labels.numpy(), encoder_state)
+    run = setup_run(model_config, config, train_set.labels, encoder_state)
     state = TrainState(EarlyStopping(config.monitor, config.patience, config.smoothing))
     best_path, last_path = models_dir / "best.pt", models_dir / "last.pt"
     if resume_from is not None:
@@ -377,14 +384,15 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
     while state.epoch < config.epochs and not state.finished:
         epoch = state.epoch
         train_metrics = train_epoch(run, train_set, epoch, cost_matrix)
-        val_metrics = validation_metrics(
+        val_metrics = {} if val_set is None else validation_metrics(
             predict_logits(run.model, val_set, run.device, config.eval_batch_size),
-            val_set.labels.numpy(), cost_matrix, run.train_priors, run.weights)
+            val_set.labels, cost_matrix, run.train_priors, run.weights)
         lr = run.optimizer.param_groups[0]["lr"]
         improved = state.stopping.update(epoch + 1, val_metrics)
         if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             smoothed = state.stopping.smoothed
-            run.scheduler.step(val_metrics["loss"] if smoothed is None else smoothed)
+            run.scheduler.step((val_metrics or train_metrics)["loss"] if smoothed is None
+                               else smoothed)
         else:
             run.scheduler.step()
         state.epoch = epoch + 1
@@ -397,11 +405,11 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
             if improved:
                 save_checkpoint(best_path, checkpoint)
             save_checkpoint(last_path, checkpoint)
-            log.info("epoch %d/%d  train loss %.4f  val loss %.4f  macro-F1 %.3f  cost %.2f  "
-                     "expected cost %.2f  lr %.2g%s", epoch + 1, config.epochs,
-                     train_metrics["loss"], val_metrics["loss"], val_metrics["macro_f1"],
-                     val_metrics["cost"], val_metrics["expected_cost"], lr,
-                     "  *best*" if improved else "")
+            log.info("epoch %d/%d  train loss %.4f  %s  lr %.2g%s", epoch + 1, config.epochs,
+                     train_metrics["loss"], "val loss {loss:.4f}  macro-F1 {macro_f1:.3f}  cost "
+                     "{cost:.2f}  expected cost {expected_cost:.2f}".format(**val_metrics)
+                     if val_metrics else "(no validation)", lr,
+                     "  *best*" if improved and val_metrics else "")
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, train_metrics, val_metrics, lr)
     if state.stopping.should_stop and run.rank == 0:

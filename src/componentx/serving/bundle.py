@@ -6,9 +6,10 @@ the specification vocabularies, the window size, the class windows and ``risk_cl
 fitted calibration, the cost matrix and decision rule, and provenance (params, data and code
 versions, the metrics it was evaluated with). Beside it: the model (``model.pt``, plain
 weights, and ``model.onnx`` for a sequence model; ``model.txt`` or ``model.skops`` for the
-GBDT baseline) and ``model_card.md``. Nothing in a bundle runs code when it is loaded: weights
-are read with ``torch.load(..., weights_only=True)``, scikit-learn models with skops and a
-fixed list of trusted types, and a bundle that needs more is refused.
+GBDT baseline; ``rocket.npz`` arrays for the kernel candidate) and ``model_card.md``.
+Nothing in a bundle runs code when it is loaded: weights are read with ``torch.load(...,
+weights_only=True)``, scikit-learn models with skops and a fixed list of trusted types,
+arrays with ``np.load(..., allow_pickle=False)``, and a bundle that needs more is refused.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 from componentx.errors import BundleError
 from componentx.reports.model_card import model_card
 
-BUNDLE_FORMAT = 2  # 2: data only (no pickle), risk_class from params
-KINDS = ("sequence", "baseline")
+BUNDLE_FORMAT = 3  # 2: data only (no pickle), risk_class from params; 3: patches, MiniRocket
+KINDS = ("sequence", "baseline", "rocket")
 CODE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".dill", ".py")
 
 
@@ -101,14 +102,15 @@ def write_sequence_bundle(folder: Path, checkpoint: Path, meta: dict) -> None:
                         "files": ["model.pt", "model.onnx"]})
 
 
-def write_baseline_bundle(folder: Path, fitted_dir: Path, meta: dict) -> None:
-    """The GBDT baseline: its fitted model files (``models/baseline``) and ``meta``."""
+def write_fitted_bundle(folder: Path, kind: str, fitted_dir: Path, meta: dict) -> None:
+    """A candidate saved as files of data (the GBDT's ``models/baseline``, the kernel
+    candidate's ``models/rocket``): those files and ``meta``."""
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for path in sorted(Path(fitted_dir).iterdir()):
         shutil.copy2(path, folder / path.name)
         files.append(path.name)
-    write_meta(folder, {**meta, "kind": "baseline", "files": files})
+    write_meta(folder, {**meta, "kind": kind, "files": files})
 
 
 def write_meta(folder: Path, meta: dict) -> None:

@@ -1,5 +1,5 @@
-"""The export stage's bundles: every model as a self-contained bundle, and which one the gate
-ships."""
+"""The export stage's bundles: every candidate as a self-contained bundle, and which one the
+gate ships."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import yaml
 from componentx import __version__
 from componentx.data.layout import DatasetSummary
 from componentx.data.specs import train_vocabularies
+from componentx.decisions.candidates import CANDIDATES, Candidate
 from componentx.decisions.metrics import check_cost_matrix
-from componentx.serving.bundle import write_baseline_bundle, write_sequence_bundle
+from componentx.serving.bundle import write_fitted_bundle, write_sequence_bundle
 
-BUNDLE_METRICS = ("cost_total", "cost_total_ci", "cost_always_0", "macro_f1", "brier", "ece",
-                  "pr_auc")
+BUNDLE_METRICS = ("cost_total", "cost_total_ci", "cost_always_0", "accuracy", "macro_f1",
+                  "brier", "ece", "pr_auc")
 
 
 def provenance(params: dict, summary: DatasetSummary) -> dict:
@@ -34,10 +35,11 @@ def provenance(params: dict, summary: DatasetSummary) -> dict:
             "code": {"version": __version__, "commit": commit + ("+changes" if dirty else "")}}
 
 
-def bundle_metrics(report: dict, paired: dict | None, gate: dict) -> dict:
+def bundle_metrics(report: dict, gate: dict) -> dict:
     """The metrics a bundle carries: per split the headline scores, and the gate's verdict."""
     return {**{split: {k: report[split][k] for k in BUNDLE_METRICS}
-               for split in ("validation", "test")}, "paired_vs_baseline": paired, "gate": gate}
+               for split in ("validation", "test")}, "selection": report["selection"],
+            "gate": gate}
 
 
 def common_meta(params: dict, ingested: Path) -> dict:
@@ -57,39 +59,34 @@ def common_meta(params: dict, ingested: Path) -> dict:
     }
 
 
-def write_bundles(out: Path, params: dict, ingested: Path, stats: Path, model: Path,
-                  baseline_model: Path, metrics: Path) -> None:
-    """``out/sequence`` and ``out/baseline``: the sequence model of the checkpoint ``model``
-    and the fitted trees of ``baseline_model``, each with its calibration and metrics (from
-    ``metrics/evaluate.json`` and ``metrics/baseline.json`` in ``metrics``), the gate's
-    verdict, and everything scoring needs; ``risk_class`` is ``fleet.risk_class``."""
-    gate = json.loads((metrics / "gate.json").read_text())
-    evaluate = json.loads((metrics / "evaluate.json").read_text())
-    baseline = json.loads((metrics / "baseline.json").read_text())
-    fitted = json.loads((baseline_model / "baseline.json").read_text())
-    shipped = shipped_kind(gate)
+def write_bundles(out: Path, params: dict, ingested: Path, stats: Path, gate: dict,
+                  candidates: tuple[Candidate, ...] = CANDIDATES) -> None:
+    """``out/{name}`` for every candidate (``sequence``, ``baseline``, ``rocket``): its
+    fitted model (``candidate.model``), calibration and metrics (``candidate.metrics``), the
+    gate's verdict, and everything scoring needs; ``risk_class`` is ``fleet.risk_class``."""
     common = common_meta(params, ingested)
-    write_sequence_bundle(out / "sequence", model, {
-        **common, "features": json.loads(stats.read_text()),
-        "calibration": evaluate["calibration"], "shipped": shipped == "sequence",
-        "metrics": bundle_metrics(evaluate, evaluate["paired_vs_baseline"], gate)})
-    write_baseline_bundle(out / "baseline", baseline_model, {
-        **common, "k": params["baseline"]["k"], "library": fitted["library"],
-        "iterations": fitted["iterations"], "window_stats": fitted["window_stats"],
-        "calibration": baseline["calibration"], "shipped": shipped == "baseline",
-        "metrics": bundle_metrics(baseline, None, gate)})
-
-
-def shipped_kind(gate: dict) -> str:
-    """The model the gate's verdict ships: ``sequence`` when the run passed, else the
-    reference (``baseline``, or a promoted bundle)."""
-    return "sequence" if gate["ship"] == "run" else "baseline"
+    features = json.loads(stats.read_text())
+    for candidate in candidates:
+        report = json.loads(candidate.metrics.read_text())
+        meta = {**common, "calibration": report["calibration"],
+                "shipped": gate["ship"] == candidate.name,
+                "metrics": bundle_metrics(report, gate)}
+        folder = out / candidate.name
+        if candidate.name == "sequence":
+            write_sequence_bundle(folder, candidate.model, {**meta, "features": features})
+        elif candidate.name == "rocket":
+            write_fitted_bundle(folder, "rocket", candidate.model,
+                                {**meta, "features": features})
+        else:
+            fitted = json.loads((candidate.model / "baseline.json").read_text())
+            write_fitted_bundle(folder, "baseline", candidate.model, {
+                **meta, "k": params["baseline"]["k"], "library": fitted["library"],
+                "iterations": fitted["iterations"], "window_stats": fitted["window_stats"]})
 
 
 def shipped_bundle(gate: dict, bundles: Path) -> Path:
-    """The folder of the bundle the gate ships: this run's sequence model, or the reference's
-    bundle: a promoted one (``gate.reference`` inside a bundle folder) or the baseline's."""
-    if shipped_kind(gate) == "sequence":
-        return bundles / "sequence"
-    reference = Path(gate["reference"]).parent
-    return reference if (reference / "bundle.json").exists() else bundles / "baseline"
+    """The folder of the bundle the gate ships: a candidate's, or, when a promoted model
+    stays (``ship: reference``), the promoted bundle (``gate.reference``'s folder)."""
+    if gate["ship"] != "reference":
+        return bundles / gate["ship"]
+    return Path(gate["reference"]["path"]).parent

@@ -1,4 +1,4 @@
-"""The fleet view: the shipped bundles run at every readout of the fleet holdout's vehicles
+"""The fleet view: every candidate's bundle run at every readout of the fleet holdout's vehicles
 (train vehicles no model saw), as they would in service, and what their alarms would do."""
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from componentx.data.layout import DatasetSummary
 from componentx.data.specs import vehicle_codes
 from componentx.data.windowing import buckets_of, read_window_index, readout_arrays
 from componentx.decisions.alarms import Fleet, fleet_report
+from componentx.decisions.candidates import CANDIDATES
 from componentx.decisions.rules import risk_window
 from componentx.serving.bundle import read_meta
 from componentx.serving.scoring import Scorer
 
-MODELS = ("sequence", "baseline")
+MODELS = tuple(candidate.name for candidate in CANDIDATES)
 
 
 @dataclass

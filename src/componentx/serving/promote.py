@@ -7,29 +7,41 @@ import json
 import shutil
 from pathlib import Path
 
+from componentx.decisions.candidates import BY_NAME
 from componentx.errors import UserError
 from componentx.runtime import atomic_dir
+
+README = """# {target}/
+
+`componentx promote` copies the bundle the gate ships here, with that model's predictions
+(`predictions/`) and the gate's verdict (`gate.json`). Set `gate.reference:
+{target}/predictions` in `params.yaml` and later runs ship a candidate only when it is
+clearly cheaper than this model (README, "The gate"); the gate and export stages depend on
+this folder.
+"""
 
 
 def promote(bundle: Path, gate: Path, target: Path, force: bool = False) -> str:
     """Copy the bundle the gate ships, with that model's predictions, to ``target``
-    (atomically); ``--force`` promotes the sequence model's bundle whatever the gate said.
-    Returns the promoted model's kind."""
-    bundle, gate = Path(bundle), Path(gate)
+    (atomically); ``--force`` promotes the gate's chosen candidate even where a promoted
+    model stays. Returns the promoted model's kind."""
+    bundle, gate, target = Path(bundle), Path(gate), Path(target)
     if not gate.is_file() or not (bundle / "bundle.json").is_file():
         raise UserError(f"no gate verdict ({gate}) or shipped bundle ({bundle}) yet: run the "
                         "pipeline first (dvc repro)")
     verdict = json.loads(gate.read_text())
+    kept = verdict["ship"] == "reference" and not force
+    if kept and target.resolve() == Path(verdict["reference"]["path"]).resolve().parent:
+        raise UserError(f"{gate}: the gate keeps {target}/ (the chosen candidate is not "
+                        "clearly cheaper); nothing to promote (--force promotes it anyway)")
     if force:
-        bundle = bundle.parent / "bundles" / "sequence"
+        bundle = bundle.parent / "bundles" / verdict["chosen"]
     kind = json.loads((bundle / "bundle.json").read_text())["kind"]
-    if Path(target).resolve() == Path(verdict["reference"]).resolve().parent and not force \
-            and verdict["ship"] == "reference":
-        raise UserError(f"{gate}: the gate keeps {target}/ (the run is not clearly cheaper); "
-                         "nothing to promote (--force promotes the run anyway)")
-    predictions = Path("data/predictions" if kind == "sequence" else "data/baseline_predictions")
+    predictions = (Path(verdict["reference"]["path"]) if kept
+                   else BY_NAME[verdict["chosen"]].predictions)
     with atomic_dir(target) as tmp:
         shutil.copytree(bundle, tmp, dirs_exist_ok=True)
-        shutil.copytree(predictions, tmp / "predictions")
+        shutil.copytree(predictions, tmp / "predictions", dirs_exist_ok=True)
         shutil.copy2(gate, tmp / "gate.json")
+        (tmp / "README.md").write_text(README.format(target=target))
     return kind

@@ -130,7 +130,8 @@ def read_specifications(path: Path | None, meta: dict) -> Specifications | None:
 
 class Scorer:
     """Logits, calibrated probabilities and risk of a bundle's model from raw readout arrays,
-    with the chosen engine (``onnx`` needs neither torch nor scikit-learn)."""
+    with the chosen engine (``onnx`` needs neither torch nor scikit-learn; the kernel
+    candidate needs numpy and sktime's numba transform)."""
 
     def __init__(self, folder: Path, meta: dict, engine: str = "auto") -> None:
         if engine not in ENGINES:
@@ -145,6 +146,13 @@ class Scorer:
             from componentx.gbdt.model import FittedBaseline
 
             self.model, self.engine = FittedBaseline.load(folder), meta["library"]
+        elif self.kind == "rocket":
+            if engine != "auto":
+                raise UserError("this bundle is the MiniRocket candidate (numpy and sktime); "
+                                "--engine applies to sequence bundles (use auto)")
+            from componentx.rocket.model import FittedRocket
+
+            self.model, self.engine = FittedRocket.load(folder), "rocket"
         elif engine in ("auto", "onnx"):
             import onnxruntime
 
@@ -185,7 +193,8 @@ class Scorer:
             part = slice(start, start + batch_size)
             x = window_inputs(inputs, padded_times, end[part], length[part], ref_time[part],
                               meta["window_size"])
-            out.append(self._forward(x, length[part], specs[part]))
+            out.append(self.model.logits(x, length[part], specs[part]) if self.kind == "rocket"
+                       else self._forward(x, length[part], specs[part]))
         return np.concatenate(out).astype(np.float64) if out else np.zeros(
             (0, meta["num_classes"]))
 

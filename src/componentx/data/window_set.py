@@ -1,0 +1,133 @@
+"""Windows over the inputs stage's model inputs, gathered window by window from disk.
+
+A :class:`WindowSet` is what every model is fitted and scored on: the sequence models (as
+torch batches, :mod:`componentx.sequence.dataset`) and the kernel transforms
+(:mod:`componentx.rocket`). It needs numpy only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from componentx.data.features import AGE_SCALE, HISTORY_CHANNELS, FeatureStats
+from componentx.data.layout import bucket_file
+from componentx.data.specs import vehicle_codes
+from componentx.data.windowing import buckets_of, read_window_index
+
+
+class NpyRows:
+    """A ``.npy`` file (rows first) read row range by row range with ``os.pread``: nothing is
+    loaded or mapped whole, so a process's memory does not grow with the file (the page cache
+    holds what is read often)."""
+
+    def __init__(self, path: Path) -> None:
+        with Path(path).open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(handle) if version
+                                     == (1, 0) else np.lib.format.read_array_header_2_0(handle))
+            self.offset = handle.tell()
+        if fortran:
+            raise ValueError(f"{path}: a Fortran-ordered array cannot be read by rows")
+        self.shape, self.dtype = shape, np.dtype(dtype)
+        self.row_bytes = self.dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.shape[0])
+        data = os.pread(self.fd, (stop - start) * self.row_bytes, self.offset
+                        + start * self.row_bytes)
+        return np.frombuffer(data, self.dtype).reshape(stop - start, *self.shape[1:])
+
+    def __del__(self) -> None:
+        if hasattr(self, "fd"):
+            os.close(self.fd)
+
+
+class WindowSet:
+    """Windows over model inputs, in a fixed order.
+
+    ``inputs[s]`` (rows, channels) and ``times[s]`` (rows,) are the model inputs and readout
+    times of source ``s`` (a bucket of a split): arrays, or :class:`NpyRows` files read window
+    by window. ``windows`` is the window index (``vehicle_id``, ``ref_time``, ``class_label``,
+    ``bucket``: the source, 0 when absent, ``end_row``, ``length``), one row per window;
+    ``specs`` (windows, n_specs) the specification codes; ``size`` the window length.
+    """
+
+    def __init__(self, inputs: list, times: list, windows: pd.DataFrame, specs: np.ndarray,
+                 size: int) -> None:
+        self.inputs, self.times = inputs, times
+        self.windows = windows.reset_index(drop=True)
+        self.bucket = (self.windows["bucket"].to_numpy() if "bucket" in self.windows
+                       else np.zeros(len(self.windows), dtype=np.int64))
+        self.end_row = self.windows["end_row"].to_numpy()
+        self.length = self.windows["length"].to_numpy()
+        self.ref_time = self.windows["ref_time"].to_numpy()
+        self.labels = self.windows["class_label"].to_numpy().astype(np.int64)
+        self.specs = np.asarray(specs, dtype=np.int64)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.end_row)
+
+    @property
+    def n_inputs(self) -> int:
+        """Channels per step: the model inputs and the age."""
+        return self.inputs[0].shape[1] + 1
+
+    def subset(self, rows: np.ndarray) -> WindowSet:
+        """The windows ``rows`` (positions or a boolean mask), in that order, over the same
+        inputs."""
+        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
+        return WindowSet(self.inputs, self.times, self.windows.iloc[rows], self.specs[rows],
+                         self.size)
+
+    def fill(self, index: np.ndarray, out: np.ndarray) -> None:
+        """Write the windows ``index`` into ``out`` (len(index), size, n_inputs), which holds
+        zeros: left-padded, the last channel the age of each readout before the reference
+        time."""
+        for i, window in enumerate(index):
+            length, end, bucket = self.length[window], self.end_row[window], self.bucket[window]
+            if length:
+                rows = slice(end - length, end)
+                out[i, self.size - length:, :-1] = self.inputs[bucket][rows]
+                out[i, self.size - length:, -1] = (self.ref_time[window]
+                                                   - self.times[bucket][rows]) / AGE_SCALE
+
+    def arrays(self, index: np.ndarray) -> np.ndarray:
+        """The windows ``index`` as one float32 array (len(index), size, n_inputs)."""
+        out = np.zeros((len(index), self.size, self.n_inputs), dtype=np.float32)
+        self.fill(index, out)
+        return out
+
+
+def input_names(stats: FeatureStats) -> list[str]:
+    """The model's input channels, in order."""
+    return [*stats.names, *HISTORY_CHANNELS, "age"]
+
+
+def load_window_set(windows: Path, inputs: Path, ingested: Path, splits: str | Sequence[str],
+                    spec_columns: list[str], size: int, specs_split: str | None = None
+                    ) -> WindowSet:
+    """The windows of one split, or of several one after the other, over the model inputs of
+    the inputs stage (read from disk window by window); the specifications come from
+    ``specs_split`` (the fleet holdout's vehicles are train vehicles)."""
+    splits = [splits] if isinstance(splits, str) else list(splits)
+    buckets = buckets_of(windows)
+    sources, times, indexes, specs = [], [], [], []
+    for number, split in enumerate(splits):
+        index = read_window_index(windows, split)
+        if "bucket" in index:
+            index = index.assign(bucket=index["bucket"] + number * buckets)
+        indexes.append(index)
+        specs.append(vehicle_codes(ingested, specs_split or split, spec_columns,
+                                   index["vehicle_id"].to_numpy()))
+        sources += [NpyRows(bucket_file(inputs, split, b, ".npy")) for b in range(buckets)]
+        times += [NpyRows(Path(f"{bucket_file(windows, split, b, '')}.time.npy"))
+                  for b in range(buckets)]
+    return WindowSet(sources, times, pd.concat(indexes, ignore_index=True),
+                     np.concatenate(specs), size)

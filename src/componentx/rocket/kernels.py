@@ -1,0 +1,81 @@
+"""MiniRocket over windows of any length (sktime's multivariate, unequal-length MiniRocket).
+
+Only the real steps of each window are transformed: a window's left padding is cut off, so
+it is never read as signal, and the transform sees each window at its true length. The
+transform needs at least :data:`MIN_LENGTH` steps; a shorter window is extended backwards by
+repeating its first readout (a flat history: no jump that the kernels would read as a
+pattern), and an empty window is all zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_LENGTH = 9  # steps MiniRocket's kernels (length 9) need
+CHUNK = 4096  # windows transformed at a time
+
+
+@dataclass
+class Kernels:
+    """A fitted transform: sktime's five parameter arrays (channels per combination, channel
+    indices, dilations, features per dilation, biases)."""
+
+    parameters: tuple[np.ndarray, ...]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.parameters[4])
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {f"kernels_{i}": array for i, array in enumerate(self.parameters)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Kernels:
+        dtypes = (np.int32, np.int32, np.int32, np.int32, np.float32)
+        return cls(tuple(np.ascontiguousarray(arrays[f"kernels_{i}"], dtype=dtype)
+                         for i, dtype in enumerate(dtypes)))
+
+
+def real_steps(x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The real steps of left-padded windows ``x`` (windows, size, channels) with ``lengths``
+    real steps each, one window after the other: (channels, total steps) float32, and each
+    window's steps (windows,) int32, at least :data:`MIN_LENGTH` (see the module)."""
+    n, size, _ = x.shape
+    lengths = np.minimum(np.asarray(lengths, dtype=np.int64), size)
+    steps = np.maximum(lengths, MIN_LENGTH)
+    window = np.repeat(np.arange(n), steps)
+    step = np.arange(steps.sum()) - np.repeat(np.cumsum(steps) - steps, steps)
+    # step j of a window reads its real step max(j - extension, 0), found at padded position
+    # size - length + that (an empty window reads its padding: zeros)
+    real = np.maximum(step - np.repeat(steps - lengths, steps), 0)
+    position = np.minimum(size - np.repeat(lengths, steps) + real, size - 1)
+    return np.ascontiguousarray(x[window, position].T, dtype=np.float32), steps.astype(np.int32)
+
+
+def fit_kernels(x: np.ndarray, lengths: np.ndarray, kernels: int, seed: int) -> Kernels:
+    """Fit MiniRocket (dilations up to the longest window, biases from quantiles of the
+    convolutions of ``x``'s windows) with ``kernels`` features (rounded down to a multiple of
+    84) on left-padded windows ``x`` (windows, size, channels)."""
+    from sktime.transformations.rocket._minirocket_multi_var_numba import _fit_multi_var
+
+    values, steps = real_steps(x, lengths)
+    return Kernels(_fit_multi_var(values, L=steps, reference_length=int(steps.max()),
+                                  num_features=kernels, max_dilations_per_kernel=32,
+                                  seed=np.int32(seed)))
+
+
+def transform(kernels: Kernels, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """MiniRocket features (windows, kernels.n_features) float32 of left-padded windows
+    ``x`` (windows, size, channels), :data:`CHUNK` windows at a time."""
+    from sktime.transformations.rocket._minirocket_multi_var_numba import (
+        _transform_multi_var,
+    )
+
+    out = np.empty((len(x), kernels.n_features), dtype=np.float32)
+    for start in range(0, len(x), CHUNK):
+        part = slice(start, start + CHUNK)
+        values, steps = real_steps(x[part], lengths[part])
+        out[part] = _transform_multi_var(values, steps, kernels.parameters)
+    return out
