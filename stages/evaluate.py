@@ -1,39 +1,41 @@
-"""evaluate: the sequence model calibrated on the logits of the selection windows that train
-wrote (validation, or out-of-fold), decided, and scored there and on test."""
+"""evaluate: every candidate of gate.candidates calibrated on its selection logits
+(validation, or out-of-fold), decided, and scored there and on test, the same way for all:
+data/predictions/<name>/, metrics/candidates/<name>.json, plots/evaluate/<name>/."""
 
-from pathlib import Path
+import json
 
-from componentx.data.layout import DatasetSummary
+from componentx.candidates.evaluation import evaluate_candidate
+from componentx.candidates.folders import CandidateFolders
+from componentx.candidates.interface import PipelineData
+from componentx.candidates.registry import chosen
 from componentx.decisions.evaluation import log_summary
-from componentx.decisions.selection import plan_selection
 from componentx.params import load_params
 from componentx.reports.figures import write_evaluation_plots
 from componentx.reports.tables import write_predictions
-from componentx.runtime import atomic_dir, atomic_write_json, run_stage
-from componentx.sequence.inference import evaluate_checkpoint
-from componentx.tracking import log_evaluation, run_name
-
-INGESTED, WINDOWS, INPUTS = Path("data/ingested"), Path("data/windows"), Path("data/inputs")
-MODEL, SELECTION_LOGITS = Path("models/best.pt"), Path("models/selection.npz")
-PREDICTIONS, PLOTS = Path("data/predictions"), Path("plots/evaluate")
-METRICS = Path("metrics/evaluate.json")
+from componentx.runtime import atomic_dir, run_stage
+from componentx.tracking import log_evaluation
 
 
 def main() -> None:
     params = load_params()
-    settings, size = params["evaluate"], params["window"]["size"]
-    evaluation, checkpoint = evaluate_checkpoint(
-        MODEL, SELECTION_LOGITS, plan_selection(WINDOWS, params["selection"]), INGESTED,
-        WINDOWS, INPUTS, size, settings)
-    with atomic_dir(PREDICTIONS) as predictions, atomic_dir(PLOTS) as plots:
-        write_evaluation_plots(plots, evaluation, write_predictions(predictions, evaluation))
-    atomic_write_json(METRICS, evaluation.report)
-    for split in evaluation.scored:
-        log_summary("sequence model", split, evaluation.report[split])
-    name = run_name(DatasetSummary.load(INGESTED / "schema.json").digest, size,
-                    checkpoint["config"]["arch"], checkpoint["fingerprint"])
-    log_evaluation(params["tracking"], name, checkpoint["fingerprint"], evaluation.report,
-                   [METRICS, *sorted(PLOTS.glob("summary_*.png"))])
+    data, folders = PipelineData(params["window"]["size"]), CandidateFolders()
+    with atomic_dir(folders.predictions) as predictions, atomic_dir(folders.plots) as plots, \
+            atomic_dir(folders.metrics) as metrics:
+        for candidate in chosen(params):
+            name = candidate.name
+            evaluation = evaluate_candidate(name, params, data, folders)
+            (predictions / name).mkdir()
+            (plots / name).mkdir()
+            write_evaluation_plots(plots / name, evaluation,
+                                   write_predictions(predictions / name, evaluation))
+            report = metrics / f"{name}.json"
+            report.write_text(json.dumps(evaluation.report, indent=2) + "\n")
+            for split in evaluation.scored:
+                log_summary(candidate.title, split, evaluation.report[split])
+            fit = folders.fit_report(name)
+            log_evaluation(params["tracking"], fit["run"], fit["fingerprint"],
+                           evaluation.report, [report, *sorted((plots / name).glob(
+                               "summary_*.png"))])
 
 
 if __name__ == "__main__":

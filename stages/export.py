@@ -1,16 +1,17 @@
-"""export: every candidate as a self-contained bundle (models/bundles/{sequence,baseline,
-rocket}), and the one the gate ships as models/bundle, the artifact `componentx predict` and
-the model registry use."""
+"""export: every candidate of gate.candidates as a self-contained bundle
+(models/bundles/<name>), and the one the gate ships as models/bundle, the artifact
+`componentx predict` and the model registry use."""
 
 import json
 import shutil
 from pathlib import Path
 
+from componentx.candidates.folders import CandidateFolders
 from componentx.params import load_params
 from componentx.runtime import atomic_dir, log, run_stage
 from componentx.serving.export import shipped_bundle, write_bundles
 
-INGESTED, STATS, GATE = Path("data/ingested"), Path("data/stats.json"), Path("metrics/gate.json")
+INGESTED, GATE = Path("data/ingested"), Path("metrics/gate.json")
 BUNDLES, SHIPPED = Path("models/bundles"), Path("models/bundle")
 
 
@@ -18,7 +19,7 @@ def main() -> None:
     params = load_params()
     gate = json.loads(GATE.read_text())
     with atomic_dir(BUNDLES) as tmp:
-        write_bundles(tmp, params, INGESTED, STATS, gate)
+        write_bundles(tmp, params, INGESTED, gate, CandidateFolders())
     chosen = shipped_bundle(gate, BUNDLES)
     with atomic_dir(SHIPPED) as tmp:
         shutil.copytree(chosen, tmp, dirs_exist_ok=True)

@@ -6,20 +6,24 @@ from pathlib import Path
 
 import pandas as pd
 
+from componentx.candidates.interface import PipelineData
+from componentx.candidates.registry import chosen
 from componentx.params import load_params
 from componentx.reports.figures import trajectories_figure
 from componentx.reports.tables import lead_time_table
 from componentx.runtime import atomic_dir, atomic_write_json, log, run_stage
 from componentx.serving.fleet import fleet_view
 
-INGESTED, LABELS, WINDOWS = Path("data/ingested"), Path("data/labels"), Path("data/windows")
+LABELS = Path("data/labels")
 BUNDLES, OUT, PLOTS = Path("models/bundles"), Path("data/fleet"), Path("plots/fleet")
 METRICS = Path("metrics/fleet.json")
 
 
 def main() -> None:
     params = load_params()
-    view = fleet_view(BUNDLES, INGESTED, WINDOWS, LABELS, params["fleet"])
+    view = fleet_view(BUNDLES, [c.name for c in chosen(params)],
+                      PipelineData(params["window"]["size"]), LABELS, params["fleet"],
+                      params["compute"]["device"])
     with atomic_dir(OUT) as out, atomic_dir(PLOTS) as plots:
         if view is None:
             reason = ("no fleet holdout: it needs train time-to-event (train_tte.csv) and "

@@ -1,12 +1,13 @@
-"""gate: rank every candidate on the selection windows with paired intervals, choose the one
-to ship (or keep a promoted model that none clearly beats), and record the verdict and a
-side-by-side table."""
+"""gate: rank every candidate of gate.candidates on the selection windows with paired
+intervals, choose the one to ship (or keep a promoted model that none clearly beats), and
+record the verdict and a side-by-side table."""
 
 import json
 from pathlib import Path
 
+from componentx.candidates.folders import CandidateFolders
+from componentx.candidates.registry import chosen
 from componentx.data.layout import DatasetSummary
-from componentx.decisions.candidates import CANDIDATES
 from componentx.decisions.gate import choose_candidate, format_verdict
 from componentx.decisions.metrics import check_cost_matrix
 from componentx.params import load_params
@@ -19,12 +20,18 @@ COMPARISON = Path("metrics/comparison.md")
 
 def main() -> None:
     params = load_params()
+    folders = CandidateFolders()
     cost_matrix = check_cost_matrix(params["evaluate"]["cost_matrix"],
                                     DatasetSummary.load(INGESTED / "schema.json").num_classes)
-    reports = {c.name: json.loads(c.metrics.read_text()) for c in CANDIDATES}
-    verdict = choose_candidate(reports, cost_matrix, params["gate"], params["evaluate"])
+    candidates = chosen(params)
+    reports = {c.name: json.loads((folders.metrics / f"{c.name}.json").read_text())
+               for c in candidates}
+    verdict = choose_candidate(reports, folders.predictions,
+                               {c.name: c.simplicity for c in candidates}, cost_matrix,
+                               params["gate"], params["evaluate"])
     atomic_write_json(OUT, verdict)
-    atomic_write_bytes(COMPARISON, candidates_markdown(verdict, reports).encode())
+    atomic_write_bytes(COMPARISON, candidates_markdown(
+        verdict, reports, {c.name: c.title for c in candidates}).encode())
     print(format_verdict(verdict))
 
 

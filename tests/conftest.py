@@ -105,7 +105,7 @@ TINY = {
     "model": {"hidden_size": 8, "head_hidden": 8},
     "train": {"epochs": 2, "batch_size": 64, "min_steps": 0},
     "evaluate": {"bootstrap": 50},
-    "explain": {"vehicles": 2, "steps": 4},
+    "explain": {"vehicles": 2},
     # the validation split: cross-validation has its own tests
     "selection": {"cross_validate_below": 0},
     "rocket": {"kernels": 840},

@@ -5,6 +5,7 @@ processes die with it and resume exactly."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,7 +29,8 @@ from componentx.data.windowing import WINDOW_SPLITS
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SMALL = {**TINY, "synthetic": {"n_train": 300, "n_validation": 120, "n_test": 120}}
-METRICS = ("labels", "evaluate", "baseline", "gate", "fleet")
+METRICS = ("labels", "candidates/sequence", "candidates/rocket", "candidates/gbdt", "gate",
+           "fleet")
 
 
 def free_port() -> int:
@@ -78,7 +80,7 @@ def test_buckets_and_a_local_cluster_give_the_same_outputs(runs):
         pd.testing.assert_frame_equal(sets[0].windows[columns], sets[1].windows[columns])
         everything = np.arange(len(sets[0]))
         assert np.array_equal(sets[0].arrays(everything), sets[1].arrays(everything)), split
-    for name in METRICS:  # and so the same model, evaluation, baseline, gate and fleet
+    for name in METRICS:  # and so the same models, evaluations, gate and fleet
         assert (one / f"metrics/{name}.json").read_text() == (
             many / f"metrics/{name}.json").read_text(), name
 
@@ -125,11 +127,12 @@ def test_a_cluster_named_by_the_environment_gives_the_local_run_s_results(runs, 
     local = runs["many"]
     assert (repo / "metrics/labels.json").read_text() == (
         local / "metrics/labels.json").read_text()
-    for metrics in ("metrics/evaluate.json", "metrics/rocket.json"):  # not the GBDT's
+    for metrics in ("metrics/candidates/sequence.json", "metrics/candidates/rocket.json"):
+        # not the GBDT's
         assert (repo / metrics).read_text() == (local / metrics).read_text()
     assert (repo / "data/stats.json").read_bytes() == (local / "data/stats.json").read_bytes()
     for split in ("validation", "test"):
-        ours, theirs = (pd.read_parquet(r / f"data/baseline_predictions/{split}.parquet")
+        ours, theirs = (pd.read_parquet(r / f"data/predictions/gbdt/{split}.parquet")
                         for r in (repo, local))
         assert ours["vehicle_id"].tolist() == theirs["vehicle_id"].tolist()
 
@@ -184,7 +187,8 @@ def test_killing_the_run_s_process_group_kills_its_ranks_and_repro_resumes_exact
     run = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=ENV,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
-    last, killed, deadline = repo / "models/last.pt", None, time.time() + 600
+    last, killed = repo / "models/.resume/sequence/last.pt", None
+    deadline = time.time() + 600
     while time.time() < deadline and run.poll() is None and killed is None:
         if last.exists():
             try:
@@ -203,13 +207,15 @@ def test_killing_the_run_s_process_group_kills_its_ranks_and_repro_resumes_exact
     assert not survivors(repo), [p.info["cmdline"] for p in survivors(repo)]
     resumed = sh(repo, sys.executable, "-m", "dvc", "repro",
                  env={**ENV, "COMPONENTX_LOG": "INFO"})
-    assert "resuming from models/last.pt after epoch" in resumed.stdout + resumed.stderr
-    interrupted = (repo / "metrics/evaluate.json").read_text()
-    history = torch.load(last, weights_only=True)["state"]["history"]
-    dvc(repo, "repro", "-f", "-s", "train")  # a finished last.pt: trains from scratch
+    assert "resuming from models/.resume/sequence/last.pt after epoch" in (
+        resumed.stdout + resumed.stderr)
+    metrics, fitted = repo / "metrics/candidates/sequence.json", repo / "models/candidates/sequence"
+    interrupted = metrics.read_text()
+    history = json.loads((fitted / "sequence.json").read_text())["history"]
+    dvc(repo, "repro", "-f", "-s", "fit_sequence")  # from scratch, uninterrupted
     dvc(repo, "repro")
-    assert (repo / "metrics/evaluate.json").read_text() == interrupted
-    assert torch.load(last, weights_only=True)["state"]["history"] == history
+    assert metrics.read_text() == interrupted
+    assert json.loads((fitted / "sequence.json").read_text())["history"] == history
 
 
 def lightgbm_task(rows: int = 4000, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -231,7 +237,7 @@ def test_lightgbm_on_the_cluster_fits_as_in_this_process(workers):
     from distributed import Client, LocalCluster
 
     from componentx.decisions.metrics import OFFICIAL_COST
-    from componentx.gbdt.model import fit_baseline, fit_lightgbm_on_cluster
+    from componentx.gbdt.model import fit_lightgbm_on_cluster, fit_tuned_trees
 
     (x, y), (val_x, val_y), (test_x, test_y) = (lightgbm_task(seed=s) for s in range(3))
     cost = np.array(OFFICIAL_COST, dtype=float)[:4, :4]
@@ -239,7 +245,7 @@ def test_lightgbm_on_the_cluster_fits_as_in_this_process(workers):
     settings = {"library": "lightgbm", "max_iter": 60, "patience": 60, "learning_rate": 0.1,
                 "max_leaf_nodes": 15, "min_samples_leaf": 20, "l2_regularization": 0.0,
                 "seed": 0}
-    local = fit_baseline(x, y, None, val_x, val_y, priors, cost, ["s"], settings)
+    local = fit_tuned_trees(x, y, None, val_x, val_y, priors, cost, ["s"], settings)
     frame = x.assign(label=y.astype(float), weight=1.0)
     with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster, \
             Client(cluster) as client:

@@ -1,4 +1,5 @@
-"""Integrated gradients: completeness, padding, and the top-feature table."""
+"""Attributions: integrated gradients' completeness and padding, the GBDT's contributions,
+and the top-feature table."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import torch
 from conftest import model_config
 
-from componentx.sequence.explain import integrated_gradients, top_features
+from componentx.candidates.explain import top_features
+from componentx.sequence.explain import integrated_gradients
 from componentx.sequence.models import build_model
 
 
@@ -28,10 +30,10 @@ def test_attributions_add_up_and_ignore_padding():
 
 
 def test_top_features_per_vehicle():
-    attributions = np.zeros((2, 3, 4))
-    attributions[0, :, 2] = 1.0
-    attributions[0, :, 0] = -2.0
-    attributions[1, 0, 3] = 0.5
+    attributions = np.zeros((2, 4))
+    attributions[0, 2] = 3.0
+    attributions[0, 0] = -6.0
+    attributions[1, 3] = 0.5
     table = top_features(attributions, ["a", "b", "c", "d"], np.array([7, 9]),
                          np.array([4, 1]), k=2)
     first = table[table["vehicle_id"] == 7]

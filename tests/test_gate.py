@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import COST
 
-from componentx.decisions.candidates import BY_NAME, CANDIDATES
+from componentx.candidates.registry import BUILTIN
 from componentx.decisions.gate import (
     choose_candidate,
     format_verdict,
@@ -26,6 +26,8 @@ EVALUATE = {"decision": "expected_cost", "bootstrap": 200, "seed": 0}
 GATE = {"split": "validation", "reference": "none", "ece_tolerance": 0.02, "bootstrap": 300,
         "seed": 0}
 SELECTION = {"mode": "validation", "folds": 0, "windows": 3000, "vehicles": 3000}
+SIMPLICITY = {r.name: r.simplicity for r in BUILTIN}  # gbdt, rocket, sequence
+PREDICTIONS = Path("data/predictions")
 
 
 def predictions(y, predicted, probs) -> pd.DataFrame:
@@ -87,7 +89,7 @@ def test_other_vehicles_are_an_error():
     with pytest.raises(UserError, match="same vehicles"):
         gate_verdict(run, other, COST, 0.02)
     with pytest.raises(UserError, match="same vehicles"):
-        rank_candidates({"baseline": run, "sequence": other}, COST, 100, 0)
+        rank_candidates({"gbdt": run, "sequence": other}, COST, 100, 0, SIMPLICITY)
 
 
 def test_ranking_is_by_cost_then_log_loss_then_simplicity():
@@ -95,26 +97,28 @@ def test_ranking_is_by_cost_then_log_loss_then_simplicity():
     worse = half_right(rng, y)
     vague = 0.5 * probs + 0.1  # the same decisions, a higher log loss
     frames = {"sequence": predictions(y, worse, probs), "rocket": predictions(y, y, vague),
-              "baseline": predictions(y, y, probs)}
-    ranking = rank_candidates(frames, COST, 300, 0)
-    assert [row["name"] for row in ranking] == ["baseline", "rocket", "sequence"]
+              "gbdt": predictions(y, y, probs)}
+    ranking = rank_candidates(frames, COST, 300, 0, SIMPLICITY)
+    assert [row["name"] for row in ranking] == ["gbdt", "rocket", "sequence"]
     assert ranking[0]["vs_best"] is None
     assert ranking[1]["vs_best"]["cost_total"]["difference"] == 0
     assert ranking[1]["vs_best"]["brier"]["difference"] > 0  # candidate minus best
     assert ranking[2]["vs_best"]["cost_total"]["ci"][0] > 0
     # identical predictions: the simpler candidate ranks first, whatever the order given
-    same = {"sequence": frames["baseline"], "rocket": frames["baseline"],
-            "baseline": frames["baseline"]}
-    assert [row["name"] for row in rank_candidates(same, COST, 100, 0)] == [
-        "baseline", "rocket", "sequence"]
-    assert [c.simplicity for c in CANDIDATES] == sorted(c.simplicity for c in CANDIDATES)
+    same = {"sequence": frames["gbdt"], "rocket": frames["gbdt"],
+            "gbdt": frames["gbdt"]}
+    assert [row["name"] for row in rank_candidates(same, COST, 100, 0, SIMPLICITY)] == [
+        "gbdt", "rocket", "sequence"]
+    reversed_simplicity = {"gbdt": 2, "rocket": 1, "sequence": 0}
+    assert [row["name"] for row in rank_candidates(same, COST, 100, 0, reversed_simplicity)] \
+        == ["sequence", "rocket", "gbdt"]
 
 
 def write_candidates(frames: dict[str, dict[str, pd.DataFrame]], selection=SELECTION) -> dict:
     """Each candidate's predictions per split where its stage leaves them; its metrics file's
     ``selection``."""
     for name, splits in frames.items():
-        folder = BY_NAME[name].predictions
+        folder = PREDICTIONS / name
         folder.mkdir(parents=True, exist_ok=True)
         for split, frame in splits.items():
             frame.to_parquet(folder / f"{split}.parquet", index=False)
@@ -130,14 +134,15 @@ def three_candidates(seed):
                      "test": predictions(y_test, y_test, probs_test)},
         **{name: {"validation": predictions(y, half_right(rng, y), probs),
                   "test": predictions(y_test, half_right(rng, y_test), probs_test)}
-           for name in ("baseline", "rocket")},
+           for name in ("gbdt", "rocket")},
     }
 
 
 def test_the_cheapest_candidate_ships_with_its_metrics(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     frames = three_candidates(6)
-    verdict = choose_candidate(write_candidates(frames), COST, GATE, EVALUATE)
+    verdict = choose_candidate(write_candidates(frames), PREDICTIONS, SIMPLICITY, COST, GATE,
+                               EVALUATE)
     assert verdict["chosen"] == verdict["ship"] == verdict["shipped"]["name"] == "sequence"
     assert verdict["significant"] and verdict["reference"] is None
     assert verdict["candidates"][0]["name"] == "sequence"
@@ -156,8 +161,9 @@ def test_the_best_estimate_ships_when_no_difference_is_significant(tmp_path, mon
     one_fix = pred.copy()
     one_fix[np.flatnonzero(pred != y)[:1]] = y[pred != y][:1]
     frames = {name: {"validation": predictions(y, p, probs), "test": predictions(y, p, probs)}
-              for name, p in (("baseline", pred), ("rocket", pred), ("sequence", one_fix))}
-    verdict = choose_candidate(write_candidates(frames), COST, GATE, EVALUATE)
+              for name, p in (("gbdt", pred), ("rocket", pred), ("sequence", one_fix))}
+    verdict = choose_candidate(write_candidates(frames), PREDICTIONS, SIMPLICITY, COST, GATE,
+                               EVALUATE)
     assert verdict["ship"] == "sequence" and not verdict["significant"]
     assert "not significantly cheaper than the runner-up" in format_verdict(verdict)
 
@@ -167,7 +173,7 @@ def test_candidates_on_different_selection_windows_are_an_error(tmp_path, monkey
     reports = write_candidates(three_candidates(8))
     reports["rocket"] = {"selection": {**SELECTION, "mode": "cross_validation", "folds": 5}}
     with pytest.raises(UserError, match="different selection windows"):
-        choose_candidate(reports, COST, GATE, EVALUATE)
+        choose_candidate(reports, PREDICTIONS, SIMPLICITY, COST, GATE, EVALUATE)
 
 
 @pytest.mark.parametrize("promoted_is_better", [False, True])
@@ -179,12 +185,14 @@ def test_a_promoted_model_is_replaced_only_by_a_clearly_cheaper_one(tmp_path, mo
     promoted.mkdir(parents=True)
     settings = {**GATE, "reference": str(promoted)}
     with pytest.raises(UserError, match=r"gate.reference promoted/predictions: not the "):
-        choose_candidate(write_candidates(frames), COST, settings, EVALUATE)
+        choose_candidate(write_candidates(frames), PREDICTIONS, SIMPLICITY, COST, settings,
+                         EVALUATE)
     Path("promoted/bundle.json").write_text("{}")
-    source = frames["sequence" if promoted_is_better else "baseline"]
+    source = frames["sequence" if promoted_is_better else "gbdt"]
     for split, frame in source.items():
         frame.to_parquet(promoted / f"{split}.parquet", index=False)
-    verdict = choose_candidate(write_candidates(frames), COST, settings, EVALUATE)
+    verdict = choose_candidate(write_candidates(frames), PREDICTIONS, SIMPLICITY, COST,
+                               settings, EVALUATE)
     assert verdict["chosen"] == "sequence"
     assert verdict["reference"]["path"] == str(promoted)
     assert verdict["reference"]["passed"] is not promoted_is_better
@@ -199,7 +207,7 @@ def test_promote_copies_the_bundle_the_gate_ships(tmp_path, monkeypatch):
     frames = three_candidates(10)
     write_candidates(frames)
     for kind, folder in (("sequence", "models/bundles/sequence"),
-                         ("baseline", "models/bundles/baseline"),
+                         ("gbdt", "models/bundles/gbdt"),
                          ("rocket", "models/bundles/rocket"),
                          ("sequence", "models/bundle")):
         Path(folder).mkdir(parents=True)
@@ -207,7 +215,8 @@ def test_promote_copies_the_bundle_the_gate_ships(tmp_path, monkeypatch):
     gate = Path("metrics/gate.json")
     gate.parent.mkdir()
     gate.write_text(json.dumps(choose_candidate({n: {"selection": SELECTION} for n in frames},
-                                                COST, GATE, EVALUATE)))
+                                                PREDICTIONS, SIMPLICITY, COST, GATE,
+                                                EVALUATE)))
     assert promote(Path("models/bundle"), gate, Path("promoted")) == "sequence"
     pd.testing.assert_frame_equal(pd.read_parquet("promoted/predictions/validation.parquet"),
                                   frames["sequence"]["validation"])
@@ -215,18 +224,19 @@ def test_promote_copies_the_bundle_the_gate_ships(tmp_path, monkeypatch):
     assert Path("promoted/README.md").is_file()
     # Later runs gate against the promoted model; a run that does not beat it promotes nothing
     # unless forced, which promotes the chosen candidate's bundle.
-    for name in ("baseline", "rocket"):
+    for name in ("gbdt", "rocket"):
         write_candidates({name: frames["sequence"]})
     write_candidates({"sequence": {split: frame.assign(predicted=0)
                                    for split, frame in frames["sequence"].items()}})
-    verdict = choose_candidate({n: {"selection": SELECTION} for n in frames}, COST,
+    verdict = choose_candidate({n: {"selection": SELECTION} for n in frames}, PREDICTIONS,
+                               SIMPLICITY, COST,
                                {**GATE, "reference": "promoted/predictions"}, EVALUATE)
-    assert verdict["ship"] == "reference" and verdict["chosen"] == "baseline"
+    assert verdict["ship"] == "reference" and verdict["chosen"] == "gbdt"
     gate.write_text(json.dumps(verdict))
     with pytest.raises(UserError, match="nothing to promote"):
         promote(Path("models/bundle"), gate, Path("promoted"))
-    assert promote(Path("models/bundle"), gate, Path("promoted"), force=True) == "baseline"
-    assert json.loads(Path("promoted/bundle.json").read_text())["kind"] == "baseline"
+    assert promote(Path("models/bundle"), gate, Path("promoted"), force=True) == "gbdt"
+    assert json.loads(Path("promoted/bundle.json").read_text())["kind"] == "gbdt"
 
 
 def test_the_committed_promoted_folder_says_what_promote_writes():

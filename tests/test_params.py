@@ -48,7 +48,7 @@ def test_a_misspelt_key_in_any_section_is_named(section):
     ("labels", "num_classes", 1, "auto or an integer >= 2"),
     ("labels", "windows", [6, 0], "a list of number > 0"),
     ("model", "dropout", 1.5, "model.dropout must be a number >= 0 <= 0.99"),
-    ("train", "device", "tpu", "auto, cpu, cuda or cuda:N"),
+    ("compute", "device", "tpu", "auto, cpu, cuda or cuda:N"),
     ("train", "class_weights", [1, -2], "none, inverse or a list"),
     ("data", "source", "s3", "one of synthetic, csv"),
 ])
@@ -101,14 +101,14 @@ def test_a_file_that_is_not_yaml_text_is_named(tmp_path, content, says):
 
 def test_componentx_validate_lists_every_problem(tmp_path):
     params = with_change("train", "lrr", 0.1)
-    params["baseline"]["library"] = "xgboost"
+    params["gbdt"]["library"] = "xgboost"
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
     result = subprocess.run([sys.executable, "-m", "componentx", "validate", "bad.yaml"],
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2
-    assert "unknown key train.lrr" in result.stderr and "baseline.library" in result.stderr
+    assert "unknown key train.lrr" in result.stderr and "gbdt.library" in result.stderr
     good = subprocess.run([sys.executable, "-m", "componentx", "validate",
                            str(ROOT / "params.yaml")], capture_output=True, text=True)
     assert good.returncode == 0 and "OK" in good.stdout

@@ -18,44 +18,48 @@ import pytest
 import yaml
 from conftest import ENV, TINY, commit, dvc, make_repo, set_params, sh, stages_run
 
+from componentx.candidates.registry import BUILTIN
 from componentx.data import synthetic
 from componentx.data.labels import class_from_ttf
-from componentx.decisions.candidates import CANDIDATES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+AFTER_FIT = {"evaluate", "gate", "explain", "fleet", "export"}  # every candidate's outputs
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     path = make_repo(tmp_path_factory.mktemp("e2e") / "project", TINY)
     first = dvc(path, "repro")
     assert stages_run(first.stdout) == {"ingest", "labels", "windowing", "stats", "inputs",
-                                        "pretrain", "train", "baseline", "rocket", "evaluate",
-                                        "explain", "gate", "fleet", "export", "plots_page"}
+                                        "pretrain", "fit_gbdt", "fit_rocket", "fit_sequence",
+                                        "evaluate", "gate", "explain", "fleet", "export",
+                                        "plots_page"}
     commit(path, "first run")
     return path
 
 
 def test_repro_builds_everything_and_then_does_nothing(repo):
-    report = json.loads((repo / "metrics/evaluate.json").read_text())
+    report = json.loads((repo / "metrics/candidates/sequence.json").read_text())
     for split in ("validation", "test"):
         assert report[split]["cost_always_0"] > 0
         for rule in ("argmax", "expected_cost"):
             assert "cost_total_ci" in report[split][rule]
-    assert (repo / "models/best.pt").exists() and (repo / "models/last.pt").exists()
-    reports = {c.name: json.loads((repo / c.metrics).read_text()) for c in CANDIDATES}
+    assert (repo / "models/candidates/sequence/model.onnx").exists()
+    assert not (repo / "models/.resume/sequence").exists()  # a finished fit keeps no work
+    reports = {c.name: json.loads((repo / f"metrics/candidates/{c.name}.json").read_text())
+               for c in BUILTIN}
     for split in ("validation", "test"):  # same shape: dvc metrics show puts them side by side
         assert all(set(r[split]) == set(report[split]) for r in reports.values())
     assert all(r["selection"]["mode"] == "validation" for r in reports.values())
     comparison = (repo / "metrics/comparison.md").read_text()
-    assert all(f"| {c.title} |" in comparison for c in CANDIDATES)
+    assert all(f"| {c.title} |" in comparison for c in BUILTIN)
     gate = json.loads((repo / "metrics/gate.json").read_text())
     assert gate["split"] == "validation" and gate["reference"] is None
     cost = np.array(yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]
                     ["cost_matrix"], dtype=float)
     ranked = {row["name"]: row for row in gate["candidates"]}
-    assert set(ranked) == {c.name for c in CANDIDATES} and gate["chosen"] == gate["ship"]
-    for candidate in CANDIDATES:  # each ranked on its own validation decisions
-        frame = pd.read_parquet(repo / candidate.predictions / "validation.parquet")
+    assert set(ranked) == {c.name for c in BUILTIN} and gate["chosen"] == gate["ship"]
+    for candidate in BUILTIN:  # each ranked on its own validation decisions
+        frame = pd.read_parquet(repo / "data/predictions" / candidate.name / "validation.parquet")
         spent = cost[frame["class_label"], frame["predicted"]].sum()
         assert ranked[candidate.name]["cost_total"] == pytest.approx(spent)
     assert gate["candidates"][0]["name"] == gate["chosen"]
@@ -67,7 +71,7 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
             reports[gate["ship"]][split]["cost_total"])
     shipped = json.loads((repo / "models/bundle/bundle.json").read_text())["kind"]
     assert shipped == gate["ship"]
-    predictions = pd.read_parquet(repo / "data/predictions/test.parquet")
+    predictions = pd.read_parquet(repo / "data/predictions/sequence/test.parquet")
     assert len(predictions) == 80
     again = dvc(repo, "repro")
     assert stages_run(again.stdout) == set()
@@ -76,13 +80,13 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    ({"train": {"lr": 0.004}}, {"train", "evaluate", "explain", "gate", "fleet", "export"}),
+    ({"train": {"lr": 0.004}}, {"fit_sequence", *AFTER_FIT}),
     ({"features": {"transform": "increments"}},
-     {"stats", "inputs", "pretrain", "train", "rocket", "evaluate", "explain", "gate", "fleet",
-      "export"}),
-    ({"baseline": {"k": 3}}, {"baseline", "gate", "fleet", "export"}),
-    ({"rocket": {"l2": 1.0}}, {"rocket", "gate", "fleet", "export"}),
-    ({"gate": {"ece_tolerance": 0.5}}, {"gate", "export", "fleet"}),  # fleet scores bundles
+     {"stats", "inputs", "pretrain", "fit_sequence", "fit_rocket", *AFTER_FIT}),
+    ({"gbdt": {"k": 3}}, {"fit_gbdt", *AFTER_FIT}),
+    ({"rocket": {"l2": 1.0}}, {"fit_rocket", *AFTER_FIT}),
+    ({"evaluate": {"calibration": "bias_temperature"}}, AFTER_FIT),
+    ({"gate": {"ece_tolerance": 0.5}}, {"gate", "explain", "export", "fleet"}),
     ({"fleet": {"target_fa": 2}}, {"export", "fleet"}),  # export records every param
 ])
 def test_a_param_reruns_only_the_stages_that_read_it(repo, overrides, expected):
@@ -112,7 +116,7 @@ def test_the_fleet_holdout_is_seen_by_no_model_and_scored_by_both(repo):
     assert report["available"] and report["vehicles"] == len(held)
     repaired = int(fleet.groupby("vehicle_id")["repaired"].first().sum())
     assert report["repairs"] == repaired
-    for model in ("sequence", "baseline", "rocket"):
+    for model in ("sequence", "gbdt", "rocket"):
         detected = report[model]["detection_rate"] * repaired
         assert detected == pytest.approx(round(detected))  # a count of detected repairs
         assert list(report[model]["sensitivity_at_false_alarms_per_1000"]) == [
@@ -125,12 +129,12 @@ def test_the_fleet_holdout_is_seen_by_no_model_and_scored_by_both(repo):
 
 def test_experiments_metrics_diff_and_plots(repo):
     run = dvc(repo, "exp", "run", "-n", "faster", "-S", "train.lr=0.005")
-    assert stages_run(run.stdout) == {"train", "evaluate", "explain", "gate", "fleet", "export"}
+    assert stages_run(run.stdout) == {"fit_sequence", *AFTER_FIT}
     shown = dvc(repo, "exp", "show", "--csv").stdout
     assert "faster" in shown and "0.005" in shown
     assert "test.expected_cost.cost_total" in shown
     changed = dvc(repo, "metrics", "diff").stdout
-    assert "metrics/evaluate.json" in changed and "validation.log_loss" in changed
+    assert "metrics/candidates/sequence.json" in changed and "validation.log_loss" in changed
     everything = dvc(repo, "metrics", "diff", "--all").stdout
     assert "test.expected_cost.cost_total" in everything
     out = repo / "plots_html"
@@ -180,7 +184,7 @@ def test_csv_dataset_with_train_labels(tmp_path):
     labels = json.loads((repo / "metrics/labels.json").read_text())
     assert sum(labels["train"].values()) == 150  # one label per vehicle
     given = pd.read_csv(repo / "data/raw/test_labels.csv")["class_label"].to_numpy()
-    report = json.loads((repo / "metrics/evaluate.json").read_text())
+    report = json.loads((repo / "metrics/candidates/sequence.json").read_text())
     official = np.array(yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]
                         ["cost_matrix"])
     assert report["test"]["cost_always_0"] == official[given, 0].sum()
@@ -209,7 +213,7 @@ def test_sigkill_mid_epoch_then_repro_resumes_to_the_same_metrics(tmp_path):
     env = {**ENV, "COMPONENTX_LOG": "INFO"}
     process = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    last = repo / "models/last.pt"
+    last = repo / "models/.resume/sequence/last.pt"
     deadline = time.time() + 300
     killed = None
     while time.time() < deadline and process.poll() is None and killed is None:
@@ -217,7 +221,7 @@ def test_sigkill_mid_epoch_then_repro_resumes_to_the_same_metrics(tmp_path):
             epoch = torch.load(last, weights_only=True)["state"]["epoch"]
             if 1 <= epoch < 6:
                 for child in psutil.Process(process.pid).children(recursive=True):
-                    if "stages/train.py" in " ".join(child.cmdline()):
+                    if "stages/fit.py sequence" in " ".join(child.cmdline()):
                         child.kill()  # SIGKILL
                         killed = epoch
         time.sleep(0.05)
@@ -228,36 +232,39 @@ def test_sigkill_mid_epoch_then_repro_resumes_to_the_same_metrics(tmp_path):
                              capture_output=True, text=True)
     logs = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, logs
-    assert f"resuming from models/last.pt after epoch {killed}" in logs
-    interrupted_metrics = (repo / "metrics/evaluate.json").read_text()
-    history = torch.load(last, weights_only=True)["state"]["history"]
+    assert f"resuming from {last.relative_to(repo)} after epoch {killed}" in logs
+    metrics, fitted = repo / "metrics/candidates/sequence.json", repo / "models/candidates/sequence"
+    interrupted_metrics = metrics.read_text()
+    history = json.loads((fitted / "sequence.json").read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(1, 7))
+    assert not last.exists()  # the finished fit's work is gone
 
-    dvc(repo, "repro", "-f", "-s", "train")  # a finished last.pt: trains from scratch
+    dvc(repo, "repro", "-f", "-s", "fit_sequence")  # from scratch, uninterrupted
     dvc(repo, "repro")
-    assert (repo / "metrics/evaluate.json").read_text() == interrupted_metrics
-    assert torch.load(last, weights_only=True)["state"]["history"] == history
+    assert metrics.read_text() == interrupted_metrics
+    assert json.loads((fitted / "sequence.json").read_text())["history"] == history
 
 
 def test_two_processes_through_torchrun(repo):
     sh(repo, "git", "checkout", "--", ".")
     run = dvc(repo, "exp", "run", "-n", "two-procs", "-S", "train.nproc=2")
-    assert "train" in stages_run(run.stdout)
-    import torch
-
-    checkpoint = torch.load(repo / "models/last.pt", weights_only=True)
-    assert checkpoint["train_config"]["nproc"] == 2
-    assert checkpoint["state"]["epoch"] == TINY["train"]["epochs"]
-    assert json.loads((repo / "dvclive/train/metrics.json").read_text())["step"] == 1
+    assert "fit_sequence" in stages_run(run.stdout)
+    fitted = json.loads((repo / "models/candidates/sequence/sequence.json").read_text())
+    assert fitted["train_config"]["nproc"] == 2
+    assert fitted["epochs"] == TINY["train"]["epochs"]
+    assert json.loads((repo / "dvclive/sequence/metrics.json").read_text())["step"] == 1
 
 
 def test_corrupt_checkpoint_is_one_clear_line(repo):
     sh(repo, "git", "checkout", "--", ".")
-    (repo / "models/last.pt").write_bytes(b"\x00 half-written")
-    failed = dvc(repo, "repro", "-f", "-s", "train", check=False)
+    work = repo / "models/.resume/sequence"
+    work.mkdir(parents=True)
+    (work / "last.pt").write_bytes(b"\x00 half-written")
+    failed = dvc(repo, "repro", "-f", "-s", "fit_sequence", check=False)
     assert failed.returncode != 0
-    assert "models/last.pt cannot be read" in failed.stderr
+    assert "models/.resume/sequence/last.pt cannot be read" in failed.stderr
     assert "delete it" in failed.stderr and "Traceback" not in failed.stderr
+    shutil.rmtree(work)
 
 
 def free_port() -> int:
@@ -303,21 +310,22 @@ def test_tracking_to_mlflow_served_as_the_readme_says_and_to_tensorboard(repo, t
                 time.sleep(1)
         runs = rest(f"{api}/runs/search", {"experiment_ids": [
             experiment["experiment"]["experiment_id"]]})["runs"]
-        assert len(runs) == 1  # train opened it, evaluate found it again
-        run = runs[0]
-        name = run["info"]["run_name"]
-        assert re.fullmatch(r"[0-9a-f]{8}-w8-lstm-[0-9a-f]{6}", name)
+        names = sorted(run["info"]["run_name"] for run in runs)  # one per candidate
+        assert [name.split("-")[2] for name in names] == ["gbdt", "rocket", "sequence"]
+        run = next(r for r in runs if "-sequence-" in r["info"]["run_name"])
+        name = run["info"]["run_name"]  # fit opened it, evaluate found it again
+        assert re.fullmatch(r"[0-9a-f]{8}-w8-sequence-[0-9a-f]{6}", name)
         params = {p["key"]: p["value"] for p in run["data"]["params"]}
         assert params["train.epochs"] == "2" and params["window.size"] == "8"
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-        report = json.loads((repo / "metrics/evaluate.json").read_text())
+        report = json.loads((repo / "metrics/candidates/sequence.json").read_text())
         assert metrics["test.cost_total"] == report["test"]["cost_total"]
         history = rest(f"{api}/metrics/get-history?run_id={run['info']['run_id']}"
                        "&metric_key=validation.loss")["metrics"]
         assert [m["step"] for m in history] == [1, 2]
         artifacts = {a["path"] for folder in ("evaluation", "checkpoints") for a in rest(
             f"{api}/artifacts/list?run_id={run['info']['run_id']}&path={folder}")["files"]}
-        assert {"evaluation/summary_validation.png", "evaluation/evaluate.json",
+        assert {"evaluation/summary_validation.png", "evaluation/sequence.json",
                 "checkpoints/best.pt"} <= artifacts
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -373,7 +381,7 @@ def test_a_labelled_dataset_needs_no_windows_and_no_cost_matrix(tmp_path):
         labels.to_csv(folder / f"{split}_labels.csv", index=False)
     run = dvc(repo, "repro", check=False)
     assert run.returncode == 0, run.stderr
-    report = json.loads((repo / "metrics/evaluate.json").read_text())
+    report = json.loads((repo / "metrics/candidates/sequence.json").read_text())
     assert set(report["test"]["per_class"]) == {"class_0", "class_1", "class_2"}
     given = pd.read_csv(folder / "test_labels.csv")["class_label"].to_numpy()
     assert report["test"]["cost_always_0"] == (given != 0).sum()  # zero_one: 1 per mistake
@@ -419,11 +427,11 @@ def test_predict_reproduces_evaluate_and_the_artifact_is_registered(repo, tmp_pa
     sh(repo, "git", "checkout", "--", ".")
     dvc(repo, "checkout", "--force")  # the outputs of HEAD, which promote --version tags
     fleet = synthetic_csv(repo, tmp_path / "fleet")
-    engines = {"sequence": {"torch": 1e-6, "onnx": 1e-4}, "baseline": {"auto": 1e-6},
+    engines = {"sequence": {"torch": 1e-6, "onnx": 1e-4}, "gbdt": {"auto": 1e-6},
                "rocket": {"auto": 1e-6}}
-    for candidate in CANDIDATES:  # every kind of bundle reproduces its stage's test decisions
+    for candidate in BUILTIN:  # every kind of bundle reproduces its stage's test decisions
         kind = candidate.name
-        theirs = pd.read_parquet(repo / candidate.predictions / "test.parquet")
+        theirs = pd.read_parquet(repo / "data/predictions" / kind / "test.parquet")
         for engine, tolerance in engines[kind].items():
             out = tmp_path / f"{kind}-{engine}.csv"
             sh(repo, sys.executable, "-m", "componentx", "predict", "--bundle",

@@ -30,7 +30,7 @@ def test_masks_hide_real_steps_only_and_at_least_one(masking):
 def test_pretraining_lowers_reconstruction_error():
     config = model_config(hidden_size=16, bidirectional=True)
     settings = pretraining.PretrainConfig(**{**PARAMS["pretrain"], "epochs": 6, "lr": 5e-3,
-                                             "batch_size": 32, "device": "cpu"})
+                                             "batch_size": 32}, device="cpu")
     encoder, history = pretraining.pretrain(config, settings, window_set(0, vehicles=200))
     assert history[-1] < history[0]
     assert set(encoder) == set(training.build_model(config).encoder.state_dict())

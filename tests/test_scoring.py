@@ -20,9 +20,9 @@ from componentx.data.ingest import ingest
 from componentx.decisions.calibration import Calibrator
 from componentx.decisions.metrics import OFFICIAL_COST
 from componentx.errors import BundleError, DatasetError, UserError
-from componentx.sequence.checkpoints import save_checkpoint
+from componentx.sequence.candidate import SequenceModel
 from componentx.sequence.models import build_model
-from componentx.serving.bundle import BUNDLE_FORMAT, read_meta, write_sequence_bundle
+from componentx.serving.bundle import BUNDLE_FORMAT, read_meta, write_bundle
 from componentx.serving.export import common_meta
 from componentx.serving.scoring import predict
 
@@ -69,8 +69,8 @@ def ingested(folder):
 
 
 def make_bundle(folder, arch="lstm", risk_class=1, **model):
-    """A sequence bundle written the way the export stage writes one (its meta from
-    ``common_meta`` with params.yaml), around an untrained network."""
+    """A sequence bundle written the way the export stage writes one (the candidate's
+    files, its meta from ``common_meta`` with params.yaml), around an untrained network."""
     frame = readouts(1)
     stats = compute_stats(frame[FEATURES].to_numpy(), frame["time_step"].to_numpy(),
                           frame["vehicle_id"].to_numpy(), FEATURES, ["c_0"], "both")
@@ -83,11 +83,19 @@ def make_bundle(folder, arch="lstm", risk_class=1, **model):
                             np.log([0.97, 0.005, 0.005, 0.005, 0.015]) - np.log(0.2))
     params = {**PARAMS, "window": {"size": 8}, "fleet": {**PARAMS["fleet"],
                                                          "risk_class": risk_class}}
-    checkpoint = folder.parent / f"{folder.name}.pt"
-    save_checkpoint(checkpoint, {"config": config.to_dict(), "model": network.state_dict()})
-    write_sequence_bundle(folder, checkpoint, {
+    candidate = SequenceModel({})
+    candidate.module, candidate.config, candidate.stats, candidate.size = (
+        network, config.to_dict(), stats, 8)
+    candidate.train_priors = np.full(5, 0.2)
+    candidate.train_config = {"loss": "cross_entropy", "label_smoothing": 0.0}
+    candidate.best_epoch, candidate.epochs, candidate.history = 1, 1, []
+    fitted = folder.parent / f"{folder.name}-fitted"
+    fitted.mkdir()
+    candidate.save(fitted)
+    write_bundle(folder, fitted, {
         **common_meta(params, ingested(folder.parent / f"{folder.name}-data")),
-        "features": stats.__dict__, "calibration": calibrator.to_dict(), "shipped": True,
+        "kind": "sequence", "title": "sequence model", "description": candidate.describe(),
+        "fit": candidate.report(), "calibration": calibrator.to_dict(), "shipped": True,
         "metrics": {"validation": REPORT, "test": REPORT, "gate": {"split": "validation"}}})
     return folder
 
@@ -282,7 +290,7 @@ def test_the_onnx_engine_does_not_import_torch(bundle, files, tmp_path):
 
 def test_a_bundle_says_what_it_is(bundle):
     meta = read_meta(bundle)
-    assert meta["kind"] == "sequence" and meta["format"] == BUNDLE_FORMAT == 3
+    assert meta["kind"] == "sequence" and meta["format"] == BUNDLE_FORMAT == 4
     assert {"model.pt", "model.onnx", "bundle.json", "model_card.md"} <= {
         p.name for p in bundle.iterdir()}
     card = (bundle / "model_card.md").read_text()

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from conftest import commit, dvc, make_repo, sh
 
+from componentx.candidates.registry import BUILTIN
 from componentx.data.tasks import TASKS, write_task
-from componentx.decisions.candidates import CANDIDATES
 from componentx.errors import UserError
 from componentx.experiments import sweep
 from componentx.experiments.compare import Experiment
@@ -27,7 +27,7 @@ from componentx.experiments.compare import Experiment
 # a motif's shape, MiniRocket is the candidate above chance (the LSTM and the GBDT measured
 # 0.47 and 0.47), and the shipped model must be as good but for noise. The long-window tasks
 # are the benchmark's: each takes many minutes cross-validated on 2 cores.
-STATED = {"few-fixed": {"sequence": 0.5, "baseline": 0.75, "rocket": 0.5},
+STATED = {"few-fixed": {"sequence": 0.5, "gbdt": 0.75, "rocket": 0.5},
           "shape-binary-short": {"rocket": 0.65}}
 CHECKED = [t for t in TASKS if t.name in STATED]
 
@@ -70,8 +70,8 @@ def test_the_pick_is_the_lowest_validation_cost_ties_to_log_loss_then_order():
 def test_defaults_learn_small_tasks_and_ship_the_best_candidate(tmp_path, task):
     repo = task_repo(tmp_path / task.name, task)
     dvc(repo, "repro")
-    accuracy = {c.name: json.loads((repo / c.metrics).read_text())["test"]["accuracy"]
-                for c in CANDIDATES}
+    accuracy = {c.name: json.loads((repo / f"metrics/candidates/{c.name}.json").read_text())
+                ["test"]["accuracy"] for c in BUILTIN}
     for name, stated in STATED[task.name].items():
         assert accuracy[name] >= stated, f"{name} test accuracy {accuracy[name]:.2f}"
     gate = json.loads((repo / "metrics/gate.json").read_text())
@@ -79,20 +79,20 @@ def test_defaults_learn_small_tasks_and_ship_the_best_candidate(tmp_path, task):
     # Chosen out-of-fold: the shipped model is the best candidate on test but for noise (two
     # binomial standard errors of the best accuracy).
     best = max(accuracy.values())
-    test = len(pd.read_parquet(repo / "data/predictions/test.parquet"))
+    test = len(pd.read_parquet(repo / "data/predictions/sequence/test.parquet"))
     assert gate["shipped"]["test"]["accuracy"] >= best - 2 * (best * (1 - best) / test) ** 0.5
     assert gate["shipped"]["test"]["accuracy"] == accuracy[gate["ship"]]
-    # Levels, not counters: the baseline used window statistics.
-    assert json.loads((repo / "models/baseline/baseline.json").read_text())["window_stats"]
+    # Levels, not counters: the GBDT used window statistics.
+    assert json.loads((repo / "models/candidates/gbdt/gbdt.json").read_text())["window_stats"]
     # Every candidate's bundle, refitted on train and validation, scores the test readouts
     # exactly as its stage did.
-    for candidate in CANDIDATES:
+    for candidate in BUILTIN:
         out = repo / f"{candidate.name}.csv"
         sh(repo, sys.executable, "-m", "componentx", "predict", "--bundle",
            f"models/bundles/{candidate.name}", "--readouts",
            "data/raw/test_operational_readouts.csv", "--out", str(out))
         ours = pd.read_csv(out)
-        theirs = pd.read_parquet(repo / candidate.predictions / "test.parquet")
+        theirs = pd.read_parquet(repo / "data/predictions" / candidate.name / "test.parquet")
         assert ours["vehicle_id"].tolist() == theirs["vehicle_id"].tolist()
         assert (ours["decision"].to_numpy() == theirs["predicted"].to_numpy()).all()
         probs = [c for c in theirs.columns if c.startswith("prob_")]
@@ -120,7 +120,7 @@ def test_sweep_runs_experiments_and_applies_the_best_on_validation(tmp_path):
         for exp in commit_.get("experiments") or []:
             for run in exp["revs"]:
                 data = run["data"]
-                metrics = data["metrics"]["metrics/evaluate.json"]["data"]
+                metrics = data["metrics"]["metrics/candidates/sequence.json"]["data"]
                 costs[run.get("name") or data.get("name")] = metrics["validation"]["cost_total"]
     swept = {k: v for k, v in costs.items() if k and k.startswith("sweep-")}
     assert set(swept) == {"sweep-lstm-last-uni", "sweep-lstm-mean-uni"}

@@ -64,7 +64,8 @@ def _comparison(experiments: list, paired: bool = True) -> tuple[str, object]:
 def compare(args: argparse.Namespace) -> None:
     from componentx.experiments.compare import list_experiments
 
-    table, best = _comparison(list_experiments(names=args.experiments or None),
+    table, best = _comparison(list_experiments(names=args.experiments or None,
+                                               candidate=args.candidate),
                               paired=not args.unpaired)
     print(table)
     print(f"lowest validation cost: {best.name} (choose on validation; test is only reported)")
@@ -80,7 +81,7 @@ def sweep(args: argparse.Namespace) -> None:
     log.info("sweep: %d experiments on %d training windows%s", len(found), windows,
              f" (small data: {grid.SMALL_WIDTH} wide)" if windows < grid.SMALL_DATA else "")
     names = grid.run(found)
-    experiments = list_experiments(names=names)
+    experiments = list_experiments(names=names, candidate=grid.CANDIDATE)
     best = grid.pick(experiments, names)
     table, _ = _comparison(experiments)
     grid.apply(best.name)
@@ -99,7 +100,7 @@ def predict(args: argparse.Namespace) -> None:
     from componentx.serving.scoring import predict as score
 
     report = score(args.bundle, args.readouts, args.specifications, args.out, args.engine,
-                   args.at, args.memory_mb)
+                   args.at, args.memory_mb, args.device)
     unknown = {k: v for k, v in report.unknown_categories.items() if v}
     log.info("scored %d windows of %d vehicles (%d readouts%s) into %s%s", report.scored,
              report.vehicles, report.readouts,
@@ -110,7 +111,7 @@ def predict(args: argparse.Namespace) -> None:
 def promote(args: argparse.Namespace) -> None:
     from componentx.serving.promote import promote as copy_bundle
 
-    shipped = copy_bundle(args.bundle, args.gate, args.to, args.force)
+    shipped = copy_bundle(args.bundle, args.gate, args.to, args.force, args.predictions)
     log.info("promoted the %s model (%s) with its predictions to %s/ (use gate.reference=%s/"
              "predictions to gate later runs against it)", shipped, args.bundle, args.to,
              args.to)
@@ -133,9 +134,9 @@ def plots(args: argparse.Namespace) -> None:
 
 def parser() -> argparse.ArgumentParser:
     from componentx.data.synthetic import CLASS_WINDOWS, SIGNAL_STRENGTH
+    from componentx.experiments.compare import SHIPPED
     from componentx.experiments.sweep import GRID_ARCHS, GRID_POOLINGS
     from componentx.params import ARCHS, POOLINGS, SIGNALS
-    from componentx.serving.scoring import ENGINES
 
     main = argparse.ArgumentParser(prog="componentx", description=__doc__.splitlines()[0])
     commands = main.add_subparsers(dest="command", required=True, metavar="command")
@@ -160,6 +161,9 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("experiments", nargs="*", help="experiment names (default: all)")
     command.add_argument("--unpaired", action="store_true",
                          help="skip the paired differences (no DVC cache needed)")
+    command.add_argument("--candidate", default=SHIPPED,
+                         help="the candidate that stands for each experiment: the one its gate "
+                         "ships (default), or a name (gbdt, rocket, sequence, ...)")
     command.set_defaults(run=compare)
 
     command = commands.add_parser(
@@ -176,8 +180,11 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--readouts", type=Path, required=True)
     command.add_argument("--specifications", type=Path)
     command.add_argument("--out", type=Path, required=True, help="decisions CSV to write")
-    command.add_argument("--engine", choices=ENGINES, default="auto",
-                         help="sequence bundles: onnx (default, no torch) or torch")
+    command.add_argument("--engine", default="auto",
+                         help="what runs the model where its candidate has a choice: auto, or "
+                         "for a sequence model onnx (auto's choice, no torch) or torch")
+    command.add_argument("--device", default="auto",
+                         help="auto (a GPU when there is one), cpu, cuda or cuda:N")
     command.add_argument("--at", help="score at given times: a file of vehicle_id,time_step, "
                          "or a column of the readouts file, non-zero on the readouts to score")
     command.add_argument("--memory-mb", type=float, default=1024,
@@ -188,6 +195,8 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--bundle", type=Path, default=Path("models/bundle"))
     command.add_argument("--gate", type=Path, default=Path("metrics/gate.json"))
     command.add_argument("--to", type=Path, default=Path("promoted"))
+    command.add_argument("--predictions", type=Path, default=Path("data/predictions"),
+                         help="the evaluate stage's predictions, a folder per candidate")
     command.add_argument("--force", action="store_true",
                          help="promote the chosen candidate even where the gate keeps the "
                          "promoted model")

@@ -97,7 +97,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
     "data": {"source": choice(*SOURCES), "csv_dir": TEXT},
     "compute": {"buckets": either(choice("auto"), integer(1, 4096)),
                 "workers": either(choice("auto"), integer(1)),
-                "memory_per_worker": either(choice("auto"), POSITIVE)},
+                "memory_per_worker": either(choice("auto"), POSITIVE), "device": DEVICE},
     "synthetic": {"seed": integer(0), "n_train": integer(1), "n_validation": integer(1),
                   "n_test": integer(1), "signal": choice(*SIGNALS),
                   "strength": NON_NEGATIVE},
@@ -116,10 +116,10 @@ SCHEMA: dict[str, dict[str, Rule]] = {
               "num_heads": integer(1), "max_steps": integer(1)},
     "pretrain": {"epochs": integer(0), "lr": POSITIVE, "batch_size": integer(1),
                  "mask_ratio": number(above=0, high=1), "masking": choice(*MASKINGS),
-                 "patch_size": integer(1), "seed": integer(0), "device": DEVICE},
+                 "patch_size": integer(1), "seed": integer(0)},
     "train": {"lr": POSITIVE, "epochs": integer(1), "batch_size": integer(1),
-              "eval_batch_size": integer(1), "seed": integer(0), "device": DEVICE,
-              "num_threads": integer(0), "weight_decay": NON_NEGATIVE,
+              "eval_batch_size": integer(1), "seed": integer(0), "num_threads": integer(0),
+              "weight_decay": NON_NEGATIVE,
               "class_weights": either(choice("none", "inverse"), list_of(NON_NEGATIVE, 2)),
               "balanced_sampler": BOOL, "scheduler": choice(*SCHEDULERS),
               "warmup_epochs": integer(0), "step_size": integer(1),
@@ -136,7 +136,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
                  "calibration": choice(*CALIBRATIONS),
                  "folds": integer(1), "priors": either(choice("validation"), list_of(POSITIVE, 2)),
                  "bootstrap": integer(10), "seed": integer(0)},
-    "baseline": {"library": choice(*GBDT_LIBRARIES), "k": integer(2), "max_iter": integer(1),
+    "gbdt": {"library": choice(*GBDT_LIBRARIES), "k": integer(2), "max_iter": integer(1),
                  "patience": integer(1), "learning_rate": POSITIVE,
                  "max_leaf_nodes": either(choice("auto"), integer(2)),
                  "min_samples_leaf": either(choice("auto"), integer(1)),
@@ -146,7 +146,10 @@ SCHEMA: dict[str, dict[str, Rule]] = {
                "class_weights": choice("none", "inverse"), "seed": integer(0)},
     "selection": {"cross_validate_below": integer(0), "folds": integer(2, 20),
                   "seed": integer(0)},
-    "gate": {"reference": TEXT, "split": choice("validation"),
+    "gate": {"candidates": Rule("a non-empty list of candidate names, each once", lambda v: (
+                 isinstance(v, list) and bool(v) and len(set(map(str, v))) == len(v)
+                 and all(TEXT.check(x) for x in v))),
+             "reference": TEXT, "split": choice("validation"),
              "ece_tolerance": NON_NEGATIVE, "bootstrap": integer(10), "seed": integer(0)},
     "fleet": {"holdout": number(low=0, high=0.9), "seed": integer(0), "risk_class": integer(1),
               "tau_on": either(choice("target"), SHARE),
@@ -155,7 +158,7 @@ SCHEMA: dict[str, dict[str, Rule]] = {
               "target_fa": POSITIVE},
     "tracking": {"mlflow": BOOL, "mlflow_uri": TEXT, "mlflow_experiment": TEXT,
                  "tensorboard": BOOL, "tensorboard_dir": TEXT},
-    "explain": {"vehicles": integer(1), "steps": integer(1), "top_features": integer(1)},
+    "explain": {"vehicles": integer(1), "top_features": integer(1)},
 }
 
 
@@ -164,24 +167,32 @@ def problems(params: Any) -> list[str]:
     if not isinstance(params, dict):
         return ["the file must be a mapping of sections (data:, labels:, train:, ...)"]
     found = []
-    for section in sorted(set(params) - set(SCHEMA)):
+    # a candidate of your own may have a section of its own: checked by the registry
+    # (componentx.candidates.registry.chosen) when a stage uses it
+    own = set(params.get("gate", {}).get("candidates", []) if isinstance(
+        params.get("gate"), dict) else [])
+    for section in sorted(set(params) - set(SCHEMA) - own):
         found.append(f"unknown section '{section}'; known: {', '.join(SCHEMA)}")
     for section, rules in SCHEMA.items():
-        if section not in params:
-            found.append(f"missing section '{section}'")
-            continue
-        values = params[section]
-        if not isinstance(values, dict):
-            found.append(f"{section}: expected a mapping of keys, got {values!r}")
-            continue
-        for key in sorted(set(values) - set(rules)):
-            found.append(f"unknown key {section}.{key}; known: {', '.join(sorted(rules))}")
-        for key, rule in rules.items():
-            if key not in values:
-                found.append(f"missing key {section}.{key} ({rule.allowed})")
-            elif not rule.check(values[key]):
-                found.append(f"{section}.{key} must be {rule.allowed}, got {values[key]!r}")
+        found += section_problems(params, section, rules)
     found += _cross_checks(params) if not found else []
+    return found
+
+
+def section_problems(params: dict, section: str, rules: dict[str, Rule]) -> list[str]:
+    """The problems of one section of ``params`` against its ``rules``."""
+    if section not in params:
+        return [f"missing section '{section}'"]
+    values = params[section]
+    if not isinstance(values, dict):
+        return [f"{section}: expected a mapping of keys, got {values!r}"]
+    found = [f"unknown key {section}.{key}; known: {', '.join(sorted(rules))}"
+             for key in sorted(set(values) - set(rules))]
+    for key, rule in rules.items():
+        if key not in values:
+            found.append(f"missing key {section}.{key} ({rule.allowed})")
+        elif not rule.check(values[key]):
+            found.append(f"{section}.{key} must be {rule.allowed}, got {values[key]!r}")
     return found
 
 

@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -118,6 +119,29 @@ def lock_stage(stage: str, shared: bool = False) -> None:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
     _lock = fd
+
+
+def torchrun_command(processes: int, argv: list[str]) -> list[str] | None:
+    """The command that runs this stage (``argv``: its script and arguments) again under
+    torchrun with ``processes`` processes, or None when there is one process or this process
+    already is one of torchrun's."""
+    if processes <= 1 or "LOCAL_RANK" in os.environ:
+        return None
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={processes}", *argv]
+
+
+def relaunch(command: list[str]) -> int:
+    """Run ``command`` (from :func:`torchrun_command`) and return its exit status. The
+    processes share this stage's lock, and torchrun dies with this process (its workers, in
+    a session of their own, die with torchrun)."""
+    share_stage_lock()
+    return subprocess.run(command, check=False, preexec_fn=exit_with_parent).returncode
+
+
+def main_process() -> bool:
+    """Whether this is the process that writes: the only one, or torchrun's rank 0."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def share_stage_lock() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -262,3 +262,18 @@ def window_inputs(inputs: np.ndarray, times: np.ndarray, end_row: np.ndarray,
     out[:, :, :-1] = inputs[rows]
     out[:, :, -1] = np.where(rows != pad, ref_time[:, None] - times[rows], 0.0) / AGE_SCALE
     return out
+
+
+def window_input_batches(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
+                         end_row: np.ndarray, length: np.ndarray, ref_time: np.ndarray,
+                         stats: FeatureStats, size: int, batch_size: int
+                         ) -> Iterator[np.ndarray]:
+    """The model inputs of windows over raw readouts (sorted by vehicle and time), as the
+    inputs stage and :func:`window_inputs` make them: (batch, size, inputs + 1) float32,
+    ``batch_size`` windows at a time, in order."""
+    inputs = model_inputs(values, times, vehicle_ids, stats)
+    padded_times = np.r_[times, 0.0]
+    for start in range(0, len(end_row), batch_size):
+        part = slice(start, start + batch_size)
+        yield window_inputs(inputs, padded_times, end_row[part], length[part], ref_time[part],
+                            size)

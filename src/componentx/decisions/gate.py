@@ -3,7 +3,7 @@ out-of-fold predictions when cross-validated) from every candidate's predictions
 vehicles, with paired bootstrap intervals; the test split is reported, never used to choose.
 
 The rule: the candidate with the lowest total cost ships; equal costs go to the lower log
-loss, then to the simpler candidate (:data:`~componentx.decisions.candidates.CANDIDATES`).
+loss, then to the simpler candidate (its registration's ``simplicity``).
 A cheapest candidate that is not significantly cheaper than the runner-up (the 95% paired
 interval of their difference reaches 0) still ships, as the best estimate there is, and the
 verdict says so (``significant``). A promoted model (``gate.reference``) is only replaced by
@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from componentx.decisions.calibration import softmax
-from componentx.decisions.candidates import CANDIDATES, Candidate
 from componentx.decisions.evaluation import paired_comparison, split_report
 from componentx.decisions.metrics import probability_metrics, total_cost
 from componentx.errors import UserError
@@ -44,11 +43,11 @@ def frame_report(frame: pd.DataFrame, cost_matrix: np.ndarray, evaluate: dict) -
 
 
 def rank_candidates(frames: dict[str, pd.DataFrame], cost_matrix: np.ndarray, n_boot: int,
-                    seed: int, candidates: tuple[Candidate, ...] = CANDIDATES) -> list[dict]:
+                    seed: int, simplicity: dict[str, int]) -> list[dict]:
     """The candidates of ``frames`` (name: predictions on the selection windows), best first:
-    total cost, then log loss, then simplicity; each with its paired difference to the best
-    (cost and Brier score, candidate minus best: positive when the best is better)."""
-    simplicity = {c.name: c.simplicity for c in candidates}
+    total cost, then log loss, then ``simplicity`` (lower is simpler); each with its paired
+    difference to the best (cost and Brier score, candidate minus best: positive when the
+    best is better)."""
     first = next(iter(frames.values()))
     y = first["class_label"].to_numpy()
     rows = []
@@ -108,9 +107,10 @@ def read_predictions(folder: Path, split: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def choose_candidate(reports: dict[str, dict], cost_matrix: np.ndarray, settings: dict,
-                     evaluate: dict, candidates: tuple[Candidate, ...] = CANDIDATES) -> dict:
-    """The gate's verdict (``metrics/gate.json``): the candidates ranked on
+def choose_candidate(reports: dict[str, dict], predictions: Path, simplicity: dict[str, int],
+                     cost_matrix: np.ndarray, settings: dict, evaluate: dict) -> dict:
+    """The gate's verdict (``metrics/gate.json``): the candidates of ``reports`` (their
+    predictions in ``predictions/{name}``, ``simplicity`` their rank in it) ranked on
     ``settings["split"]`` (``settings`` is ``params.gate``, ``evaluate`` ``params.evaluate``),
     the chosen one and whether it is significantly cheaper than the runner-up, the check
     against a promoted reference (``gate.reference`` not ``none``), and the shipped model
@@ -123,15 +123,15 @@ def choose_candidate(reports: dict[str, dict], cost_matrix: np.ndarray, settings
         raise UserError(f"the candidates were evaluated on different selection windows "
                         f"({selections}): re-run the pipeline (dvc repro)")
     split = settings["split"]
-    frames = {c.name: read_predictions(c.predictions, split) for c in candidates}
+    frames = {name: read_predictions(predictions / name, split) for name in reports}
     ranking = rank_candidates(frames, cost_matrix, settings["bootstrap"], settings["seed"],
-                              candidates)
+                              simplicity)
     chosen = ranking[0]["name"]
     runner_up = ranking[1]["vs_best"]["cost_total"] if len(ranking) > 1 else None
     verdict = {"split": split, "selection": selection, "candidates": ranking, "chosen": chosen,
                "significant": runner_up is not None and runner_up["ci"][0] > 0,
                "reference": None, "ship": chosen}
-    shipped_folder = next(c.predictions for c in candidates if c.name == chosen)
+    shipped_folder = predictions / chosen
     if settings["reference"] != "none":
         reference = Path(settings["reference"])
         if not (reference.parent / "bundle.json").is_file():

@@ -28,7 +28,8 @@ from componentx.data.windowing import read_window_index
 from componentx.errors import UserError
 
 VALIDATION, CROSS_VALIDATION = "validation", "cross_validation"
-FOLD_DRAW = 7  # the purpose key of the fold draw
+FOLD_DRAW, INNER_DRAW = 7, 8  # the purpose keys of the fold and inner-split draws
+INNER_SHARE = 5  # an inner split tunes on one vehicle in this many
 
 
 @dataclass
@@ -83,13 +84,13 @@ class Selection:
 
 
 def vehicle_folds(split: np.ndarray, vehicles: np.ndarray, labels: np.ndarray, folds: int,
-                  seed: int) -> np.ndarray:
+                  seed: int, purpose: int = FOLD_DRAW) -> np.ndarray:
     """A fold per window: whole vehicles (a vehicle of a split), stratified by the vehicle's
     largest class, in the order of a keyed draw per vehicle, dealt round-robin so every fold
     has its share of every class."""
     frame = pd.DataFrame({"split": split, "vehicle": vehicles, "label": labels})
     groups = frame.groupby(["split", "vehicle"], sort=True)["label"].max().reset_index()
-    groups["draw"] = keyed_uniform(seed, FOLD_DRAW, groups["split"].to_numpy(),
+    groups["draw"] = keyed_uniform(seed, purpose, groups["split"].to_numpy(),
                                    groups["vehicle"].to_numpy())
     groups = groups.sort_values(["label", "draw"], kind="stable")
     # dealt one after the other through the strata, so fold sizes differ by one at most
@@ -114,3 +115,16 @@ def plan_selection(windows: Path, settings: dict) -> Selection:
     fold = vehicle_folds(both["split"].to_numpy(), both["vehicle_id"].to_numpy(),
                          both["class_label"].to_numpy(), folds, settings["seed"])
     return Selection(CROSS_VALIDATION, folds, both, fold, ("train", "validation"))
+
+
+def inner_split(split: np.ndarray, vehicles: np.ndarray, labels: np.ndarray, seed: int
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """An inner split of some training windows for a candidate's self-tuned choices: one
+    vehicle in :data:`INNER_SHARE` to tune on, the others to fit on (positions), whole
+    vehicles, stratified by class and keyed like the folds (:func:`vehicle_folds`); None
+    where there are too few vehicles to set one apart."""
+    groups = len(pd.DataFrame({"split": split, "vehicle": vehicles}).drop_duplicates())
+    if groups < 2:
+        return None
+    fold = vehicle_folds(split, vehicles, labels, min(INNER_SHARE, groups), seed, INNER_DRAW)
+    return np.flatnonzero(fold != 0), np.flatnonzero(fold == 0)

@@ -1,5 +1,9 @@
 """DVC experiments side by side: metrics and changed params from their git refs, and paired
-comparisons of their validation predictions (read from the DVC cache with ``dvc.api``)."""
+comparisons of their validation predictions (read from the DVC cache with ``dvc.api``).
+
+Each experiment is represented by one of its candidates: the one its gate ships (the
+default), or the one named (``componentx compare --candidate sequence``; the sweep compares
+its sequence models)."""
 
 from __future__ import annotations
 
@@ -22,25 +26,31 @@ class NotCachedError(LookupError):
     """An experiment's predictions are not in the local DVC cache (a fresh clone)."""
 
 
+SHIPPED = "shipped"  # compare the candidate each experiment's gate ships
+
+
 @dataclass
 class Experiment:
-    """One experiment (or the committed run): where it lives and what it measured."""
+    """One experiment (or the committed run): where it lives, which candidate stands for it
+    and what that one measured (its ``metrics/candidates/{candidate}.json``)."""
 
     name: str
     ref: str
     params: dict
     report: dict
     gate: dict | None = None
+    candidate: str = ""
 
     def predictions(self, split: str) -> pd.DataFrame:
-        """Its ``data/predictions/{split}.parquet``, from the DVC cache."""
+        """Its candidate's ``data/predictions/{candidate}/{split}.parquet``, from the DVC
+        cache."""
         import dvc.api
         from dvc.exceptions import PathMissingError
         from dvc_data.index import DataIndexError
 
         try:
-            with dvc.api.open(f"data/predictions/{split}.parquet", rev=self.ref,
-                              mode="rb") as f:
+            with dvc.api.open(f"data/predictions/{self.candidate}/{split}.parquet",
+                              rev=self.ref, mode="rb") as f:
                 return pd.read_parquet(io.BytesIO(f.read()))
         except (FileNotFoundError, PathMissingError, DataIndexError) as error:
             raise NotCachedError(f"{self.name}: data/predictions not in the DVC cache "
@@ -58,34 +68,39 @@ def changed_params(params: dict, reference: dict) -> dict[str, object]:
     return {k: v for k, v in ours.items() if theirs.get(k) != v}
 
 
-def load(ref: str, name: str | None = None, cwd: Path | None = None) -> Experiment:
+def load(ref: str, name: str | None = None, cwd: Path | None = None,
+         candidate: str = SHIPPED) -> Experiment:
+    """The experiment at git ``ref``, represented by ``candidate`` (``shipped``: the one its
+    gate chose)."""
     params = yaml.safe_load(_git("show", f"{ref}:params.yaml", cwd=cwd))
-    report = json.loads(_git("show", f"{ref}:metrics/evaluate.json", cwd=cwd))
+    gate = json.loads(_git("show", f"{ref}:metrics/gate.json", cwd=cwd))
+    chosen = gate["chosen"] if candidate == SHIPPED else candidate
     try:
-        gate = json.loads(_git("show", f"{ref}:metrics/gate.json", cwd=cwd))
+        report = json.loads(_git("show", f"{ref}:metrics/candidates/{chosen}.json", cwd=cwd))
     except subprocess.CalledProcessError:
-        gate = None
-    return Experiment(name or ref, ref, params, report, gate)
+        raise UserError(f"{name or ref} has no candidate {chosen!r} (its gate.candidates: "
+                        f"{params['gate']['candidates']})") from None
+    return Experiment(name or ref, ref, params, report, gate, chosen)
 
 
-def list_experiments(cwd: Path | None = None, names: list[str] | None = None
-                     ) -> list[Experiment]:
+def list_experiments(cwd: Path | None = None, names: list[str] | None = None,
+                     candidate: str = SHIPPED) -> list[Experiment]:
     """The committed run (HEAD, when its metrics are committed) and every experiment of HEAD
-    (``dvc exp list``), or those in ``names``."""
+    (``dvc exp list``), or those in ``names``, each represented by ``candidate``."""
     try:
         head = _git("rev-parse", "HEAD", cwd=cwd).strip()
     except subprocess.CalledProcessError:
         raise UserError("componentx compare needs a git repository with a commit (git init, "
                         "git commit)") from None
     try:
-        found = [load("HEAD", "HEAD", cwd)]
+        found = [load("HEAD", "HEAD", cwd, candidate)]
     except subprocess.CalledProcessError:  # a new project: nothing committed to compare with
         found = []
     for line in _git("for-each-ref", "--format=%(refname)", f"refs/exps/{head[:2]}/{head[2:]}",
                      cwd=cwd).split():
         name = line.rsplit("/", 1)[-1]
         if names is None or name in names:
-            found.append(load(line, name, cwd))
+            found.append(load(line, name, cwd, candidate))
     return found
 
 
@@ -112,21 +127,25 @@ def comparison_table(experiments: list[Experiment], cost_matrix: np.ndarray, n_b
                      seed: int = 0, paired: bool = True) -> tuple[str, Experiment]:
     """Markdown table of experiments, best validation cost first, and the best one.
 
-    Each row: changed params, the sequence model's validation cost with its interval, its
+    Each row: changed params, its candidate's validation cost with its interval, its
     paired differences (same vehicles) to the first experiment (the committed run) and to the
-    best ("not cached" where either side's predictions are not in the local DVC cache), every
+    best ("not cached" where either side's predictions are not in the local DVC cache, "other
+    windows" where the two were selected on different windows), every
     candidate's validation cost as the gate ranked them and the one it ships, and test cost,
     which is reported, never used.
     """
     ranked = sorted(experiments, key=validation_rank)
     best, head = ranked[0], experiments[0]
-    lines = [f"| experiment | changed params | validation cost (95% CI) | − {head.name}, paired "
+    lines = [f"| experiment | candidate | changed params | validation cost (95% CI) | − "
+             f"{head.name}, paired "
              "(95% CI) | − best, paired (95% CI) | candidates, validation cost (gate) | test "
-             "cost (reported only) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "cost (reported only) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def against(other: Experiment, experiment: Experiment) -> str:
         if experiment is other or not paired:
             return "—"
+        if experiment.report.get("selection") != other.report.get("selection"):
+            return "other windows"  # e.g. cross-validated against validation: no pairs
         try:
             d = paired_against(other, experiment, "validation", cost_matrix, n_boot, seed)
         except NotCachedError:
@@ -142,7 +161,8 @@ def comparison_table(experiments: list[Experiment], cost_matrix: np.ndarray, n_b
             f" → ships {gate['ship']}"
         changed = ", ".join(f"{k}={v}" for k, v in changed_params(experiment.params,
                                                                  head.params).items()) or "—"
-        lines.append(f"| {experiment.name} | {changed} | {validation['cost_total']:,.0f} "
+        lines.append(f"| {experiment.name} | {experiment.candidate} | {changed} | "
+                     f"{validation['cost_total']:,.0f} "
                      f"({low:,.0f}–{high:,.0f}) | {against(head, experiment)} | "
                      f"{against(best, experiment)} | {candidates} | "
                      f"{experiment.report['test']['cost_total']:,.0f} |")

@@ -24,6 +24,7 @@ GRID_POOLINGS = ("last", "mean")
 BIDIRECTIONAL = (False, True)
 SMALL_DATA = 2000  # training windows; below, the swept models are half the default width
 SMALL_WIDTH = 32  # hidden_size, head_hidden and conv_channels on small data
+CANDIDATE = "sequence"  # the candidate the sweep varies, and compares experiments by
 TRAIN_WINDOWS = Path("data/windows/train_windows.parquet")
 
 
@@ -101,8 +102,8 @@ def apply(name: str, cwd: Path | None = None) -> None:
 
 
 def pick(experiments: Sequence[Experiment], names: Sequence[str]) -> Experiment:
-    """The swept experiment with the lowest validation cost; ties go to the lower validation
-    log loss, then to the earlier (simpler) candidate."""
+    """The swept experiment whose sequence model has the lowest validation cost; ties go to
+    the lower validation log loss, then to the earlier (simpler) grid point."""
     from componentx.experiments.compare import validation_rank
 
     swept = [e for name in names for e in experiments if e.name == name]

@@ -88,32 +88,40 @@ def trajectories_figure(path: Path, fleet: Fleet, risks: dict[str, np.ndarray],
     plt.close(figure)
 
 
-def attributions_figure(path: Path, attributions: np.ndarray, lengths: np.ndarray,
-                        table: pd.DataFrame, names: list[str], vehicles: np.ndarray,
-                        predicted: np.ndarray, risk: np.ndarray, risk_title: str) -> None:
-    """One heatmap per vehicle: the attributions (vehicles, window, inputs) of its top
-    features (``table``, from :func:`componentx.sequence.explain.top_features`) over its real
-    readouts, titled with its decision and its risk."""
+def attributions_figure(path: Path, table: pd.DataFrame, vehicles: np.ndarray,
+                        predicted: np.ndarray, risk: np.ndarray, risk_title: str,
+                        model_title: str) -> None:
+    """One bar chart per vehicle: the attributions of its top inputs (``table``, from
+    :func:`componentx.candidates.explain.top_features`), titled with its decision and risk."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    window = attributions.shape[1]
-    figure, axes = plt.subplots(len(vehicles), 1, figsize=(10, 2.6 * len(vehicles)),
+    figure, axes = plt.subplots(len(vehicles), 1, figsize=(9, 2.2 * len(vehicles)),
                                 squeeze=False)
     for i, axis in enumerate(axes[:, 0]):
-        top = table[table["vehicle_id"] == vehicles[i]]["feature"].tolist()
-        columns = [names.index(f) for f in top]
-        heat = attributions[i][window - int(lengths[i]):][:, columns].T
-        limit = np.abs(heat).max() or 1.0
-        image = axis.imshow(heat, aspect="auto", cmap="coolwarm", vmin=-limit, vmax=limit)
-        axis.set_yticks(range(len(top)), top, fontsize=7)
-        axis.set_xlabel("readout (oldest → newest)", fontsize=8)
-        axis.set_title(f"vehicle {vehicles[i]}: predicted class {predicted[i]}, "
+        top = table[table["vehicle_id"] == vehicles[i]].iloc[::-1]
+        values = top["attribution"].to_numpy()
+        axis.barh(top["feature"], values, color=np.where(values > 0, "#c0392b", "#2e86c1"))
+        axis.axvline(0.0, color="grey", linewidth=0.8)
+        axis.tick_params(labelsize=7)
+        axis.set_title(f"{model_title}, vehicle {vehicles[i]}: predicted class {predicted[i]}, "
                        f"{risk_title} = {risk[i]:.2f}", fontsize=9)
-        figure.colorbar(image, ax=axis, fraction=0.02)
     figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def message_figure(path: Path, message: str) -> None:
+    """A figure that only says ``message`` (where a plot has nothing to show)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure(figsize=(7, 1.2))
+    figure.text(0.5, 0.5, message, ha="center", va="center", fontsize=10)
     figure.savefig(path, dpi=90)
     plt.close(figure)
 

@@ -13,28 +13,29 @@ def _cost(report: dict, split: str) -> str:
             f"{r['cost_always_0']:,.0f})")
 
 
+ARCHITECTURES = {"lstm": "An LSTM", "cnn_lstm": "A CNN-LSTM",
+                 "attention_lstm": "An attention-LSTM", "transformer": "A transformer",
+                 "fcn": "A fully convolutional"}
+
+
+def architecture(arch: str) -> str:
+    """A sequence model's architecture in words (``model.arch``)."""
+    return ARCHITECTURES[arch]
+
+
 def model_card(meta: dict) -> str:
-    """A short model card: what the model is, what it saw, how it scored, what it is for."""
+    """A short model card: what the model is (its candidate's own description), what it saw,
+    how it scored, what it is for."""
     metrics, provenance = meta["metrics"], meta["provenance"]
     gate = metrics.get("gate", {})
-    names = {"lstm": "An LSTM", "cnn_lstm": "A CNN-LSTM", "attention_lstm": "An attention-LSTM",
-             "transformer": "A transformer", "fcn": "A fully convolutional"}
-    what = {
-        "sequence": lambda: f"{names[meta['model_config']['arch']]} sequence classifier over "
-                            f"the last {meta['window_size']} readouts of a vehicle",
-        "baseline": lambda: f"Gradient-boosted trees ({meta['library']}, {meta['iterations']} "
-                            "iterations) on summary features of a vehicle's history",
-        "rocket": lambda: "MiniRocket kernel features of the last "
-                          f"{meta['window_size']} readouts of a vehicle with a multinomial "
-                          "logistic regression",
-    }[meta["kind"]]()
+    what = meta["description"]
     cross_validated = metrics.get("selection", {}).get("mode") == "cross_validation"
     fitted = ("Cross-validated on train and validation (calibrated on out-of-fold "
               "predictions), then refitted on both; never on test." if cross_validated else
               "Trained on train, early-stopped and calibrated on validation, never on test.")
     vehicles = ", ".join(f"{n:,} {split}" for split, n in provenance["data"]["vehicles"].items())
     lines = [
-        f"# Model card: componentx {meta['kind']} model", "",
+        f"# Model card: componentx {meta['title']} ({meta['kind']})", "",
         f"**What it is.** {what}, predicting the class of time to failure of SCANIA "
         f"Component X-style components ({meta['num_classes']} classes; class windows "
         f"{meta['class_windows']} time units, class 0 beyond). Probabilities are calibrated "

@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from componentx.decisions.candidates import CANDIDATES, Candidate
-from componentx.decisions.evaluation import Evaluation, log_summary
+from componentx.decisions.evaluation import Evaluation
 from componentx.decisions.metrics import curves_on_grid
-from componentx.runtime import atomic_dir, atomic_write_json
 
 
 def reliability_table(y: np.ndarray, probs: np.ndarray, bins: int = 15) -> pd.DataFrame:
@@ -47,11 +45,11 @@ def write_plot_tables(plots_dir: Path, split: str, y: np.ndarray, raw_probs: np.
     }).to_csv(plots_dir / "cost" / f"{split}.csv", index=False)
 
 
-def candidates_markdown(verdict: dict, reports: dict[str, dict]) -> str:
+def candidates_markdown(verdict: dict, reports: dict[str, dict], titles: dict[str, str]
+                        ) -> str:
     """Markdown tables of the gate's candidates side by side (``reports``: their metrics
-    files, the shape of metrics/evaluate.json) in the gate's order, and each one's paired
+    files, ``titles``: their names for people) in the gate's order, and each one's paired
     difference to the chosen candidate on the selection windows."""
-    titles = {c.name: c.title for c in CANDIDATES}
     selection = verdict["selection"]
     folds = f", {selection['folds']} folds" if selection["folds"] else ""
     lines = [f"Selection: {selection['mode'].replace('_', ' ')} ({selection['windows']} "
@@ -107,16 +105,3 @@ def write_predictions(folder: Path, evaluation: Evaluation) -> dict[str, pd.Data
     for split, frame in frames.items():
         frame.to_parquet(Path(folder) / f"{split}.parquet", index=False)
     return frames
-
-
-def write_candidate(candidate: Candidate, fitted, evaluation: Evaluation) -> None:
-    """A candidate stage's outputs, each written atomically: its predictions
-    (:func:`write_predictions`), its fitted model (``fitted.save(folder)``) and its metrics;
-    then the summary of each split in the log."""
-    with atomic_dir(candidate.predictions) as tmp:
-        write_predictions(tmp, evaluation)
-    with atomic_dir(candidate.model) as tmp:
-        fitted.save(tmp)
-    atomic_write_json(candidate.metrics, evaluation.report)
-    for split in evaluation.scored:
-        log_summary(candidate.name, split, evaluation.report[split])

@@ -1,32 +1,21 @@
-"""The kernel-transform candidate: MiniRocket features of the very windows the sequence model
-reads (its model inputs, the age channel included), the specifications one-hot, standardised,
-and a multinomial logistic regression with the class weights, whose logits go through the
-calibration, decisions and metrics every model shares. Saved as arrays (``rocket.npz``,
-loaded without pickle) and ``rocket.json``.
-"""
+"""MiniRocket features of the very windows the sequence model reads (its model inputs, the
+age channel included), the specifications one-hot, standardised, and a multinomial logistic
+regression with the class weights."""
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from componentx.data.layout import DatasetSummary
-from componentx.data.specs import cardinalities, train_vocabularies
-from componentx.data.window_set import WindowSet, load_window_set
-from componentx.decisions.evaluation import Evaluation, evaluate_logits
-from componentx.decisions.metrics import check_cost_matrix
+from componentx.data.window_set import WindowSet
 from componentx.decisions.priors import class_weights, training_priors
-from componentx.decisions.selection import plan_selection
-from componentx.errors import BundleError, UserError
-from componentx.rocket.kernels import CHUNK, Kernels, fit_kernels, transform
+from componentx.errors import UserError
+from componentx.rocket.kernels import Kernels, fit_kernels, transform
 
 log = logging.getLogger(__name__)
-ARRAYS, META = "rocket.npz", "rocket.json"
 ABSENT_CLASS_LOGIT = -30.0  # a class no training window has
 
 
@@ -56,27 +45,17 @@ class FittedRocket:
         return self.features(x, lengths, specs).astype(np.float64) @ self.coef.T + \
             self.intercept
 
-    def save(self, folder: Path) -> None:
-        """Arrays in ``rocket.npz``, sizes in ``rocket.json``: data, no pickle."""
-        folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / ARRAYS, mean=self.mean, scale=self.scale, coef=self.coef,
-                 intercept=self.intercept, **self.kernels.to_arrays())
-        (folder / META).write_text(json.dumps(
-            {"features": self.kernels.n_features, "classes": len(self.intercept),
-             "spec_cardinalities": self.spec_cardinalities}) + "\n")
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Every array of the model, by name (``np.savez`` them; :meth:`from_arrays` reads
+        them back)."""
+        return {"mean": self.mean, "scale": self.scale, "coef": self.coef,
+                "intercept": self.intercept, **self.kernels.to_arrays()}
 
     @classmethod
-    def load(cls, folder: Path) -> FittedRocket:
-        """Read ``rocket.npz`` as plain arrays (``allow_pickle=False``): a file that holds
-        anything else is refused (:class:`BundleError`)."""
-        try:
-            meta = json.loads((Path(folder) / META).read_text())
-            with np.load(Path(folder) / ARRAYS, allow_pickle=False) as arrays:
-                data = {name: arrays[name] for name in arrays.files}
-            return cls(Kernels.from_arrays(data), meta["spec_cardinalities"], data["mean"],
-                       data["scale"], data["coef"], data["intercept"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise BundleError(f"{folder}: the kernel model cannot be read ({error})") from None
+    def from_arrays(cls, arrays: dict[str, np.ndarray], spec_cardinalities: list[int]
+                    ) -> FittedRocket:
+        return cls(Kernels.from_arrays(arrays), spec_cardinalities, arrays["mean"],
+                   arrays["scale"], arrays["coef"], arrays["intercept"])
 
 
 def one_hot(specs: np.ndarray, cards: list[int]) -> np.ndarray:
@@ -86,14 +65,6 @@ def one_hot(specs: np.ndarray, cards: list[int]) -> np.ndarray:
     for j, offset in enumerate(offsets):
         out[np.arange(len(specs)), offset + np.clip(specs[:, j], 0, cards[j] - 1)] = 1.0
     return out
-
-
-def window_logits(model: FittedRocket, windows: WindowSet) -> np.ndarray:
-    """Logits (windows, classes) of a window set, :data:`CHUNK` windows at a time."""
-    parts = [model.logits(windows.arrays(index), windows.length[index], windows.specs[index])
-             for index in np.array_split(np.arange(len(windows)),
-                                         max(1, -(-len(windows) // CHUNK)))]
-    return np.concatenate(parts) if parts else np.zeros((0, len(model.intercept)))
 
 
 def fit_rocket(windows: WindowSet, num_classes: int, cards: list[int], settings: dict
@@ -147,41 +118,3 @@ def fit_head(features: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray
     else:
         coef[present], intercept[present] = model.coef_, model.intercept_
     return coef, intercept
-
-
-def fit_and_evaluate(ingested: Path, windows: Path, inputs: Path, size: int, settings: dict,
-                     evaluate: dict, selection_settings: dict
-                     ) -> tuple[FittedRocket, Evaluation]:
-    """Fit the candidate and evaluate it like every model (``settings`` is ``params.rocket``,
-    ``evaluate`` ``params.evaluate``, ``selection_settings`` ``params.selection``): on
-    validation, fitted on train; or, cross-validated (small data), fitted fold by fold for
-    out-of-fold logits, then refitted on train and validation for the test split."""
-    summary = DatasetSummary.load(ingested / "schema.json")
-    num_classes, specs = summary.num_classes, summary.spec_columns
-    cost_matrix = check_cost_matrix(evaluate["cost_matrix"], num_classes)
-    cards = cardinalities(train_vocabularies(ingested, specs))
-    selection = plan_selection(windows, selection_settings)
-    fit_set = load_window_set(windows, inputs, ingested, ("train", "validation")
-                              if selection.cross_validated else "train", specs, size)
-    test = load_window_set(windows, inputs, ingested, "test", specs, size)
-    if selection.cross_validated:
-        selection_logits = np.zeros((len(fit_set), num_classes))
-        for number, fitted_on, held in selection.split_folds():
-            fold_model, _ = fit_rocket(fit_set.subset(fitted_on), num_classes, cards, settings)
-            selection_logits[held] = window_logits(fold_model, fit_set.subset(held))
-            log.info("rocket fold %d/%d: fitted on %d windows, predicted %d", number + 1,
-                     selection.folds, len(fitted_on), len(held))
-        model, priors = fit_rocket(fit_set, num_classes, cards, settings)
-    else:
-        model, priors = fit_rocket(fit_set, num_classes, cards, settings)
-        selection_logits = window_logits(model, load_window_set(
-            windows, inputs, ingested, "validation", specs, size))
-    log.info("rocket: %d kernel features, %d windows fitted on (%s)", model.kernels.n_features,
-             len(fit_set), selection.mode)
-    evaluation = evaluate_logits(
-        {"validation": selection_logits, "test": window_logits(model, test)},
-        {"validation": selection.labels, "test": test.labels},
-        {"validation": selection.vehicles, "test": test.windows["vehicle_id"].to_numpy()},
-        priors, cost_matrix, evaluate, deployment_labels=selection.deployment_labels)
-    evaluation.report["selection"] = selection.to_dict()
-    return model, evaluation

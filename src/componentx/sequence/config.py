@@ -14,14 +14,14 @@ PATIENCE_SHARE = 0.2  # patience is at least this share of the epochs
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """``params.train``, key for key (``params.yaml`` holds the defaults and their meaning)."""
+    """``params.train``, key for key (``params.yaml`` holds the defaults and their meaning),
+    and the device (``compute.device``)."""
 
     lr: float
     epochs: int
     batch_size: int
     eval_batch_size: int
     seed: int
-    device: str
     num_threads: int
     weight_decay: float
     class_weights: str | list[float]
@@ -44,6 +44,7 @@ class TrainConfig:
     init: str
     freeze_epochs: int
     augment: list[str]
+    device: str = "auto"
 
 
 def fit_budget(config: TrainConfig, n_train: int, n_validation: int) -> TrainConfig:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from componentx.data.layout import DatasetSummary
+from componentx.data.specs import cardinalities, train_vocabularies
 from componentx.data.window_set import WindowSet, load_window_set
 from componentx.sequence.dataset import batch_of
 from componentx.sequence.inference import choose_device
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """``params.pretrain``, key for key."""
+    """``params.pretrain``, key for key, and the device (``compute.device``)."""
 
     epochs: int
     lr: float
@@ -127,7 +128,7 @@ def pretrain_stage(params: dict, ingested: Path, windows: Path, inputs: Path) ->
     """The pretrain stage's checkpoint: the encoder pre-trained on the train windows with
     ``params.pretrain`` and ``params.model``, or, with ``pretrain.epochs`` 0, a record that
     there is none (``train.init: pretrained`` then refuses to start)."""
-    config = PretrainConfig(**params["pretrain"])
+    config = PretrainConfig(**params["pretrain"], device=params["compute"]["device"])
     if config.epochs == 0:
         log.info("pretrain.epochs is 0: no pre-training")
         return {"config": None, "encoder": None, "history": []}
@@ -136,6 +137,8 @@ def pretrain_stage(params: dict, ingested: Path, windows: Path, inputs: Path) ->
                                     params["window"]["size"])
     model_config = ModelConfig(**params["model"], n_features=train_windows.n_inputs,
                                window=params["window"]["size"],
-                               num_classes=summary.num_classes)
+                               num_classes=summary.num_classes,
+                               spec_cardinalities=cardinalities(train_vocabularies(
+                                   ingested, summary.spec_columns)))
     encoder, history = pretrain(model_config, config, train_windows)
     return {"config": model_config.to_dict(), "encoder": encoder, "history": history}

@@ -1,41 +1,42 @@
 """A shipped model: one folder holding data only, with everything needed to score new
 readouts.
 
-``bundle.json`` says what the model is and holds the feature list and transform statistics,
-the specification vocabularies, the window size, the class windows and ``risk_class``, the
-fitted calibration, the cost matrix and decision rule, and provenance (params, data and code
-versions, the metrics it was evaluated with). Beside it: the model (``model.pt``, plain
-weights, and ``model.onnx`` for a sequence model; ``model.txt`` or ``model.skops`` for the
-GBDT baseline; ``rocket.npz`` arrays for the kernel candidate) and ``model_card.md``.
-Nothing in a bundle runs code when it is loaded: weights are read with ``torch.load(...,
-weights_only=True)``, scikit-learn models with skops and a fixed list of trusted types,
-arrays with ``np.load(..., allow_pickle=False)``, and a bundle that needs more is refused.
+``bundle.json`` says which candidate it is (``kind``, a registered candidate's name) and
+holds the feature and specification columns, the specification vocabularies, the window
+size, the class windows and ``risk_class``, the fitted calibration, the cost matrix and
+decision rule, provenance (params, data and code versions, the metrics it was evaluated
+with) and what the candidate's fit chose. Beside it: the files the candidate saved (its
+:meth:`~componentx.candidates.interface.Candidate.save`, e.g. ``model.onnx`` and
+``model.pt``, ``model.txt``, ``rocket.npz``) and ``model_card.md``. Nothing in a bundle runs
+code when it is loaded: every candidate reads its files as data (``torch.load(...,
+weights_only=True)``, skops with a fixed list of trusted types, ``np.load(...,
+allow_pickle=False)``), and a bundle that needs more is refused.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from componentx.candidates.interface import Candidate, Windows
+from componentx.candidates.registry import candidate_class, registered
+from componentx.decisions.calibration import Calibrator
+from componentx.decisions.rules import failure_risk
 from componentx.errors import BundleError
 from componentx.reports.model_card import model_card
 
-BUNDLE_FORMAT = 3  # 2: data only (no pickle), risk_class from params; 3: patches, MiniRocket
-KINDS = ("sequence", "baseline", "rocket")
+BUNDLE_FORMAT = 4  # 3: three fixed kinds; 4: any registered candidate, its own files
 CODE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".dill", ".py")
-
-
 REEXPORT = "export the bundle again (dvc repro export)"
 
 
 def read_meta(folder: Path) -> dict:
-    """``bundle.json`` of a bundle folder, checked: the format this code reads, every file it
-    lists present, and nothing that would run code when loaded."""
+    """``bundle.json`` of a bundle folder, checked: the format this code reads, a registered
+    candidate, every file it lists present, and nothing that would run code when loaded."""
     path = Path(folder) / "bundle.json"
     if not path.is_file():
         raise BundleError(f"{folder} is not a model bundle (no bundle.json); `dvc repro` "
@@ -44,10 +45,13 @@ def read_meta(folder: Path) -> dict:
         meta = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BundleError(f"{path} is not readable JSON ({error}); {REEXPORT}") from None
-    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT or meta.get(
-            "kind") not in KINDS:
+    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{path}: not a bundle of format {BUNDLE_FORMAT} that this "
                           f"componentx reads; {REEXPORT} with this version")
+    if meta.get("kind") not in registered():
+        raise BundleError(f"{path}: its candidate {meta.get('kind')!r} is not registered here "
+                          f"(known: {', '.join(sorted(registered()))}); a candidate of your "
+                          "own is registered by a module named in COMPONENTX_CANDIDATES")
     code = sorted(p.name for p in Path(folder).iterdir() if p.suffix in CODE_SUFFIXES)
     if code:
         raise BundleError(f"{folder} holds {code}: refused, a bundle holds data only and "
@@ -58,63 +62,45 @@ def read_meta(folder: Path) -> dict:
     return meta
 
 
-def load_sequence_model(folder: Path) -> Any:
-    """The sequence model of a bundle (eval mode), from ``model.pt`` read as data only."""
-    from componentx.errors import CheckpointError
-    from componentx.sequence.checkpoints import load_model
+@dataclass
+class Bundle:
+    """A loaded bundle: its ``meta`` (``bundle.json``), its candidate's model and the fitted
+    calibration."""
 
-    try:
-        return load_model(Path(folder) / "model.pt", advice=REEXPORT)[0]
-    except CheckpointError as error:
-        raise BundleError(f"refused: {error}") from None
+    folder: Path
+    meta: dict
+    model: Candidate
+    calibrator: Calibrator
 
+    @classmethod
+    def load(cls, folder: Path, engine: str = "auto") -> Bundle:
+        """Read a bundle as data (:func:`read_meta`, then its candidate's own loader)."""
+        meta = read_meta(folder)
+        model = candidate_class(meta["kind"]).load(Path(folder), engine)
+        return cls(Path(folder), meta, model, Calibrator.from_dict(meta["calibration"]))
 
-def export_onnx(model: Any, config: dict, folder: Path, window: int) -> Path:
-    """``model.onnx``: the whole network (encoder, pooling, specification embeddings, head)
-    with a dynamic batch dimension; inputs ``x``, ``lengths``, ``specs``, output ``logits``."""
-    import torch
+    @property
+    def cost_matrix(self) -> np.ndarray:
+        return np.asarray(self.meta["cost_matrix"], dtype=float)
 
-    n_specs = len(config["spec_cardinalities"])
-    example = (torch.zeros((2, window, config["n_features"])), torch.tensor([window, 1]),
-               torch.zeros((2, n_specs), dtype=torch.long))
-    path = folder / "model.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-        torch.onnx.export(model, example, str(path), input_names=["x", "lengths", "specs"],
-                          output_names=["logits"], opset_version=17, dynamo=False,
-                          dynamic_axes={name: {0: "batch"} for name in
-                                        ("x", "lengths", "specs", "logits")})
-    return path
+    def probabilities(self, windows: Windows, device: str = "cpu") -> np.ndarray:
+        """Calibrated probabilities (windows, classes) of one bucket's windows."""
+        return self.calibrator.probabilities(self.model.logits(windows, device))
 
-
-def write_sequence_bundle(folder: Path, checkpoint: Path, meta: dict) -> None:
-    """The sequence model of a checkpoint file: its config and weights (``model.pt``), the
-    ONNX export, and ``meta``."""
-    import torch
-
-    from componentx.sequence.checkpoints import load_model
-
-    folder.mkdir(parents=True, exist_ok=True)
-    model, saved = load_model(checkpoint)
-    torch.save({"config": saved["config"], "model": model.state_dict()}, folder / "model.pt")
-    export_onnx(model, saved["config"], folder, meta["window_size"])
-    write_meta(folder, {**meta, "kind": "sequence", "model_config": saved["config"],
-                        "files": ["model.pt", "model.onnx"]})
+    def risk(self, probs: np.ndarray) -> np.ndarray:
+        """:func:`~componentx.decisions.rules.failure_risk` at the bundle's ``risk_class``."""
+        return failure_risk(probs, self.meta["risk_class"])
 
 
-def write_fitted_bundle(folder: Path, kind: str, fitted_dir: Path, meta: dict) -> None:
-    """A candidate saved as files of data (the GBDT's ``models/baseline``, the kernel
-    candidate's ``models/rocket``): those files and ``meta``."""
+def write_bundle(folder: Path, fitted: Path, meta: dict) -> None:
+    """A candidate's fitted folder (``fitted``: what it saved and ``fit.json``) as a bundle:
+    its files, ``bundle.json`` (``meta``) and the model card."""
     folder.mkdir(parents=True, exist_ok=True)
     files = []
-    for path in sorted(Path(fitted_dir).iterdir()):
+    for path in sorted(Path(fitted).iterdir()):
         shutil.copy2(path, folder / path.name)
         files.append(path.name)
-    write_meta(folder, {**meta, "kind": kind, "files": files})
-
-
-def write_meta(folder: Path, meta: dict) -> None:
-    meta = {"format": BUNDLE_FORMAT, **meta}
+    meta = {"format": BUNDLE_FORMAT, **meta, "files": files}
     (folder / "bundle.json").write_text(json.dumps(meta, indent=1, default=_plain) + "\n")
     (folder / "model_card.md").write_text(model_card(meta))
 

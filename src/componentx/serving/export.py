@@ -10,11 +10,12 @@ from pathlib import Path
 import yaml
 
 from componentx import __version__
+from componentx.candidates.folders import CandidateFolders
+from componentx.candidates.registry import chosen
 from componentx.data.layout import DatasetSummary
 from componentx.data.specs import train_vocabularies
-from componentx.decisions.candidates import CANDIDATES, Candidate
 from componentx.decisions.metrics import check_cost_matrix
-from componentx.serving.bundle import write_fitted_bundle, write_sequence_bundle
+from componentx.serving.bundle import write_bundle
 
 BUNDLE_METRICS = ("cost_total", "cost_total_ci", "cost_always_0", "accuracy", "macro_f1",
                   "brier", "ece", "pr_auc")
@@ -59,29 +60,21 @@ def common_meta(params: dict, ingested: Path) -> dict:
     }
 
 
-def write_bundles(out: Path, params: dict, ingested: Path, stats: Path, gate: dict,
-                  candidates: tuple[Candidate, ...] = CANDIDATES) -> None:
-    """``out/{name}`` for every candidate (``sequence``, ``baseline``, ``rocket``): its
-    fitted model (``candidate.model``), calibration and metrics (``candidate.metrics``), the
-    gate's verdict, and everything scoring needs; ``risk_class`` is ``fleet.risk_class``."""
+def write_bundles(out: Path, params: dict, ingested: Path, gate: dict,
+                  folders: CandidateFolders) -> None:
+    """``out/{name}`` for every candidate of ``gate.candidates``: its fitted model
+    (``folders.models/{name}``), calibration and metrics (``folders.metrics/{name}.json``),
+    the gate's verdict, what its fit chose, and everything scoring needs."""
     common = common_meta(params, ingested)
-    features = json.loads(stats.read_text())
-    for candidate in candidates:
-        report = json.loads(candidate.metrics.read_text())
-        meta = {**common, "calibration": report["calibration"],
-                "shipped": gate["ship"] == candidate.name,
-                "metrics": bundle_metrics(report, gate)}
-        folder = out / candidate.name
-        if candidate.name == "sequence":
-            write_sequence_bundle(folder, candidate.model, {**meta, "features": features})
-        elif candidate.name == "rocket":
-            write_fitted_bundle(folder, "rocket", candidate.model,
-                                {**meta, "features": features})
-        else:
-            fitted = json.loads((candidate.model / "baseline.json").read_text())
-            write_fitted_bundle(folder, "baseline", candidate.model, {
-                **meta, "k": params["baseline"]["k"], "library": fitted["library"],
-                "iterations": fitted["iterations"], "window_stats": fitted["window_stats"]})
+    for candidate in chosen(params):
+        name = candidate.name
+        report = json.loads((folders.metrics / f"{name}.json").read_text())
+        fit = folders.fit_report(name)
+        write_bundle(out / name, folders.models / name, {
+            **common, "kind": name, "title": candidate.title,
+            "description": fit["description"], "fit": fit["report"],
+            "calibration": report["calibration"], "shipped": gate["ship"] == name,
+            "metrics": bundle_metrics(report, gate)})
 
 
 def shipped_bundle(gate: dict, bundles: Path) -> Path:

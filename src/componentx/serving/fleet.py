@@ -9,16 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from componentx.data.layout import DatasetSummary
-from componentx.data.specs import vehicle_codes
-from componentx.data.windowing import buckets_of, read_window_index, readout_arrays
+from componentx.candidates.interface import PipelineData
 from componentx.decisions.alarms import Fleet, fleet_report
-from componentx.decisions.candidates import CANDIDATES
 from componentx.decisions.rules import risk_window
-from componentx.serving.bundle import read_meta
-from componentx.serving.scoring import Scorer
-
-MODELS = tuple(candidate.name for candidate in CANDIDATES)
+from componentx.devices import resolve_device
+from componentx.serving.bundle import Bundle
 
 
 @dataclass
@@ -35,46 +30,35 @@ class FleetView:
     lead_times: dict[str, np.ndarray]
 
 
-def holdout_risks(bundles: Path, ingested: Path, windows: Path, index: pd.DataFrame
-                  ) -> dict[str, np.ndarray]:
-    """Each bundle's risk (at its ``risk_class``) at the holdout's windows ``index``, scored
-    bucket by bucket as ``componentx predict`` scores: the same engine, features and
-    calibration."""
-    summary = DatasetSummary.load(ingested / "schema.json")
-    codes = vehicle_codes(ingested, "train", summary.spec_columns, index["vehicle_id"].to_numpy())
-    scorers = {name: Scorer(bundles / name, read_meta(bundles / name)) for name in MODELS}
-    risks = {name: np.zeros(len(index)) for name in MODELS}
-    for bucket in range(buckets_of(windows)):
-        mine = np.flatnonzero(index["bucket"].to_numpy() == bucket)
-        if not len(mine):
-            continue
-        arrays = readout_arrays(windows, "fleet", bucket)
-        part = index.iloc[mine]
-        for name, scorer in scorers.items():
-            logits = scorer.logits(*arrays, part["end_row"].to_numpy(),
-                                   part["length"].to_numpy(), part["ref_time"].to_numpy(),
-                                   codes[mine])
-            risks[name][mine] = scorer.risk(scorer.probabilities(logits))
-    return risks
+def holdout_risks(bundles: dict[str, Bundle], data: PipelineData, device: str
+                  ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """The holdout's windows (one per readout) and each bundle's risk (at its
+    ``risk_class``) at them, scored bucket by bucket as ``componentx predict`` scores: the
+    same candidate, features and calibration."""
+    holdout = data.labelled("fleet")
+    risks = {name: holdout.gather(lambda windows, bundle=bundle: bundle.risk(
+        bundle.probabilities(windows, device)), description=f"fleet, {name}")
+        for name, bundle in bundles.items()}
+    return holdout.index, risks
 
 
-def fleet_view(bundles: Path, ingested: Path, windows: Path, labels: Path, settings: dict
-               ) -> FleetView | None:
-    """The fleet view of the holdout (None when there is none); ``settings`` is
-    ``params.fleet``, whose ``horizon: auto`` is the window of the bundles' risk
-    (:func:`~componentx.decisions.rules.risk_window`)."""
-    index = read_window_index(windows, "fleet")
-    if index.empty:
+def fleet_view(bundles: Path, names: list[str], data: PipelineData, labels: Path,
+               settings: dict, device: str = "auto") -> FleetView | None:
+    """The fleet view of the holdout (None when there is none) by the bundles of ``names``
+    (``bundles/{name}``); ``settings`` is ``params.fleet``, whose ``horizon: auto`` is the
+    window of the bundles' risk (:func:`~componentx.decisions.rules.risk_window`)."""
+    if data.labelled("fleet").index.empty:
         return None
+    loaded = {name: Bundle.load(bundles / name) for name in names}
+    index, risks = holdout_risks(loaded, data, resolve_device(device))
     references = pd.concat([pd.read_parquet(path)
                             for path in sorted((labels / "fleet").glob("*.parquet"))])
     per_vehicle = references.groupby("vehicle_id", sort=True)[["repaired", "end"]].first()
     fleet = Fleet(index["vehicle_id"].to_numpy(), index["ref_time"].to_numpy(),
                   per_vehicle["repaired"].to_numpy(bool), per_vehicle["end"].to_numpy(float))
-    meta = read_meta(bundles / MODELS[0])
+    meta = next(iter(loaded.values())).meta
     horizon = (risk_window(meta["class_windows"], meta["risk_class"])
                if settings["horizon"] == "auto" else float(settings["horizon"]))
-    risks = holdout_risks(bundles, ingested, windows, index)
     report = {"available": True, "vehicles": len(per_vehicle),
               "repairs": int(per_vehicle["repaired"].sum()), "readouts": len(index),
               "horizon": horizon, "observed_time": float(fleet.duration.sum())}

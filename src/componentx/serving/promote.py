@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-from componentx.decisions.candidates import BY_NAME
 from componentx.errors import UserError
 from componentx.runtime import atomic_dir
 
@@ -21,10 +20,11 @@ this folder.
 """
 
 
-def promote(bundle: Path, gate: Path, target: Path, force: bool = False) -> str:
-    """Copy the bundle the gate ships, with that model's predictions, to ``target``
-    (atomically); ``--force`` promotes the gate's chosen candidate even where a promoted
-    model stays. Returns the promoted model's kind."""
+def promote(bundle: Path, gate: Path, target: Path, force: bool = False,
+            predictions: Path = Path("data/predictions")) -> str:
+    """Copy the bundle the gate ships, with that model's predictions (``predictions/{name}``
+    for a candidate), to ``target`` (atomically); ``--force`` promotes the gate's chosen
+    candidate even where a promoted model stays. Returns the promoted model's kind."""
     bundle, gate, target = Path(bundle), Path(gate), Path(target)
     if not gate.is_file() or not (bundle / "bundle.json").is_file():
         raise UserError(f"no gate verdict ({gate}) or shipped bundle ({bundle}) yet: run the "
@@ -37,11 +37,11 @@ def promote(bundle: Path, gate: Path, target: Path, force: bool = False) -> str:
     if force:
         bundle = bundle.parent / "bundles" / verdict["chosen"]
     kind = json.loads((bundle / "bundle.json").read_text())["kind"]
-    predictions = (Path(verdict["reference"]["path"]) if kept
-                   else BY_NAME[verdict["chosen"]].predictions)
+    source = (Path(verdict["reference"]["path"]) if kept
+              else Path(predictions) / verdict["chosen"])
     with atomic_dir(target) as tmp:
         shutil.copytree(bundle, tmp, dirs_exist_ok=True)
-        shutil.copytree(predictions, tmp / "predictions", dirs_exist_ok=True)
+        shutil.copytree(source, tmp / "predictions", dirs_exist_ok=True)
         shutil.copy2(gate, tmp / "gate.json")
         (tmp / "README.md").write_text(README.format(target=target))
     return kind

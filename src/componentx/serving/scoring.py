@@ -5,8 +5,9 @@ columns and their order against the bundle's, numbers, inf, ids and times, dupli
 readouts), read in typed blocks. A file
 larger than ``memory_mb`` is first split by vehicle into temporary parquet buckets, each then
 scored on its own, so memory stays bounded. Each vehicle is scored with the window ending at
-its last readout, or at the times ``--at`` gives. The ``onnx`` engine imports numpy, pyarrow
-and onnxruntime only, never torch.
+its last readout, or at the times ``--at`` gives, by the bundle's candidate
+(:class:`~componentx.serving.bundle.Bundle`): a sequence model with ONNX Runtime unless
+``--engine torch``, never importing torch.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from componentx.candidates.interface import Readouts, Windows
 from componentx.compute import dask_client, map_tasks
-from componentx.data.features import FeatureStats, model_inputs, window_inputs
 from componentx.data.layout import ID, TIME
 from componentx.data.readouts import (
     bucket_parts,
@@ -38,13 +38,12 @@ from componentx.data.readouts import (
 )
 from componentx.data.specs import encode
 from componentx.data.windowing import window_index
-from componentx.decisions.calibration import Calibrator
-from componentx.decisions.rules import decide, failure_risk, risk_column
-from componentx.errors import BundleError, DatasetError, UserError
-from componentx.serving.bundle import REEXPORT, load_sequence_model, read_meta
+from componentx.decisions.rules import decide, risk_column
+from componentx.devices import resolve_device
+from componentx.errors import DatasetError, UserError
+from componentx.serving.bundle import Bundle
 
 log = logging.getLogger(__name__)
-ENGINES = ("auto", "onnx", "torch")
 SERVING = {"workers": 1, "memory_per_worker": "auto"}  # here, unless a cluster is named
 
 
@@ -128,121 +127,30 @@ def read_specifications(path: Path | None, meta: dict) -> Specifications | None:
     return Specifications(Path(path), ids[order], codes[order], unknown)
 
 
-class Scorer:
-    """Logits, calibrated probabilities and risk of a bundle's model from raw readout arrays,
-    with the chosen engine (``onnx`` needs neither torch nor scikit-learn; the kernel
-    candidate needs numpy and sktime's numba transform)."""
-
-    def __init__(self, folder: Path, meta: dict, engine: str = "auto") -> None:
-        if engine not in ENGINES:
-            raise UserError(f"--engine must be one of {ENGINES}, got {engine!r}")
-        self.meta, self.kind = meta, meta["kind"]
-        self.calibrator = Calibrator.from_dict(meta["calibration"])
-        self.model: Any
-        if self.kind == "baseline":
-            if engine not in ("auto", meta["library"]):
-                raise UserError(f"this bundle is the GBDT baseline ({meta['library']}); "
-                                "--engine applies to sequence bundles (use auto)")
-            from componentx.gbdt.model import FittedBaseline
-
-            self.model, self.engine = FittedBaseline.load(folder), meta["library"]
-        elif self.kind == "rocket":
-            if engine != "auto":
-                raise UserError("this bundle is the MiniRocket candidate (numpy and sktime); "
-                                "--engine applies to sequence bundles (use auto)")
-            from componentx.rocket.model import FittedRocket
-
-            self.model, self.engine = FittedRocket.load(folder), "rocket"
-        elif engine in ("auto", "onnx"):
-            import onnxruntime
-
-            options = onnxruntime.SessionOptions()
-            options.log_severity_level = 3
-            try:
-                self.model = onnxruntime.InferenceSession(str(folder / "model.onnx"), options,
-                                                          providers=["CPUExecutionProvider"])
-            except Exception as error:  # onnxruntime's own types for a damaged file
-                reason = (str(error).strip().splitlines() or [""])[0][:200]
-                raise BundleError(f"{folder / 'model.onnx'} cannot be loaded ({reason}); "
-                                  f"{REEXPORT}") from None
-            self.engine = "onnx"
-        else:
-            self.model, self.engine = load_sequence_model(folder), "torch"
-
-    def logits(self, values: np.ndarray, times: np.ndarray, ids: np.ndarray, end: np.ndarray,
-               length: np.ndarray, ref_time: np.ndarray, specs: np.ndarray,
-               batch_size: int = 1024) -> np.ndarray:
-        """Logits (windows, classes) of the windows ``end``/``length``/``ref_time`` over the
-        readouts ``values`` (rows, features), ``times`` and ``ids`` (sorted by vehicle and
-        time), with the windows' specification codes ``specs``."""
-        meta = self.meta
-        if self.kind == "baseline":
-            import pandas as pd
-
-            from componentx.gbdt.features import summary_features
-
-            features = summary_features(values, times, ids,
-                                        pd.DataFrame({"end_row": end, "length": length}),
-                                        meta["feature_columns"], meta["k"], specs,
-                                        meta["spec_columns"], meta["window_stats"])
-            return self.model.logits(features, meta["num_classes"])
-        inputs = model_inputs(values, times, ids, FeatureStats(**meta["features"]))
-        padded_times = np.r_[times, 0.0]
-        out = []
-        for start in range(0, len(end), batch_size):
-            part = slice(start, start + batch_size)
-            x = window_inputs(inputs, padded_times, end[part], length[part], ref_time[part],
-                              meta["window_size"])
-            out.append(self.model.logits(x, length[part], specs[part]) if self.kind == "rocket"
-                       else self._forward(x, length[part], specs[part]))
-        return np.concatenate(out).astype(np.float64) if out else np.zeros(
-            (0, meta["num_classes"]))
-
-    def _forward(self, x: np.ndarray, lengths: np.ndarray, specs: np.ndarray) -> np.ndarray:
-        if self.engine == "onnx":
-            return self.model.run(None, {"x": x, "lengths": lengths.astype(np.int64),
-                                         "specs": specs.astype(np.int64)})[0]
-        import torch
-
-        with torch.no_grad():
-            return self.model(torch.from_numpy(x), torch.from_numpy(lengths.astype(np.int64)),
-                              torch.from_numpy(specs.astype(np.int64))).numpy()
-
-    def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities, with the bundle's calibration."""
-        return self.calibrator.probabilities(logits)
-
-    def risk(self, probs: np.ndarray) -> np.ndarray:
-        """:func:`~componentx.decisions.rules.failure_risk` at the bundle's ``risk_class``."""
-        return failure_risk(probs, self.meta["risk_class"])
-
-
 def _buckets(path: Path, memory_mb: float) -> int:
     return max(1, math.ceil(path.stat().st_size / (memory_mb * 2**20)))
 
 
-def _scorer(bundle: Path, engine: str) -> Scorer:
-    """A process's scorer of a bundle, loaded once for all its buckets (and again when the
-    bundle is written anew)."""
-    return _cached_scorer(bundle, engine, (bundle / "bundle.json").stat().st_mtime_ns)
+def loaded_bundle(bundle: Path, engine: str) -> Bundle:
+    """A process's bundle, loaded once for all its buckets (and again when it is written
+    anew)."""
+    return _cached_bundle(bundle, engine, (bundle / "bundle.json").stat().st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_scorer(bundle: Path, engine: str, written: int) -> Scorer:
-    return Scorer(bundle, read_meta(bundle), engine)
+def _cached_bundle(bundle: Path, engine: str, written: int) -> Bundle:
+    return Bundle.load(bundle, engine)
 
 
-def score_bucket(bundle: Path, engine: str, readouts: Path, parts: list[Path],
+def score_bucket(bundle: Path, engine: str, device: str, readouts: Path, parts: list[Path],
                  specs: Specifications | None, at_column: str | None,
                  at_table: pa.Table | None) -> tuple[pa.Table, int, np.ndarray]:
     """The decisions of one vehicle bucket of a readouts file, from its parts (a task).
     Returns them, the bucket's readout count and its vehicles."""
-    scorer = _scorer(bundle, engine)
-    table = sorted_bucket(readouts, parts, scorer.meta["feature_columns"], at_column)
+    model = loaded_bundle(bundle, engine)
+    table = sorted_bucket(readouts, parts, model.meta["feature_columns"], at_column)
     ids = table.column(ID).to_numpy()
-    scored = _score_table(readouts, specs, table, scorer,
-                          np.asarray(scorer.meta["cost_matrix"], dtype=float), at_column,
-                          at_table)
+    scored = _score_table(readouts, specs, table, model, device, at_column, at_table)
     return scored, len(ids), np.unique(ids)
 
 
@@ -258,16 +166,17 @@ def _at(at: str | None, readouts: Path) -> tuple[str | None, pa.Table | None]:
 
 
 def predict(bundle: Path, readouts: Path, specifications: Path | None, out: Path,
-            engine: str = "auto", at: str | None = None, memory_mb: float = 1024
-            ) -> ScoringReport:
+            engine: str = "auto", at: str | None = None, memory_mb: float = 1024,
+            device: str = "auto") -> ScoringReport:
     """Score every vehicle of ``readouts`` and write ``out`` (CSV, atomically). A file larger
     than ``memory_mb`` is split into vehicle buckets (the pipeline's
     :func:`~componentx.compute.bucket_of`), scored bucket by bucket: on the Dask cluster of
-    ``DASK_SCHEDULER_ADDRESS`` when there is one, else here."""
+    ``DASK_SCHEDULER_ADDRESS`` when there is one, else here, on ``device``
+    (:func:`~componentx.devices.resolve_device`)."""
     bundle, readouts, out = Path(bundle), Path(readouts), Path(out)
     read_header(readouts)  # a missing or unreadable file is one clear line
-    meta = read_meta(bundle)
-    _scorer(bundle, engine)  # a bundle or engine that cannot score stops before any work
+    meta = loaded_bundle(bundle, engine).meta  # a bundle that cannot score stops here
+    device = resolve_device(device)
     at_column, at_table = _at(at, readouts)
     specs = read_specifications(Path(specifications) if specifications else None, meta)
     features = readout_features(readouts, meta["feature_columns"], "the model's", at_column)
@@ -277,8 +186,8 @@ def predict(bundle: Path, readouts: Path, specifications: Path | None, out: Path
             dask_client(SERVING, report.buckets) as client:
         split_into_buckets(client, readouts, features, report.buckets, Path(tmp), at_column)
         results = map_tasks(client, score_bucket, [
-            (bundle, engine, readouts, bucket_parts(Path(tmp), bucket), specs, at_column,
-             at_table) for bucket in range(report.buckets)], "scoring")
+            (bundle, engine, device, readouts, bucket_parts(Path(tmp), bucket), specs,
+             at_column, at_table) for bucket in range(report.buckets)], "scoring")
     parts, counts, seen = zip(*results, strict=True)
     report.readouts, report.vehicles = sum(counts), sum(len(v) for v in seen)
     result = pa.concat_tables(parts).sort_by([(ID, "ascending"), (TIME, "ascending")])
@@ -314,10 +223,10 @@ def _check_every_vehicle(readouts: Path, result: pa.Table, at: str | None,
 
 
 def _score_table(readouts: Path, specs: Specifications | None, table: pa.Table,
-                 scorer: Scorer, cost: np.ndarray, at_column: str | None,
-                 at_table: pa.Table | None) -> pa.Table:
+                 model: Bundle, device: str, at_column: str | None, at_table: pa.Table | None
+                 ) -> pa.Table:
     """The decisions of one vehicle bucket's (sorted) readouts."""
-    meta = scorer.meta
+    meta, cost = model.meta, model.cost_matrix
     ids, times = table.column(ID).to_numpy(), table.column(TIME).to_numpy()
     values = np.column_stack([table.column(c).to_numpy(zero_copy_only=False)
                               for c in meta["feature_columns"]])
@@ -341,12 +250,13 @@ def _score_table(readouts: Path, specs: Specifications | None, table: pa.Table,
         codes = specs.codes_for(ref_vehicles, readouts)
     else:
         codes = np.zeros((len(ref_vehicles), 0), dtype=np.int64)
-    probs = scorer.probabilities(scorer.logits(values, times, ids, end, length, ref_times, codes))
+    probs = model.probabilities(Windows(Readouts(values, times, ids), end, length, ref_times,
+                                        codes), device)
     expected = probs @ cost
     columns = {ID: ref_vehicles, TIME: ref_times,
                **{f"prob_{c}": probs[:, c] for c in range(probs.shape[1])},
                **{f"expected_cost_{c}": expected[:, c] for c in range(probs.shape[1])},
                "decision": decide(probs, meta["decision"], cost).astype(np.int64),
-               risk_column(meta["class_windows"], meta["risk_class"]): scorer.risk(probs)}
+               risk_column(meta["class_windows"], meta["risk_class"]): model.risk(probs)}
     return pa.table(columns)
 

@@ -1,4 +1,4 @@
-"""Summary features of windows for the GBDT baseline, against a direct computation."""
+"""The GBDT: summary features of windows against a direct computation, and the trees."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from componentx.data.features import signed_log1p
 from componentx.decisions.metrics import OFFICIAL_COST
 from componentx.errors import BundleError
-from componentx.gbdt import features as baseline_features
-from componentx.gbdt import model as baseline
+from componentx.gbdt import features as gbdt_features
+from componentx.gbdt import model as trees
 
 
 def hand_made():
@@ -24,12 +24,12 @@ def hand_made():
     times = np.array([0.0, 2, 4, 10, 1])
     ids = np.array([5, 5, 5, 5, 6])
     windows = pd.DataFrame({"end_row": [4, 2, 5], "length": [4, 2, 1]})
-    return baseline_features.summary_features(values, times, ids, windows, ["c", "h_0", "h_1"], 3,
+    return gbdt_features.summary_features(values, times, ids, windows, ["c", "h_0", "h_1"], 3,
                                      np.array([[1], [1], [2]]), ["s"])
 
 
 def test_families_group_histogram_bins():
-    assert baseline_features.families(["171_0", "167_0", "167_1", "x"]) == {
+    assert gbdt_features.families(["171_0", "167_0", "167_1", "x"]) == {
         "171_0": [0], "167": [1, 2], "x": [3]}
 
 
@@ -59,7 +59,7 @@ def test_features_never_look_after_the_reference_readout():
     values = np.array([[0.0, 1, 1], [2, np.nan, np.nan], [4, 3, 1], [16, 5, 3], [7, 7, 1]])
     later = values.copy()
     later[3] = [1e6, 1e6, 1e6]  # a change after the second window's reference readout
-    moved = baseline_features.summary_features(later, np.array([0.0, 2, 4, 10, 1]),
+    moved = gbdt_features.summary_features(later, np.array([0.0, 2, 4, 10, 1]),
                                       np.array([5, 5, 5, 5, 6]),
                                       pd.DataFrame({"end_row": [4, 2, 5], "length": [4, 2, 1]}),
                                       ["c", "h_0", "h_1"], 3, np.array([[1], [1], [2]]), ["s"])
@@ -77,7 +77,7 @@ def fitted_on_a_toy_task(library):
     priors = np.bincount(labels, minlength=5) + 0.5
     settings = {"library": library, "max_iter": 60, "learning_rate": 0.2, "max_leaf_nodes": 7,
                 "min_samples_leaf": 5, "l2_regularization": 0.0, "seed": 0, "patience": 20}
-    fitted = baseline.fit_baseline(features[:400], labels[:400], None, features[400:],
+    fitted = trees.fit_tuned_trees(features[:400], labels[:400], None, features[400:],
                                    labels[400:], priors / priors.sum(), cost, ["s"], settings)
     return fitted, features, labels, priors / priors.sum(), cost
 
@@ -86,10 +86,10 @@ def fitted_on_a_toy_task(library):
 def test_fit_keeps_the_best_validation_iteration_and_covers_every_class(library):
     fitted, features, labels, priors, cost = fitted_on_a_toy_task(library)
     n = len(labels)
-    assert fitted.iterations == baseline.best_iteration(fitted.validation_costs)
+    assert fitted.iterations == trees.best_iteration(fitted.tuning_costs)
     kept = fitted.probabilities(features[400:], num_classes=5)
-    assert baseline.validation_cost(kept, labels[400:], priors, cost) == \
-        fitted.validation_costs[fitted.iterations - 1]
+    assert trees.validation_cost(kept, labels[400:], priors, cost) == \
+        fitted.tuning_costs[fitted.iterations - 1]
     logits = fitted.logits(features, num_classes=5)
     probs = np.exp(logits)
     assert logits.shape == (n, 5) and np.allclose(probs.sum(axis=1), 1.0)
@@ -102,13 +102,13 @@ def test_a_fitted_model_is_saved_as_data_and_loads_to_the_same_predictions(tmp_p
     fitted, features, *_ = fitted_on_a_toy_task(library)
     fitted.save(tmp_path)
     assert not [p for p in tmp_path.iterdir() if p.suffix in (".pkl", ".pickle", ".joblib")]
-    loaded = baseline.FittedBaseline.load(tmp_path)
+    loaded = trees.FittedTrees.load(tmp_path, library, fitted.iterations)
     assert np.array_equal(loaded.logits(features, 5), fitted.logits(features, 5))
 
 
 def test_fitting_and_evaluating_the_trees_imports_no_torch():
     code = ("import sys, numpy as np\n"
-            "from test_baseline import fitted_on_a_toy_task\n"
+            "from test_gbdt import fitted_on_a_toy_task\n"
             "from componentx.decisions.evaluation import evaluate_logits\n"
             "fitted, features, labels, priors, cost = fitted_on_a_toy_task('lightgbm')\n"
             "logits = {s: fitted.logits(features, 5) for s in ('validation', 'test')}\n"
@@ -131,21 +131,21 @@ def test_a_scikit_learn_file_with_other_types_is_refused(tmp_path):
     fitted, *_ = fitted_on_a_toy_task("sklearn")
     fitted.save(tmp_path)
     skops.io.dump({"model": fitted.model, "extra": fractions.Fraction(1, 3)},
-                  tmp_path / baseline.SKLEARN_FILE)
+                  tmp_path / trees.SKLEARN_FILE)
     with pytest.raises(BundleError, match="refused"):
-        baseline.FittedBaseline.load(tmp_path)
+        trees.FittedTrees.load(tmp_path, "sklearn", fitted.iterations)
 
 
 def test_best_iteration_is_smoothed():
     noisy = np.array([10.0, 9, 1, 9, 8, 7, 6, 6, 6, 6, 6, 6])  # a lone dip at iteration 3
-    assert baseline.best_iteration(noisy, smoothing=1) == 3
-    assert baseline.best_iteration(noisy, smoothing=5) > 6
+    assert trees.best_iteration(noisy, smoothing=1) == 3
+    assert trees.best_iteration(noisy, smoothing=5) > 6
 
 
 def test_window_statistics_by_hand():
     values = np.array([[0.0, 1, 1], [2, np.nan, np.nan], [4, 3, 1], [16, 5, 3], [7, 7, 1]])
     windows = pd.DataFrame({"end_row": [4, 2, 5], "length": [4, 2, 1]})
-    stats = baseline_features.window_statistics(values, windows, ["c", "h_0", "h_1"])
+    stats = gbdt_features.window_statistics(values, windows, ["c", "h_0", "h_1"])
     assert stats["window_mean_c"].tolist() == [5.5, 1.0, 7.0]
     assert stats["window_max_c"].tolist() == [16, 2, 7] and stats["window_min_c"][0] == 0
     assert stats["window_std_c"][1] == pytest.approx(1.0)
@@ -161,25 +161,25 @@ def test_cumulative_readouts_are_told_from_levels():
     ids = np.array([1, 1, 1, 2, 2, 2])
     counters = np.array([[0.0], [1], [3], [5], [5], [9]])
     levels = np.array([[0.0], [2], [1], [5], [3], [4]])
-    assert baseline_features.step_counts(counters, ids) == (4, 4)
-    assert baseline_features.step_counts(levels, ids) == (4, 2)
-    assert baseline_features.is_cumulative(4, 4) and not baseline_features.is_cumulative(4, 2)
+    assert gbdt_features.step_counts(counters, ids) == (4, 4)
+    assert gbdt_features.step_counts(levels, ids) == (4, 2)
+    assert gbdt_features.is_cumulative(4, 4) and not gbdt_features.is_cumulative(4, 2)
     # The drop from one vehicle to the next is not a step.
-    assert baseline_features.step_counts(np.array([[9.0], [10], [0], [1]]),
+    assert gbdt_features.step_counts(np.array([[9.0], [10], [0], [1]]),
                                          np.array([1, 1, 2, 2])) == (2, 2)
     # Bucket by bucket: the counts add up to those of the whole.
-    halves = [baseline_features.step_counts(levels[part], ids[part])
+    halves = [gbdt_features.step_counts(levels[part], ids[part])
               for part in (slice(0, 3), slice(3, 6))]
     assert tuple(np.sum(halves, axis=0)) == (4, 2)
 
 
 def test_tree_sizes_follow_the_training_windows():
     auto = {"min_samples_leaf": "auto", "max_leaf_nodes": "auto"}
-    assert baseline.resolve_size_settings(auto, 36) == {"min_samples_leaf": 2,
+    assert trees.resolve_size_settings(auto, 36) == {"min_samples_leaf": 2,
                                                        "max_leaf_nodes": 4}
-    assert baseline.resolve_size_settings(auto, 300) == {"min_samples_leaf": 6,
+    assert trees.resolve_size_settings(auto, 300) == {"min_samples_leaf": 6,
                                                         "max_leaf_nodes": 15}
-    assert baseline.resolve_size_settings(auto, 12_061) == {"min_samples_leaf": 20,
+    assert trees.resolve_size_settings(auto, 12_061) == {"min_samples_leaf": 20,
                                                            "max_leaf_nodes": 31}
     fixed = {"min_samples_leaf": 7, "max_leaf_nodes": 9}
-    assert baseline.resolve_size_settings(fixed, 36) == fixed
+    assert trees.resolve_size_settings(fixed, 36) == fixed

@@ -1,0 +1,151 @@
+"""The model phase, one path for every candidate: select, fit, score (then
+:mod:`componentx.candidates.evaluation` calibrates and evaluates every candidate alike).
+
+:func:`fit_candidate` (the ``fit_<name>`` stages) plans the selection windows
+(:mod:`componentx.decisions.selection`): with enough data the candidate is fitted on train
+and scored on validation; with few, it is fitted fold by fold and scores each held fold
+(out-of-fold logits), then refitted on train and validation. A candidate that tunes itself
+(:attr:`~componentx.candidates.interface.Candidate.tunes`) does so on the validation split,
+or, in a fold or the refit, on an inner split of its own training windows (by vehicle,
+keyed), never on a fold it is scored on. Then the fitted model scores the test windows. The
+model, what the fit chose and the logits are its outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from componentx.candidates.folders import FIT_REPORT, CandidateFolders
+from componentx.candidates.interface import Candidate, FitData, LabelledWindows, PipelineData
+from componentx.candidates.registry import candidate_class, checked
+from componentx.decisions.metrics import check_cost_matrix
+from componentx.decisions.selection import Selection, inner_split, plan_selection
+from componentx.devices import resolve_device
+from componentx.params import CALIBRATIONS
+from componentx.runtime import atomic_dir, atomic_write_bytes, main_process
+from componentx.tracking import run_name
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(params: dict, sections: tuple[str, ...], data: PipelineData) -> str:
+    """Hash of what a fit depends on: its params sections, the window size, cost matrix and
+    selection, and the data it reads (an unfinished fit with the same one is resumed)."""
+    digest = hashlib.sha256(json.dumps(
+        [{s: params[s] for s in sections}, params["window"]["size"],
+         params["evaluate"]["cost_matrix"], params["selection"], params["compute"]["device"]],
+        sort_keys=True).encode())
+    for path in (data.stats, data.ingested / "schema.json", data.pretrained,
+                 *(data.windows / f"{s}_windows.parquet" for s in ("train", "validation"))):
+        if Path(path).is_file():
+            digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+def score(model: Candidate, windows: LabelledWindows, device: str) -> np.ndarray:
+    """The model's logits (windows, classes) of labelled windows, bucket by bucket, in their
+    order."""
+    return windows.gather(model.logits, (device,), description="scoring")
+
+
+class ModelPhase:
+    """One candidate's fits on the pipeline's data (``params``: the whole params file)."""
+
+    def __init__(self, name: str, params: dict, data: PipelineData,
+                 folders: CandidateFolders, live: bool) -> None:
+        self.name, self.params, self.data, self.folders = name, params, data, folders
+        self.cls = candidate_class(name)
+        self.num_classes = data.summary.num_classes
+        self.cost_matrix = check_cost_matrix(params["evaluate"]["cost_matrix"],
+                                             self.num_classes)
+        self.key = fingerprint(params, self.cls.sections, data)
+        self.run = run_name(data.summary.digest, data.size, name, self.key)
+        self.live = folders.live / name if live else None
+        self.work = folders.resume / name
+
+    def fit(self, windows: LabelledWindows, tune: LabelledWindows | None, label: str = ""
+            ) -> Candidate:
+        """A new candidate fitted on ``windows``, tuning on ``tune`` where it tunes itself;
+        ``label`` names the fit in its resumable work and fingerprint (empty for the one
+        that ships)."""
+        work = self.work / label if label else self.work
+        return self.cls(self.params).fit(FitData(
+            windows, tune if self.cls.tunes else None, self.num_classes, self.cost_matrix,
+            work, f"{self.key}-{label}" if label else self.key, self.run,
+            None if label else self.live, main_process()))
+
+    def fit_tuned_inside(self, windows: LabelledWindows, label: str = "") -> Candidate:
+        """A fit on ``windows`` that tunes, where it does, on an inner split of them."""
+        split = inner_split(windows.split_codes, windows.vehicles, windows.labels,
+                            self.params["selection"]["seed"]) \
+            if self.cls.tunes else None
+        if split is None:
+            return self.fit(windows, None, label)
+        return self.fit(windows.subset(split[0]), windows.subset(split[1]), label)
+
+
+def fit_processes(name: str, params: dict) -> int:
+    """Processes candidate ``name`` fits in (more than one: under torchrun)."""
+    return candidate_class(name)(params).processes()
+
+
+def fit_candidate(name: str, params: dict, data: PipelineData, folders: CandidateFolders,
+                  live: bool = False) -> None:
+    """Fit candidate ``name`` on the selection plan of ``params.selection`` and write its
+    model (``folders.models/{name}``, with ``fit.json``: what it is and chose, the
+    calibration its logits need for each ``evaluate.calibration``) and its logits
+    (``folders.logits/{name}.npz``: the selection windows', out-of-fold when
+    cross-validated, and the test windows'). ``live``: log the
+    fit's steps to dvclive (``folders.live/{name}``). Call it in every process of a
+    torchrun launch; the main process writes."""
+    checked(name, params)
+    phase = ModelPhase(name, params, data, folders, live)
+    selection = plan_selection(data.windows, params["selection"])
+    device = resolve_device(params["compute"]["device"])
+    if selection.cross_validated:
+        windows = data.labelled(selection.splits)
+        selection_logits = np.zeros((len(windows), phase.num_classes))
+        for number, fitted_on, held in selection.split_folds():
+            log.info("%s fold %d/%d: fitting on %d windows, scoring %d", name, number + 1,
+                     selection.folds, len(fitted_on), len(held))
+            model = phase.fit_tuned_inside(windows.subset(fitted_on), f"fold{number}")
+            if main_process():
+                selection_logits[held] = score(model, windows.subset(held), device)
+        final = phase.fit_tuned_inside(windows)
+    else:
+        final = phase.fit(data.labelled("train"), data.labelled("validation"))
+        selection_logits = score(final, data.labelled("validation"), device) \
+            if main_process() else None
+    if not main_process():
+        return
+    test_logits = score(final, data.labelled("test"), device)
+    write_fit(phase, final, selection, selection_logits, test_logits)
+    shutil.rmtree(phase.work, ignore_errors=True)
+
+
+def write_fit(phase: ModelPhase, model: Candidate, selection: Selection,
+              selection_logits: np.ndarray, test_logits: np.ndarray) -> None:
+    """The fit stage's outputs, each written atomically."""
+    folders, name = phase.folders, phase.name
+    with atomic_dir(folders.models / name) as tmp:
+        model.save(tmp)
+        files = sorted(p.name for p in tmp.iterdir())
+        (tmp / FIT_REPORT).write_text(json.dumps({
+            "candidate": name, "description": model.describe(), "report": model.report(),
+            "calibration": {method: model.calibration_method(method)
+                            for method in CALIBRATIONS},
+            "selection": selection.to_dict(), "fingerprint": phase.key, "run": phase.run,
+            "files": files}, indent=1, default=float) + "\n")
+    buffer = io.BytesIO()
+    np.savez(buffer, selection=np.asarray(selection_logits, dtype=np.float64),
+             selection_vehicles=selection.vehicles.astype(np.int64),
+             test=np.asarray(test_logits, dtype=np.float64),
+             train_priors=np.asarray(model.train_priors, dtype=np.float64))
+    atomic_write_bytes(folders.logits / f"{name}.npz", buffer.getvalue())

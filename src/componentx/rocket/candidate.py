@@ -1,0 +1,88 @@
+"""The MiniRocket candidate: kernel features of the very windows the sequence model reads
+(:mod:`componentx.rocket.model`), computed from raw readouts with the train statistics it
+was fitted with.
+
+Saved as data: the arrays in ``rocket.npz`` (loaded without pickle) and ``rocket.json``. No
+torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from componentx.candidates.interface import Candidate, FitData, Windows
+from componentx.data.features import FeatureStats, window_input_batches
+from componentx.errors import BundleError
+from componentx.rocket.kernels import CHUNK
+from componentx.rocket.model import FittedRocket, fit_rocket
+
+log = logging.getLogger(__name__)
+ARRAYS, META = "rocket.npz", "rocket.json"
+
+
+class MiniRocket(Candidate):
+    """MiniRocket features and a logistic head (``params.rocket``)."""
+
+    sections = ("rocket",)
+
+    def __init__(self, params: dict) -> None:
+        super().__init__(params)
+        self.settings = params.get("rocket", {})
+
+    def fit(self, data: FitData) -> MiniRocket:
+        self.stats, self.size = FeatureStats.load(data.data.stats), data.data.size
+        self.model, self.train_priors = fit_rocket(data.fit.window_set(), data.num_classes,
+                                                   data.data.spec_cardinalities(),
+                                                   self.settings)
+        log.info("rocket: %d kernel features, %d windows fitted on",
+                 self.model.kernels.n_features, len(data.fit))
+        return self
+
+    def logits(self, windows: Windows, device: str = "cpu") -> np.ndarray:
+        readouts = windows.readouts
+        parts = [self.model.logits(x, windows.length[start:start + CHUNK],
+                                   windows.specs[start:start + CHUNK])
+                 for start, x in zip(range(0, len(windows), CHUNK), window_input_batches(
+                     readouts.values, readouts.times, readouts.vehicles, windows.end_row,
+                     windows.length, windows.ref_time, self.stats, self.size, CHUNK),
+                     strict=True)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.model.intercept)))
+
+    def save(self, folder: Path) -> None:
+        np.savez(folder / ARRAYS, **self.model.to_arrays())
+        (folder / META).write_text(json.dumps({
+            "features": self.model.kernels.n_features, "size": self.size,
+            "spec_cardinalities": self.model.spec_cardinalities,
+            "train_priors": self.train_priors.tolist(), "stats": json.loads(
+                self.stats.to_json())}, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path, engine: str = "auto") -> MiniRocket:
+        """Read ``rocket.npz`` as plain arrays (``allow_pickle=False``): a file that holds
+        anything else is refused (:class:`BundleError`)."""
+        if engine != "auto":
+            raise BundleError(f"{folder} is a MiniRocket model (numpy): --engine {engine} does "
+                              "not apply (use auto)")
+        try:
+            meta = json.loads((Path(folder) / META).read_text())
+            with np.load(Path(folder) / ARRAYS, allow_pickle=False) as arrays:
+                model = FittedRocket.from_arrays({name: arrays[name] for name in arrays.files},
+                                                 meta["spec_cardinalities"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise BundleError(f"{folder}: the kernel model cannot be read ({error})") from None
+        candidate = cls({})
+        candidate.model, candidate.size = model, meta["size"]
+        candidate.stats = FeatureStats(**meta["stats"])
+        candidate.train_priors = np.asarray(meta["train_priors"])
+        return candidate
+
+    def describe(self) -> str:
+        return (f"MiniRocket kernel features of the last {self.size} readouts of a vehicle "
+                "with a multinomial logistic regression")
+
+    def report(self) -> dict:
+        return {"kernel_features": self.model.kernels.n_features}
