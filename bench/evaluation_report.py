@@ -5,10 +5,10 @@ Rows, all scored on the same validation and test vehicles:
 - the GBDT baseline as it was before the fixes (last values, increments and slopes over the
   last 5 readouts; scikit-learn, 200 iterations, no early stopping; calibrated with the old
   formula softmax((z + r) / T));
-- the GBDT baseline now (``data/baseline_predictions``);
-- MiniRocket (``data/rocket_predictions``);
+- the GBDT baseline now (``data/predictions/gbdt``);
+- MiniRocket (``data/predictions/rocket``);
 - the sequence model calibrated with the old formula, from its saved logits;
-- the sequence model now (``data/predictions``).
+- the sequence model now (``data/predictions/sequence``).
 Each row gets its total cost with a 95% bootstrap interval and the paired difference against
 the baseline now (the same resampled vehicles; negative: cheaper than the baseline).
 
@@ -32,7 +32,6 @@ from componentx.decisions.calibration import fit_scaling, softmax
 from componentx.decisions.metrics import bootstrap_intervals, paired_interval, vehicle_costs
 from componentx.decisions.priors import class_priors, class_weights, training_priors
 from componentx.decisions.rules import decide
-from componentx.sequence.checkpoints import load_checkpoint
 
 SPLIT_PAIR = ("validation", "test")
 
@@ -125,15 +124,14 @@ def main() -> None:
     params = yaml.safe_load(Path("params.yaml").read_text())
     cost_matrix = np.asarray(params["evaluate"]["cost_matrix"], dtype=float)
     n_boot, seed = params["evaluate"]["bootstrap"], params["evaluate"]["seed"]
-    ours = {s: pd.read_parquet(f"data/predictions/{s}.parquet") for s in SPLIT_PAIR}
-    theirs = {s: pd.read_parquet(f"data/baseline_predictions/{s}.parquet") for s in SPLIT_PAIR}
-    rocket = {s: pd.read_parquet(f"data/rocket_predictions/{s}.parquet") for s in SPLIT_PAIR}
+    ours = {s: pd.read_parquet(f"data/predictions/sequence/{s}.parquet") for s in SPLIT_PAIR}
+    theirs = {s: pd.read_parquet(f"data/predictions/gbdt/{s}.parquet") for s in SPLIT_PAIR}
+    rocket = {s: pd.read_parquet(f"data/predictions/rocket/{s}.parquet") for s in SPLIT_PAIR}
     y = {s: ours[s]["class_label"].to_numpy() for s in SPLIT_PAIR}
     logit_columns = [c for c in ours["validation"].columns if c.startswith("logit_")]
     logits = {s: ours[s][logit_columns].to_numpy() for s in SPLIT_PAIR}
-    checkpoint = load_checkpoint(Path("models/best.pt"), required=("config", "model",
-                                                                  "train_priors"))
-    train_priors = np.asarray(checkpoint["train_priors"])
+    with np.load("data/logits/sequence.npz", allow_pickle=False) as saved:
+        train_priors = saved["train_priors"]
     old_probs = old_calibration(logits, y, train_priors)
     rows = {
         "always class 0": {s: np.zeros_like(y[s]) for s in SPLIT_PAIR},

@@ -22,30 +22,31 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
+from componentx.candidates.interface import Readouts, Windows
 from componentx.data import synthetic
 from componentx.data.layout import ID, TIME
 from componentx.data.readouts import Block, readout_blocks
 from componentx.data.windowing import window_index
-from componentx.serving.bundle import read_meta
-from componentx.serving.scoring import Scorer, predict
+from componentx.serving.bundle import Bundle, read_meta
+from componentx.serving.scoring import predict
 
 
 def one_vehicle_latencies(bundle: Path, meta: dict, engine: str, table, repeats: int
                           ) -> np.ndarray:
     """Seconds to score each of ``repeats`` vehicles alone, one thread."""
-    scorer = Scorer(bundle, meta, engine)
+    scorer = Bundle.load(bundle, engine)
     if engine == "onnx":
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
-        scorer.model = onnxruntime.InferenceSession(str(bundle / "model.onnx"), options,
-                                                    providers=["CPUExecutionProvider"])
+        scorer.model.sessions["cpu"] = onnxruntime.InferenceSession(
+            str(bundle / "model.onnx"), options, providers=["CPUExecutionProvider"])
     else:
         import torch
 
         torch.set_num_threads(1)
-    cost = np.asarray(meta["cost_matrix"], dtype=float)
+    cost = scorer.cost_matrix
     ids = table.column(ID).to_numpy()
     starts = np.r_[0, np.flatnonzero(ids[1:] != ids[:-1]) + 1, len(ids)]
     values = np.column_stack([table.column(c).to_numpy(zero_copy_only=False)
@@ -59,9 +60,9 @@ def one_vehicle_latencies(bundle: Path, meta: dict, engine: str, table, repeats:
         vehicle_ids, vehicle_times = ids[rows], times[rows]
         end, length = window_index(vehicle_ids, vehicle_times, vehicle_ids[-1:],
                                    vehicle_times[-1:], meta["window_size"])
-        logits = scorer.logits(values[rows], vehicle_times, vehicle_ids, end, length,
-                               vehicle_times[-1:], specs)
-        (scorer.probabilities(logits) @ cost).argmin(axis=1)
+        windows = Windows(Readouts(values[rows], vehicle_times, vehicle_ids), end, length,
+                          vehicle_times[-1:], specs)
+        (scorer.probabilities(windows) @ cost).argmin(axis=1)
         seconds.append(time.perf_counter() - start)
     return np.asarray(seconds[5:])  # the first calls warm the engine up
 

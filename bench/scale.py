@@ -3,10 +3,10 @@ training epoch, bucket by bucket on a Dask LocalCluster.
 
 For each fleet size (a multiple of the real 23,550 / 5,046 / 5,045 vehicles) it writes the
 synthetic fleet as CSV (streaming), then runs in a fresh project, as `dvc repro` would: ingest,
-labels, windowing, stats, inputs, the GBDT baseline's summary features (without the fit) and
-one training epoch from the on-disk model inputs. Per stage it prints the wall time, the time
-per million readouts, and the peak resident memory (GiB) of the stage's own process and of its
-largest Dask worker (sampled every 0.2 s).
+labels, windowing, stats, inputs, the GBDT's summary features (without the fit) and the
+sequence model's fit with one epoch from the on-disk model inputs (and its scoring). Per stage
+it prints the wall time, the time per million readouts, and the peak resident memory (GiB) of
+the stage's own process and of its largest Dask worker (sampled every 0.2 s).
 
 Goals on a 2-core, 24 GiB machine: 10x completes; no process above 4 GiB at any size; the time
 per million readouts at 10x within 1.3x of 1x.
@@ -35,20 +35,21 @@ from componentx.data.layout import DatasetSummary
 ROOT = Path(__file__).resolve().parents[1]
 REAL = {"n_train": 23_550, "n_validation": 5_046, "n_test": 5_045}
 STAGES = ("ingest", "labels", "windowing", "stats", "inputs")
-FEATURES = ("from pathlib import Path\n"
+FEATURES = ("from componentx.candidates.interface import PipelineData\n"
             "from componentx.compute import dask_client\n"
-            "from componentx.data.layout import DatasetSummary\n"
             "from componentx.data.windowing import buckets_of\n"
-            "from componentx.gbdt.features import split_features\n"
+            "from componentx.gbdt.candidate import GBDT\n"
             "from componentx.params import load_params\n"
             "if __name__ == '__main__':\n"
             "    params = load_params()\n"
-            "    specs = DatasetSummary.load(Path('data/ingested/schema.json')).spec_columns\n"
-            "    buckets = buckets_of(Path('data/windows'))\n"
-            "    with dask_client(params['compute'], buckets) as client:\n"
+            "    data = PipelineData(params['window']['size'])\n"
+            "    model = GBDT(params)\n"
+            "    model.feature_names = data.summary.feature_columns\n"
+            "    model.spec_names = data.summary.spec_columns\n"
+            "    model.k, model.window_stats = params['gbdt']['k'], False\n"
+            "    with dask_client(params['compute'], buckets_of(data.windows)) as client:\n"
             "        for split in ('train', 'validation', 'test'):\n"
-            "            split_features(Path('data/windows'), Path('data/ingested'), split,\n"
-            "                           specs, params['baseline']['k'], False, client)\n")
+            "            model.features(data.labelled(split), client)\n")
 
 
 def peak_memory(process: subprocess.Popen) -> tuple[float, float]:
@@ -118,9 +119,9 @@ def main() -> None:
             results = {"generate (in this process)": (generated, 0.0, 0.0)}
             for stage in STAGES:
                 results[stage] = run(folder, [sys.executable, f"stages/{stage}.py"])
-            results["baseline features"] = run(folder, [sys.executable, "-c", FEATURES])
-            (folder / "models").mkdir()
-            results["one training epoch"] = run(folder, [sys.executable, "stages/train.py"])
+            results["GBDT features"] = run(folder, [sys.executable, "-c", FEATURES])
+            results["sequence fit, one epoch"] = run(folder, [sys.executable, "stages/fit.py",
+                                                              "sequence"])
             readouts = sum(DatasetSummary.load(
                 folder / "data/ingested/schema.json").rows.values())
             for stage, (seconds, driver, worker) in results.items():

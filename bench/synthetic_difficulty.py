@@ -28,7 +28,7 @@ from componentx.decisions.evaluation import evaluate_logits
 from componentx.decisions.metrics import check_cost_matrix
 from componentx.decisions.priors import class_weights, training_priors
 from componentx.gbdt.features import summary_features
-from componentx.gbdt.model import fit_baseline
+from componentx.gbdt.model import fit_tuned_trees
 from componentx.params import SIGNALS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,17 +68,17 @@ def baseline_costs(folder: Path, params: dict) -> dict[str, float]:
                                   meta["vehicle_id"].to_numpy())
             table = summary_features(
                 readouts[summary.feature_columns].to_numpy(), times, ids, meta,
-                summary.feature_columns, params["baseline"]["k"], codes, summary.spec_columns)
+                summary.feature_columns, params["gbdt"]["k"], codes, summary.spec_columns)
             data[split] = (table, meta["class_label"].to_numpy(), meta["vehicle_id"].to_numpy())
     cost_matrix = check_cost_matrix(params["evaluate"]["cost_matrix"], num_classes)
     train_y = data["train"][1]
-    weights = class_weights(params["baseline"]["class_weights"], train_y, num_classes,
-                            "baseline.class_weights")
+    weights = class_weights(params["gbdt"]["class_weights"], train_y, num_classes,
+                            "gbdt.class_weights")
     priors = training_priors(train_y, weights, False, num_classes)
-    fitted = fit_baseline(data["train"][0], train_y,
+    fitted = fit_tuned_trees(data["train"][0], train_y,
                           None if weights is None else weights[train_y],
                           *data["validation"][:2], priors, cost_matrix,
-                          summary.spec_columns, params["baseline"])
+                          summary.spec_columns, params["gbdt"])
     logits = {s: fitted.logits(data[s][0], num_classes) for s in ("validation", "test")}
     report = evaluate_logits(logits, {s: data[s][1] for s in logits},
                              {s: data[s][2] for s in logits}, priors, cost_matrix,

@@ -10,7 +10,7 @@ import pandas as pd
 from componentx.candidates.explain import explain_riskiest
 from componentx.candidates.folders import CandidateFolders
 from componentx.candidates.interface import PipelineData
-from componentx.candidates.registry import candidate_class, registration
+from componentx.candidates.registry import load_candidate, registration
 from componentx.decisions.rules import risk_title
 from componentx.params import load_params
 from componentx.reports.figures import attributions_figure, message_figure
@@ -24,7 +24,7 @@ def main() -> None:
     data, folders = PipelineData(params["window"]["size"]), CandidateFolders()
     name = json.loads(GATE.read_text())["chosen"]
     title = registration(name).title
-    found = explain_riskiest(candidate_class(name).load(folders.models / name),
+    found = explain_riskiest(load_candidate(name, folders.models / name),
                              data.labelled("test"),
                              pd.read_parquet(folders.predictions / name / "test.parquet"),
                              params["fleet"]["risk_class"], params["explain"]["vehicles"],

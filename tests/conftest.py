@@ -109,6 +109,7 @@ TINY = {
     # the validation split: cross-validation has its own tests
     "selection": {"cross_validate_below": 0},
     "rocket": {"kernels": 840},
+    "multirocket": {"kernels": 168},
 }
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",

@@ -34,7 +34,7 @@ def toy_registered(monkeypatch):
 
 def test_an_unknown_candidate_is_one_clear_error(monkeypatch):
     with pytest.raises(UserError, match=r"no candidate named 'xgb' is registered \(known: gbdt, "
-                                        r"rocket, sequence\)"):
+                                        r"multirocket, rocket, sequence\)"):
         registry.registration("xgb")
     with pytest.raises(ParamsError, match="gate.candidates: no candidate named 'xgb'"):
         registry.chosen({"gate": {"candidates": ["gbdt", "xgb"]}})
@@ -112,7 +112,8 @@ def test_a_toy_candidate_flows_through_the_whole_pipeline(tmp_path):
     assert report["selection"]["mode"] == "validation"
     assert report["validation"]["cost_always_0"] > 0 and 0 <= report["test"]["accuracy"] <= 1
     gate = json.loads((repo / "metrics/gate.json").read_text())
-    assert {row["name"] for row in gate["candidates"]} == {"gbdt", "rocket", "sequence", "toy"}
+    assert {row["name"] for row in gate["candidates"]} == {"gbdt", "rocket", "multirocket",
+                                                           "sequence", "toy"}
     assert "| nearest centroid | validation |" in (repo / "metrics/comparison.md").read_text()
     bundle = repo / "models/bundles/toy"
     meta = json.loads((bundle / "bundle.json").read_text())
@@ -148,3 +149,52 @@ def test_a_toy_candidate_flows_through_the_whole_pipeline(tmp_path):
             if line.startswith("| ") and "experiment" not in line and "---" not in line}
     assert set(rows) == {"HEAD", "toy-cv"} and all("| toy |" in row for row in rows.values())
     assert f"{cross_validated['validation']['cost_total']:,.0f}" in rows["toy-cv"]
+
+
+@pytest.fixture(scope="module")
+def small_project(tmp_path_factory) -> Path:
+    """A tiny project whose data stages ran, its windows few enough to cross-validate."""
+    repo = make_repo(tmp_path_factory.mktemp("folds") / "project",
+                     {**TINY, "selection": {"cross_validate_below": 100_000}})
+    dvc(repo, "repro", "pretrain")
+    return repo
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [r.name for r in registry.BUILTIN])
+def test_a_held_fold_s_labels_never_reach_its_out_of_fold_logits(small_project, monkeypatch,
+                                                                  name):
+    """Every candidate through the one path: the fold models fitted with the held fold's
+    labels permuted give the very same out-of-fold logits, and a fold ensemble scores the
+    mean of its members, before and after saving."""
+    from componentx.candidates.folders import CandidateFolders
+    from componentx.candidates.interface import FoldEnsemble, PipelineData
+    from componentx.candidates.phase import ModelPhase, score
+    from componentx.decisions.selection import plan_selection
+
+    monkeypatch.chdir(small_project)
+    params = yaml.safe_load((small_project / "params.yaml").read_text())
+    data = PipelineData(params["window"]["size"])
+    selection = plan_selection(data.windows, params["selection"])
+    assert selection.cross_validated
+    windows = data.labelled(selection.splits)
+    _, fitted_on, held = next(iter(selection.split_folds()))
+    phase = ModelPhase(name, params, data, CandidateFolders(), live=False)
+    model = phase.fit_tuned_inside(windows.subset(fitted_on), "fold0")
+    logits = score(model, windows.subset(held), "cpu")
+    labels = windows.index["class_label"].to_numpy().copy()
+    shuffled = labels.copy()
+    shuffled[held] = np.random.default_rng(0).permutation(labels[held])
+    assert (shuffled[held] != labels[held]).any()
+    permuted = type(windows)(data, windows.index.assign(class_label=shuffled))
+    again = phase.fit_tuned_inside(permuted.subset(fitted_on), "fold0")
+    np.testing.assert_array_equal(score(again, permuted.subset(held), "cpu"), logits)
+
+    ensemble = FoldEnsemble([model, again])
+    np.testing.assert_allclose(score(ensemble, windows.subset(held), "cpu"), logits)
+    folder = small_project / "ensemble" / name
+    folder.mkdir(parents=True)
+    ensemble.save(folder)
+    loaded = registry.load_candidate(name, folder)
+    np.testing.assert_allclose(score(loaded, windows.subset(held), "cpu"), logits, atol=1e-5)

@@ -29,8 +29,8 @@ from componentx.data.windowing import WINDOW_SPLITS
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SMALL = {**TINY, "synthetic": {"n_train": 300, "n_validation": 120, "n_test": 120}}
-METRICS = ("labels", "candidates/sequence", "candidates/rocket", "candidates/gbdt", "gate",
-           "fleet")
+METRICS = ("labels", "candidates/sequence", "candidates/rocket", "candidates/multirocket",
+           "candidates/gbdt", "gate", "fleet")
 
 
 def free_port() -> int:
@@ -127,8 +127,8 @@ def test_a_cluster_named_by_the_environment_gives_the_local_run_s_results(runs, 
     local = runs["many"]
     assert (repo / "metrics/labels.json").read_text() == (
         local / "metrics/labels.json").read_text()
-    for metrics in ("metrics/candidates/sequence.json", "metrics/candidates/rocket.json"):
-        # not the GBDT's
+    for metrics in ("metrics/candidates/sequence.json", "metrics/candidates/rocket.json",
+                    "metrics/candidates/multirocket.json"):  # not the GBDT's
         assert (repo / metrics).read_text() == (local / metrics).read_text()
     assert (repo / "data/stats.json").read_bytes() == (local / "data/stats.json").read_bytes()
     for split in ("validation", "test"):

@@ -7,6 +7,7 @@ import pytest
 
 from componentx.decisions import calibration, evaluation, metrics, priors, rules
 from componentx.decisions.metrics import OFFICIAL_COST
+from componentx.decisions.selection import vehicle_folds
 from componentx.errors import ParamsError
 
 COST = np.array(OFFICIAL_COST, dtype=float)
@@ -87,12 +88,16 @@ def test_biases_absorb_a_per_class_distortion_that_temperature_cannot():
     assert loss["temperature"] > 1.05 * true_loss
 
 
-def test_crossfitted_validation_probabilities_come_from_the_other_folds():
+def test_crossfitted_validation_probabilities_come_from_folds_of_other_vehicles():
     rng = np.random.default_rng(9)
     logits, _, y = fleet_sample(rng, 3000, priors=np.full(5, 0.2))
-    probs = calibration.crossfit_probabilities(2 * logits, y, TRAINING, None, "temperature", 3, 0)
-    fold = calibration.stratified_folds(y, 3, 0)
-    assert set(np.bincount(fold)) <= {999, 1000, 1001, 1002}
+    keys = np.repeat(np.arange(1000), 3)  # three windows per vehicle
+    y = y[keys * 3]  # a vehicle's windows share its class
+    probs = calibration.crossfit_probabilities(2 * logits, y, keys, TRAINING, None,
+                                               "temperature", 3, 0)
+    fold = vehicle_folds(np.zeros(3000, dtype=np.int64), keys, y, 3, 0)
+    assert (fold.reshape(1000, 3) == fold.reshape(1000, 3)[:, :1]).all()  # whole vehicles
+    assert set(np.bincount(fold)) <= {999, 1002}
     for f in range(3):
         held = fold == f
         own = calibration.fit_calibrator(2 * logits[~held], y[~held], TRAINING, None,

@@ -58,10 +58,10 @@ def reachable(path: Path) -> set[Path]:
 
 
 def loads_candidates(files: set[Path]) -> bool:
-    """Whether any of ``files`` loads candidates by name (the registry's
-    ``candidate_class``, which imports their modules then)."""
-    return any("candidate_class(" in file.read_text() for file in files
-               if file.name != "registry.py")
+    """Whether any of ``files`` loads candidates by name (the registry's ``candidate_class``
+    or ``load_candidate``, which import their modules then)."""
+    return any(call in file.read_text() for file in files if file.name != "registry.py"
+               for call in ("candidate_class(", "load_candidate("))
 
 
 def candidate_rooms(names: list[str]) -> set[str]:

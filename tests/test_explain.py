@@ -40,3 +40,38 @@ def test_top_features_per_vehicle():
     assert first["feature"].tolist() == ["a", "c"]
     assert first["attribution"].tolist() == [-6.0, 3.0]
     assert table[table["vehicle_id"] == 9].iloc[0]["feature"] == "d"
+
+
+def test_the_gbdt_s_contributions_add_up_to_its_score():
+    """LightGBM's per-feature contributions to the target class's raw score, plus the trees'
+    expected value, are that score."""
+    from componentx.candidates.interface import Readouts, Windows
+    from componentx.gbdt.candidate import GBDT, window_features
+    from componentx.gbdt.model import fit_trees
+
+    rng = np.random.default_rng(0)
+    vehicles, per = 150, 5
+    ids = np.repeat(np.arange(vehicles), per)
+    times = np.tile(np.arange(per, dtype=float), vehicles)
+    values = np.cumsum(rng.gamma(2.0, 1.0, (len(ids), 2)), axis=0)
+    labels = rng.integers(0, 3, vehicles)
+    values[np.arange(vehicles) * per + per - 1, 0] += 5.0 * labels  # the last readout tells
+    end = np.arange(1, vehicles + 1) * per
+    windows = Windows(Readouts(values, times, ids), end, np.full(vehicles, per),
+                      times[end - 1], np.zeros((vehicles, 0), dtype=np.int64))
+    model = GBDT({})
+    model.feature_names, model.spec_names, model.k, model.window_stats = ["a", "b"], [], 3, False
+    model.num_classes, model.library = 3, "lightgbm"
+    features = window_features(windows, *model._feature_settings())
+    settings = {"library": "lightgbm", "learning_rate": 0.2, "max_leaf_nodes": 7,
+                "min_samples_leaf": 5, "l2_regularization": 0.0, "seed": 0}
+    model.trees = fit_trees(features, labels, None, [], settings, 20, 3)
+    target = rng.integers(0, 3, vehicles)
+    names, contributions = model.attributions(windows, target)
+    assert names == list(features.columns) and contributions.shape == (vehicles, len(names))
+    raw = model.trees.model.predict(features, raw_score=True)[np.arange(vehicles), target]
+    expected = model.trees.model.predict(features, pred_contrib=True).reshape(
+        vehicles, 3, -1)[np.arange(vehicles), target, -1]
+    np.testing.assert_allclose(contributions.sum(axis=1) + expected, raw, atol=1e-9)
+    top = names[int(np.abs(contributions).mean(axis=0).argmax())]
+    assert top.endswith("_a")  # the feature that tells

@@ -30,9 +30,9 @@ def repo(tmp_path_factory) -> Path:
     path = make_repo(tmp_path_factory.mktemp("e2e") / "project", TINY)
     first = dvc(path, "repro")
     assert stages_run(first.stdout) == {"ingest", "labels", "windowing", "stats", "inputs",
-                                        "pretrain", "fit_gbdt", "fit_rocket", "fit_sequence",
-                                        "evaluate", "gate", "explain", "fleet", "export",
-                                        "plots_page"}
+                                        "pretrain", "fit_gbdt", "fit_rocket",
+                                        "fit_multirocket", "fit_sequence", "evaluate", "gate",
+                                        "explain", "fleet", "export", "plots_page"}
     commit(path, "first run")
     return path
 
@@ -82,9 +82,10 @@ def test_repro_builds_everything_and_then_does_nothing(repo):
 @pytest.mark.parametrize(("overrides", "expected"), [
     ({"train": {"lr": 0.004}}, {"fit_sequence", *AFTER_FIT}),
     ({"features": {"transform": "increments"}},
-     {"stats", "inputs", "pretrain", "fit_sequence", "fit_rocket", *AFTER_FIT}),
+     {"stats", "inputs", "pretrain", "fit_sequence", "fit_rocket", "fit_multirocket",
+      *AFTER_FIT}),
     ({"gbdt": {"k": 3}}, {"fit_gbdt", *AFTER_FIT}),
-    ({"rocket": {"l2": 1.0}}, {"fit_rocket", *AFTER_FIT}),
+    ({"rocket": {"seed": 1}}, {"fit_rocket", *AFTER_FIT}),
     ({"evaluate": {"calibration": "bias_temperature"}}, AFTER_FIT),
     ({"gate": {"ece_tolerance": 0.5}}, {"gate", "export", "fleet"}),  # the same verdict
     ({"fleet": {"target_fa": 2}}, {"export", "fleet"}),  # export records every param
@@ -116,7 +117,7 @@ def test_the_fleet_holdout_is_seen_by_no_model_and_scored_by_both(repo):
     assert report["available"] and report["vehicles"] == len(held)
     repaired = int(fleet.groupby("vehicle_id")["repaired"].first().sum())
     assert report["repairs"] == repaired
-    for model in ("sequence", "gbdt", "rocket"):
+    for model in ("sequence", "gbdt", "rocket", "multirocket"):
         detected = report[model]["detection_rate"] * repaired
         assert detected == pytest.approx(round(detected))  # a count of detected repairs
         assert list(report[model]["sensitivity_at_false_alarms_per_1000"]) == [
@@ -253,6 +254,21 @@ def test_two_processes_through_torchrun(repo):
     assert fitted["train_config"]["nproc"] == 2
     assert fitted["epochs"] == TINY["train"]["epochs"]
     assert json.loads((repo / "dvclive/sequence/metrics.json").read_text())["step"] == 1
+
+
+def test_pretraining_then_fine_tuning_completes(repo):
+    import torch
+
+    sh(repo, "git", "checkout", "--", ".")
+    run = dvc(repo, "exp", "run", "-n", "pretrained", "-S", "pretrain.epochs=1",
+              "-S", "train.init=pretrained")
+    assert {"pretrain", "fit_sequence"} <= stages_run(run.stdout)
+    pretrained = torch.load(repo / "models/pretrained.pt", weights_only=True)
+    assert pretrained["encoder"] is not None and len(pretrained["history"]) == 1
+    fitted = json.loads((repo / "models/candidates/sequence/sequence.json").read_text())
+    assert fitted["train_config"]["init"] == "pretrained"
+    sh(repo, "git", "checkout", "--", ".")
+    dvc(repo, "checkout", "--force")
 
 
 def test_corrupt_checkpoint_is_one_clear_line(repo):
@@ -428,7 +444,7 @@ def test_predict_reproduces_evaluate_and_the_artifact_is_registered(repo, tmp_pa
     dvc(repo, "checkout", "--force")  # the outputs of HEAD, which promote --version tags
     fleet = synthetic_csv(repo, tmp_path / "fleet")
     engines = {"sequence": {"torch": 1e-6, "onnx": 1e-4}, "gbdt": {"auto": 1e-6},
-               "rocket": {"auto": 1e-6}}
+               "rocket": {"auto": 1e-6}, "multirocket": {"auto": 1e-6}}
     for candidate in BUILTIN:  # every kind of bundle reproduces its stage's test decisions
         kind = candidate.name
         theirs = pd.read_parquet(repo / "data/predictions" / kind / "test.parquet")

@@ -14,8 +14,9 @@ from componentx.errors import BundleError, UserError
 from componentx.rocket.candidate import ARRAYS, MiniRocket
 from componentx.rocket.kernels import MIN_LENGTH, fit_kernels, real_steps, transform
 from componentx.rocket.model import FittedRocket, fit_rocket
+from componentx.rocket.ridge import ALPHAS, fit_dual, fit_primal, normalised_weights
 
-SETTINGS = {"kernels": 168, "l2": 0.3, "max_iter": 100, "class_weights": "inverse", "seed": 0}
+SETTINGS = {"kernels": 168, "class_weights": "inverse", "seed": 0}
 
 
 def left_padded(sequences, size, padding=0.0):
@@ -79,8 +80,8 @@ def test_the_head_gives_probabilities_and_the_files_give_the_same_logits(tmp_pat
     assert (probs.max(axis=1) < 0.99).mean() > 0.1
     assert (logits.argmax(axis=1) == test.labels).mean() > 0.9
     arrays = model.to_arrays()
-    np.testing.assert_array_equal(
-        window_logits(FittedRocket.from_arrays(arrays, model.spec_cardinalities), test), logits)
+    np.testing.assert_array_equal(window_logits(FittedRocket.from_arrays(
+        arrays, model.spec_cardinalities, model.head.alpha, model.head.errors), test), logits)
 
 
 def saved_candidate(folder):
@@ -120,3 +121,84 @@ def test_a_single_class_is_a_clear_error():
     windows.labels[:] = 0
     with pytest.raises(UserError, match="single class"):
         fit_rocket(windows, 5, [3], SETTINGS)
+
+
+def test_the_ridge_head_chooses_the_standard_pipeline_s_penalty_and_predictions():
+    """Without class weights, on standardised features, the dual head is scikit-learn's
+    RidgeClassifierCV with the same penalties (leave-one-out)."""
+    from sklearn.linear_model import RidgeClassifierCV
+
+    rng = np.random.default_rng(3)
+    for n, d, classes in ((60, 200, 3), (40, 500, 5), (150, 300, 2)):
+        x = rng.normal(size=(n, d))
+        y = rng.integers(0, classes, n)
+        x[:, :5] += y[:, None] * rng.uniform(0.2, 1.0)  # a weak signal
+        x = (x - x.mean(axis=0)) / x.std(axis=0)
+        test = rng.normal(size=(30, d))
+        ours = fit_dual(x, y, np.ones(n), classes)
+        theirs = RidgeClassifierCV(alphas=ALPHAS).fit(x, y)
+        assert ours.alpha == pytest.approx(theirs.alpha_)
+        np.testing.assert_array_equal(ours.scores(test).argmax(axis=1), theirs.predict(test))
+
+
+def test_the_primal_head_needs_no_copy_of_the_windows_and_agrees_with_the_dual(monkeypatch):
+    """More windows than features: moments accumulated chunk by chunk give the dual form's
+    scores at the same penalty, weighted or not; class weights normalised to mean 1 leave
+    the penalty what it says (uniform weights of any size change nothing)."""
+    from componentx.rocket import ridge
+
+    rng = np.random.default_rng(4)
+    n, d = 600, 40
+    y = np.arange(n) % 3
+    x = rng.normal(size=(n, d)) + 3 * rng.normal(size=d)  # features off centre
+    x[:, 0] += y
+    chunks = [(x[rows], rows) for rows in np.array_split(np.arange(n), 7)]
+    chosen = fit_primal(chunks, y, normalised_weights(y, None), 3)
+    assert chosen.errors[ALPHAS.tolist().index(chosen.alpha)] == min(chosen.errors)
+    assert (chosen.scores(x).argmax(axis=1) == y).mean() > 0.5  # chance is 1/3
+    tripled = fit_primal(chunks, y, normalised_weights(y, np.array([3.0, 3.0, 3.0])), 3)
+    np.testing.assert_allclose(tripled.scores(x), chosen.scores(x))
+    monkeypatch.setattr(ridge, "ALPHAS", np.array([10.0]))
+    weights = normalised_weights(y, np.array([1.0, 2.0, 5.0]))
+    np.testing.assert_allclose(fit_primal(chunks, y, weights, 3).scores(x),
+                               fit_dual(x, y, weights, 3).scores(x), atol=1e-8)
+
+
+def test_multirocket_reads_real_readouts_only_and_its_files_give_the_same_scores(tmp_path):
+    from componentx.data.features import FeatureStats
+    from componentx.rocket.multirocket import MIN_LENGTH, MultiRocket, edge_padded
+
+    rng = np.random.default_rng(0)
+    sequences = [rng.normal(size=(n, 3)).astype(np.float32) for n in (1, 5, 12, 16)]
+    x16, lengths = left_padded(sequences, 16)
+    x16_loud, _ = left_padded(sequences, 16, padding=1e3)
+    padded = edge_padded(x16, lengths)
+    np.testing.assert_array_equal(edge_padded(x16_loud, lengths), padded)  # never read
+    assert padded.shape == (4, 3, 16)
+    np.testing.assert_array_equal(padded[1, :, :11], np.repeat(sequences[1][:1].T, 11, axis=1))
+    np.testing.assert_array_equal(padded[1, :, 11:], sequences[1].T)
+    assert edge_padded(x16[:, -4:], np.minimum(lengths, 4)).shape[2] == MIN_LENGTH
+    assert (edge_padded(x16, np.array([0, 5, 12, 16]))[0] == 0).all()  # an empty window
+
+    candidate = MultiRocket({"multirocket": {"kernels": 84, "class_weights": "inverse",
+                                             "seed": 0}})
+    train = shapes(0, 90, size=16)
+    candidate.seed, candidate.size, candidate.channels, candidate.kernels = 0, 16, 2, 84
+    candidate.spec_cardinalities = [3]
+    candidate.stats = FeatureStats("cumulative", ["a"], [], ["a"], [1], [0.0], [1.0])
+    everything = np.arange(len(train))
+    candidate.transform = candidate._transformer(84).fit(
+        edge_padded(train.arrays(everything), train.length))
+    features = candidate._features(train.arrays(everything), train.length, train.specs)
+    candidate.head = fit_dual(features, train.labels, np.ones(len(train)), 3)
+    candidate.train_priors = np.full(3, 1 / 3)
+    assert (candidate.head.scores(features).argmax(axis=1) == train.labels).mean() > 0.9
+    (tmp_path / "m").mkdir()
+    candidate.save(tmp_path / "m")
+    loaded = MultiRocket.load(tmp_path / "m")
+    test = shapes(1, 30, size=16)
+    np.testing.assert_array_equal(
+        loaded.head.scores(loaded._features(test.arrays(np.arange(30)), test.length,
+                                            test.specs)),
+        candidate.head.scores(candidate._features(test.arrays(np.arange(30)), test.length,
+                                                  test.specs)))

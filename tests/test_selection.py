@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from componentx.decisions.selection import plan_selection, vehicle_folds
+from componentx.decisions.selection import (
+    inner_split,
+    plan_selection,
+    vehicle_folds,
+    vehicle_keys,
+)
 from componentx.errors import UserError
 
 
@@ -82,3 +87,43 @@ def test_deployment_priors_come_from_the_validation_split(tmp_path):
                                   validation["class_label"].to_numpy())
     large = plan_selection(windows, {"cross_validate_below": 0, "folds": 5, "seed": 0})
     np.testing.assert_array_equal(large.deployment_labels, validation["class_label"].to_numpy())
+
+
+def test_an_inner_split_sets_a_fifth_of_whole_vehicles_apart_keyed_and_stratified():
+    frame = labelled(1, 200)
+    split = np.repeat([0, 1], [500, 300])
+    vehicles, labels = frame["vehicle_id"].to_numpy(), frame["class_label"].to_numpy()
+    fit, tune = inner_split(split, vehicles, labels, seed=0)
+    assert len(np.intersect1d(fit, tune)) == 0 and len(fit) + len(tune) == len(frame)
+    key = split * 1000 + vehicles
+    assert not set(key[fit]) & set(key[tune])  # whole vehicles
+    tuned_vehicles = len(set(key[tune]))
+    assert 195 <= 5 * tuned_vehicles <= 205  # one in five of the 200 (split, vehicle) pairs
+    worst = pd.Series(labels).groupby(key).max()
+    share = worst.loc[sorted(set(key[tune]))].value_counts(normalize=True)
+    assert abs(share.get(2, 0) - (worst == 2).mean()) < 0.05  # the rare class too
+    order = np.random.default_rng(2).permutation(len(frame))
+    _, moved_tune = inner_split(split[order], vehicles[order], labels[order], seed=0)
+    assert set(key[order][moved_tune]) == set(key[tune])  # keyed, not positional
+    _, other_tune = inner_split(split, vehicles, labels, seed=1)
+    assert set(key[other_tune]) != set(key[tune])
+    assert inner_split(np.zeros(3, dtype=np.int64), np.array([7, 7, 7]), np.zeros(3, int), 0) \
+        is None  # a single vehicle: nothing to set apart
+
+
+def test_vehicle_keys_keep_distinct_vehicles_of_two_splits_apart():
+    keys = vehicle_keys(np.array([0, 1, 1, 0]), np.array([5, 5, 6, 5]))
+    assert keys[0] == keys[3] and keys[0] != keys[1] and len(set(keys)) == 3
+    assert keys.dtype == np.int64
+
+
+def test_deployment_weights_give_the_deployment_class_mix():
+    from componentx.decisions.evaluation import deployment_weights
+    from componentx.decisions.priors import class_priors
+
+    labels = np.array([0] * 80 + [1] * 20)  # selection windows: 20% class 1
+    deployment = class_priors(np.array([0] * 95 + [1] * 5), 2)
+    weights = deployment_weights(labels, deployment)
+    mix = np.bincount(labels, weights=weights) / weights.sum()
+    assert np.allclose(mix, deployment, atol=0.01)
+    np.testing.assert_array_equal(deployment_weights(labels, class_priors(labels, 2)), 1.0)

@@ -17,6 +17,7 @@ from conftest import commit, dvc, make_repo, sh
 
 from componentx.candidates.registry import BUILTIN
 from componentx.data.tasks import TASKS, write_task
+from componentx.decisions.metrics import paired_interval
 from componentx.errors import UserError
 from componentx.experiments import sweep
 from componentx.experiments.compare import Experiment
@@ -76,16 +77,24 @@ def test_defaults_learn_small_tasks_and_ship_the_best_candidate(tmp_path, task):
         assert accuracy[name] >= stated, f"{name} test accuracy {accuracy[name]:.2f}"
     gate = json.loads((repo / "metrics/gate.json").read_text())
     assert gate["selection"]["mode"] == "cross_validation" and gate["selection"]["folds"] == 5
-    # Chosen out-of-fold: the shipped model is the best candidate on test but for noise (two
-    # binomial standard errors of the best accuracy).
-    best = max(accuracy.values())
-    test = len(pd.read_parquet(repo / "data/predictions/sequence/test.parquet"))
-    assert gate["shipped"]["test"]["accuracy"] >= best - 2 * (best * (1 - best) / test) ** 0.5
     assert gate["shipped"]["test"]["accuracy"] == accuracy[gate["ship"]]
+    # Chosen out-of-fold: the shipped model is as accurate on the large test split as the
+    # test-best candidate but for noise (the 95% paired interval of the difference reaches
+    # 0), a criterion that some candidate fails, so a random pick could.
+    right = {c.name: pd.read_parquet(repo / "data/predictions" / c.name / "test.parquet")
+             for c in BUILTIN}
+    right = {name: frame.assign(right=(frame["predicted"] == frame["class_label"]) * 1.0)
+             for name, frame in right.items()}
+    best = right[max(accuracy, key=accuracy.get)]
+    reaches_best = {name: paired_interval(frame["right"], best["right"], 2000, 0,
+                                          reduce="mean")["ci"][1] >= 0
+                    for name, frame in right.items()}
+    assert reaches_best[gate["ship"]], (gate["ship"], accuracy)
+    assert not all(reaches_best.values()), accuracy
     # Levels, not counters: the GBDT used window statistics.
     assert json.loads((repo / "models/candidates/gbdt/gbdt.json").read_text())["window_stats"]
-    # Every candidate's bundle, refitted on train and validation, scores the test readouts
-    # exactly as its stage did.
+    # Every candidate's bundle, its cross-validation's fold models together, scores the test
+    # readouts exactly as its stage did.
     for candidate in BUILTIN:
         out = repo / f"{candidate.name}.csv"
         sh(repo, sys.executable, "-m", "componentx", "predict", "--bundle",

@@ -142,8 +142,10 @@ SCHEMA: dict[str, dict[str, Rule]] = {
                  "min_samples_leaf": either(choice("auto"), integer(1)),
                  "window_stats": either(choice("auto"), BOOL), "l2_regularization": NON_NEGATIVE,
                  "class_weights": choice("none", "inverse"), "seed": integer(0)},
-    "rocket": {"kernels": integer(84), "l2": POSITIVE, "max_iter": integer(1),
+    "rocket": {"kernels": either(choice("auto"), integer(84)),
                "class_weights": choice("none", "inverse"), "seed": integer(0)},
+    "multirocket": {"kernels": either(choice("auto"), integer(84)),
+                    "class_weights": choice("none", "inverse"), "seed": integer(0)},
     "selection": {"cross_validate_below": integer(0), "folds": integer(2, 20),
                   "seed": integer(0)},
     "gate": {"candidates": Rule("a non-empty list of candidate names, each once", lambda v: (

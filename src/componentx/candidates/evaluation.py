@@ -10,10 +10,10 @@ import numpy as np
 from componentx.candidates.folders import CandidateFolders
 from componentx.candidates.interface import PipelineData
 from componentx.candidates.registry import registration
-from componentx.data.windowing import read_window_index
+from componentx.data.windowing import WINDOW_SPLITS, read_window_index
 from componentx.decisions.evaluation import Evaluation, evaluate_logits
 from componentx.decisions.metrics import check_cost_matrix
-from componentx.decisions.selection import plan_selection
+from componentx.decisions.selection import plan_selection, vehicle_keys
 from componentx.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,15 @@ def evaluate_candidate(name: str, params: dict, data: PipelineData,
     test = read_window_index(data.windows, "test")
     cost_matrix = check_cost_matrix(params["evaluate"]["cost_matrix"],
                                     data.summary.num_classes)
+    test_vehicles = test["vehicle_id"].to_numpy()
     evaluation = evaluate_logits(
         {"validation": logits["selection"], "test": logits["test"]},
         {"validation": selection.labels, "test": test["class_label"].to_numpy()},
-        {"validation": selection.vehicles, "test": test["vehicle_id"].to_numpy()},
+        {"validation": selection.vehicles, "test": test_vehicles},
         logits["train_priors"], cost_matrix, params["evaluate"],
-        fit["calibration"][params["evaluate"]["calibration"]], selection.deployment_labels)
+        fit["calibration"][params["evaluate"]["calibration"]], selection.deployment_labels,
+        {"validation": selection.keys,
+         "test": vehicle_keys(WINDOW_SPLITS.index("test"), test_vehicles)})
     evaluation.report |= {**fit["report"], "selection": selection.to_dict()}
     log.info("%s (%s): calibrated on %d %s windows", registration(name).title,
              fit["description"], len(selection.labels), selection.mode.replace("_", "-"))

@@ -13,6 +13,7 @@ Calibration, decisions and metrics are never a candidate's business: the one pat
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from componentx.data.layout import DatasetSummary
 from componentx.data.specs import cardinalities, train_vocabularies, vehicle_codes
 from componentx.data.window_set import WindowSet, load_window_set
 from componentx.data.windowing import WINDOW_SPLITS, read_window_index, readout_arrays
+from componentx.errors import BundleError
 
 
 @dataclass(frozen=True)
@@ -270,3 +272,60 @@ class Candidate(ABC):
         to the logit of its ``target`` class, and the inputs' names; None where the
         candidate has no attributions."""
         return None
+
+
+class FoldEnsemble(Candidate):
+    """The fold models of a cross-validation, shipped together: exactly the models the gate
+    ranked out-of-fold (no refit trains anything that was not ranked). Its logits are the
+    mean of theirs; saved as a folder per fold (``fold0``, ...) and :data:`META`."""
+
+    META = "ensemble.json"
+
+    def __init__(self, members: list[Candidate]) -> None:
+        super().__init__(members[0].params)
+        self.members = members
+        self.train_priors = np.mean([m.train_priors for m in members], axis=0)
+
+    def fit(self, data: FitData) -> FoldEnsemble:
+        raise TypeError("a FoldEnsemble is made of fitted fold models, not fitted itself")
+
+    def logits(self, windows: Windows, device: str = "cpu") -> np.ndarray:
+        return np.mean([m.logits(windows, device) for m in self.members], axis=0)
+
+    def save(self, folder: Path) -> None:
+        for number, member in enumerate(self.members):
+            (folder / f"fold{number}").mkdir()
+            member.save(folder / f"fold{number}")
+        (folder / self.META).write_text(json.dumps({"members": len(self.members)}) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path, engine: str = "auto") -> FoldEnsemble:
+        raise TypeError("load a FoldEnsemble with its members' class: "
+                        "componentx.candidates.registry.load_candidate")
+
+    @classmethod
+    def load_members(cls, folder: Path, member: type[Candidate], engine: str = "auto"
+                     ) -> FoldEnsemble:
+        """The ensemble saved in ``folder``, each fold model read by ``member.load``."""
+        try:
+            count = json.loads((Path(folder) / cls.META).read_text())["members"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise BundleError(f"{folder}: {cls.META} cannot be read ({error})") from None
+        return cls([member.load(Path(folder) / f"fold{n}", engine) for n in range(count)])
+
+    def describe(self) -> str:
+        return (f"{self.members[0].describe()}; the mean of the {len(self.members)} models of "
+                "its cross-validation folds")
+
+    def report(self) -> dict:
+        return {"folds": [m.report() for m in self.members]}
+
+    def calibration_method(self, requested: str) -> str:
+        return self.members[0].calibration_method(requested)
+
+    def attributions(self, windows: Windows, target: np.ndarray, device: str = "cpu"
+                     ) -> tuple[list[str], np.ndarray] | None:
+        found = [m.attributions(windows, target, device) for m in self.members]
+        if any(f is None for f in found):
+            return None
+        return found[0][0], np.mean([values for _, values in found], axis=0)

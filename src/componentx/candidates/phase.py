@@ -3,12 +3,15 @@
 
 :func:`fit_candidate` (the ``fit_<name>`` stages) plans the selection windows
 (:mod:`componentx.decisions.selection`): with enough data the candidate is fitted on train
-and scored on validation; with few, it is fitted fold by fold and scores each held fold
-(out-of-fold logits), then refitted on train and validation. A candidate that tunes itself
-(:attr:`~componentx.candidates.interface.Candidate.tunes`) does so on the validation split,
-or, in a fold or the refit, on an inner split of its own training windows (by vehicle,
-keyed), never on a fold it is scored on. Then the fitted model scores the test windows. The
-model, what the fit chose and the logits are its outputs.
+and scored on validation; with few, it is fitted fold by fold, each fold model scores its
+held fold (out-of-fold logits), and the fold models ship together
+(:class:`~componentx.candidates.interface.FoldEnsemble`): exactly what the gate ranked, no
+refit. Every self-tuned choice (an early-stopping epoch, a boosting iteration) is made inside
+each fit, on an inner split of its own training windows (one vehicle in five, keyed,
+stratified), by the same rule for every candidate
+(:attr:`~componentx.candidates.interface.Candidate.tunes`): never on the windows the gate
+ranks. Then the model that ships scores the test windows. The model, what the fit chose and
+the logits are its outputs.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from componentx.candidates.folders import FIT_REPORT, CandidateFolders
-from componentx.candidates.interface import Candidate, FitData, LabelledWindows, PipelineData
+from componentx.candidates.interface import (
+    Candidate,
+    FitData,
+    FoldEnsemble,
+    LabelledWindows,
+    PipelineData,
+)
 from componentx.candidates.registry import candidate_class, checked
 from componentx.decisions.metrics import check_cost_matrix
 from componentx.decisions.selection import Selection, inner_split, plan_selection
@@ -74,12 +83,12 @@ class ModelPhase:
             ) -> Candidate:
         """A new candidate fitted on ``windows``, tuning on ``tune`` where it tunes itself;
         ``label`` names the fit in its resumable work and fingerprint (empty for the one
-        that ships)."""
+        that ships alone); that one, or the first fold's, logs its steps."""
         work = self.work / label if label else self.work
         return self.cls(self.params).fit(FitData(
             windows, tune if self.cls.tunes else None, self.num_classes, self.cost_matrix,
             work, f"{self.key}-{label}" if label else self.key, self.run,
-            None if label else self.live, main_process()))
+            self.live if label in ("", "fold0") else None, main_process()))
 
     def fit_tuned_inside(self, windows: LabelledWindows, label: str = "") -> Candidate:
         """A fit on ``windows`` that tunes, where it does, on an inner split of them."""
@@ -112,15 +121,16 @@ def fit_candidate(name: str, params: dict, data: PipelineData, folders: Candidat
     if selection.cross_validated:
         windows = data.labelled(selection.splits)
         selection_logits = np.zeros((len(windows), phase.num_classes))
+        members = []
         for number, fitted_on, held in selection.split_folds():
             log.info("%s fold %d/%d: fitting on %d windows, scoring %d", name, number + 1,
                      selection.folds, len(fitted_on), len(held))
-            model = phase.fit_tuned_inside(windows.subset(fitted_on), f"fold{number}")
+            members.append(phase.fit_tuned_inside(windows.subset(fitted_on), f"fold{number}"))
             if main_process():
-                selection_logits[held] = score(model, windows.subset(held), device)
-        final = phase.fit_tuned_inside(windows)
+                selection_logits[held] = score(members[-1], windows.subset(held), device)
+        final: Candidate = FoldEnsemble(members)
     else:
-        final = phase.fit(data.labelled("train"), data.labelled("validation"))
+        final = phase.fit_tuned_inside(data.labelled("train"))
         selection_logits = score(final, data.labelled("validation"), device) \
             if main_process() else None
     if not main_process():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from componentx.errors import ParamsError, UserError
@@ -48,7 +49,8 @@ class Registration:
 BUILTIN = (
     Registration("gbdt", "GBDT", 0, "componentx.gbdt.candidate:GBDT"),
     Registration("rocket", "MiniRocket", 1, "componentx.rocket.candidate:MiniRocket"),
-    Registration("sequence", "sequence model", 2, "componentx.sequence.candidate:SequenceModel"),
+    Registration("multirocket", "MultiRocket", 2, "componentx.rocket.multirocket:MultiRocket"),
+    Registration("sequence", "sequence model", 3, "componentx.sequence.candidate:SequenceModel"),
 )
 _registered: dict[str, Registration] = {r.name: r for r in BUILTIN}
 _plugins_loaded: set[str] = set()
@@ -110,6 +112,17 @@ def chosen(params: dict) -> list[Registration]:
         return [checked(name, params) for name in params["gate"]["candidates"]]
     except UserError as error:
         raise ParamsError(f"gate.candidates: {error}") from None
+
+
+def load_candidate(name: str, folder: Path, engine: str = "auto") -> Candidate:
+    """A fitted candidate read from its folder, as data: one model, or the fold models of a
+    cross-validation (:class:`~componentx.candidates.interface.FoldEnsemble`)."""
+    from componentx.candidates.interface import FoldEnsemble
+
+    member = candidate_class(name)
+    if (Path(folder) / FoldEnsemble.META).is_file():
+        return FoldEnsemble.load_members(folder, member, engine)
+    return member.load(Path(folder), engine)
 
 
 def candidate_class(name: str) -> type[Candidate]:

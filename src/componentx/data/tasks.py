@@ -1,7 +1,8 @@
 """Small classification tasks in the Component X layout, for checking the pipeline on sensor
-data unlike the built-in fleet: 60 to 600 series, 2 to 10 classes, one to twelve channels,
-fixed or variable lengths up to 1,000 readouts, levels rather than cumulative counters, labels
-per series (``train_labels.csv``).
+data unlike the built-in fleet: 60 to 600 labelled series (train and validation), 2 to 52
+classes, one to twelve channels, fixed or variable lengths up to 2,000 readouts, levels rather
+than cumulative counters, labels per series (``train_labels.csv``); and a test split of its
+own size, large enough that telling the candidates apart is not noise.
 
 Two kinds of task. ``when``: each class puts a bump into one channel at its own relative
 position in the series (early for class 0, late for the last), so the class is in *when*
@@ -25,8 +26,8 @@ from componentx.data.layout import ID, TIME, labels_file, readouts_file
 
 @dataclass(frozen=True)
 class Task:
-    """One task: sizes, classes, lengths, channels, noise, kind (the pipeline reads windows
-    of ``max_length`` readouts)."""
+    """One task: labelled series (train and validation) and test series, classes, lengths,
+    channels, noise, kind (the pipeline reads windows of ``max_length`` readouts)."""
 
     name: str
     series: int
@@ -37,32 +38,40 @@ class Task:
     noise: float = 0.6
     seed: int = 0
     kind: str = "when"
+    test_series: int = 400
 
 
 TASKS = (
     Task("few-fixed", series=60, classes=4, min_length=24, max_length=24),
     Task("binary-variable", series=120, classes=2, min_length=10, max_length=40, seed=1),
-    Task("many-variable", series=360, classes=9, min_length=16, max_length=40, seed=2),
+    Task("many-variable", series=360, classes=9, min_length=16, max_length=40, seed=2,
+         test_series=450),
     Task("shape-binary-short", series=84, classes=2, min_length=24, max_length=24, channels=1,
          noise=0.8, kind="shape", seed=3),
     Task("shape-few-long", series=60, classes=3, min_length=250, max_length=250, channels=1,
-         noise=0.8, kind="shape", seed=4),
+         noise=0.8, kind="shape", seed=4, test_series=300),
     Task("shape-six", series=300, classes=6, min_length=427, max_length=427, channels=1,
-         noise=0.8, kind="shape", seed=5),
-    Task("shape-long-variable", series=600, classes=10, min_length=200, max_length=1000,
-         channels=1, noise=0.8, kind="shape", seed=6),
+         noise=0.8, kind="shape", seed=5, test_series=300),
+    Task("shape-long-variable", series=540, classes=10, min_length=200, max_length=1000,
+         channels=1, noise=0.8, kind="shape", seed=6, test_series=300),
     Task("shape-channels", series=60, classes=4, min_length=100, max_length=100, channels=6,
          noise=0.8, kind="shape", seed=7),
     Task("shape-channels-variable", series=450, classes=9, min_length=12, max_length=40,
-         channels=12, noise=0.5, kind="shape", seed=8),
+         channels=12, noise=0.5, kind="shape", seed=8, test_series=450),
+    # many classes, two labelled series each, long univariate series
+    Task("shape-52-long", series=104, classes=52, min_length=2000, max_length=2000, channels=1,
+         noise=0.6, kind="shape", seed=9, test_series=520),
 )
 MOTIFS = ("sine", "square", "triangle", "ramp_up", "ramp_down", "two_bumps", "chirp",
           "step_up", "step_down", "damped", "spike")
 
 
-def motif(name: str, steps: int) -> np.ndarray:
-    """A class's pattern over ``steps`` readouts: zero mean, largest magnitude 1."""
-    t = np.linspace(0.0, 1.0, steps)
+def motif(name: str, steps: int, repeats: int = 1) -> np.ndarray:
+    """A class's pattern over ``steps`` readouts, the shape ``repeats`` times over: zero mean,
+    largest magnitude 1."""
+    t = np.linspace(0.0, repeats, steps)
+    if repeats > 1:
+        t = t - np.floor(t)
     shapes = {
         "sine": np.sin(2 * np.pi * t), "square": np.where(t < 0.5, 1.0, -1.0),
         "triangle": 1 - 2 * np.abs(2 * t - 1), "ramp_up": t, "ramp_down": 1 - t,
@@ -84,15 +93,18 @@ def _shape_series(task: Task, label: int, length: int, rng: np.random.Generator
     values += np.cumsum(rng.normal(0.0, 0.02, (length, task.channels)), axis=0)
     width = int(np.clip(round(length * rng.uniform(0.25, 0.45)), 6, length))
     start = int(rng.integers(0, length - width + 1))
-    pattern = motif(MOTIFS[label % len(MOTIFS)], width) * rng.uniform(1.5, 2.5)
+    pattern = motif(MOTIFS[label % len(MOTIFS)], width, 1 + label // len(MOTIFS)) * \
+        rng.uniform(1.5, 2.5)
     values[start:start + width, int(rng.integers(task.channels))] += pattern
     return values
 
 
 def series(task: Task) -> tuple[list[np.ndarray], np.ndarray]:
-    """The series (length, channels) and their classes, balanced, in a seeded order."""
+    """The labelled series, then the test series, (length, channels) each, and their
+    classes: balanced within each part, in a seeded order."""
     rng = np.random.default_rng(task.seed)
-    labels = rng.permutation(np.arange(task.series) % task.classes)
+    labels = np.concatenate([rng.permutation(np.arange(task.series) % task.classes),
+                             rng.permutation(np.arange(task.test_series) % task.classes)])
     data = []
     for label in labels:
         length = int(rng.integers(task.min_length, task.max_length + 1))
@@ -109,15 +121,15 @@ def series(task: Task) -> tuple[list[np.ndarray], np.ndarray]:
     return data, labels
 
 
-def write_task(task: Task, folder: Path, shares: tuple[float, float] = (0.6, 0.2)) -> None:
-    """The task as the nine-file layout (train_labels.csv, no specifications), split by series
-    into train, validation and test (``shares`` of train and validation)."""
+def write_task(task: Task, folder: Path, train_share: float = 0.75) -> None:
+    """The task as the nine-file layout (train_labels.csv, no specifications): the labelled
+    series split into train (``train_share``) and validation, then the test series."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     data, labels = series(task)
-    cut = np.cumsum(np.round(np.array(shares) * task.series).astype(int))
-    splits = {"train": range(0, cut[0]), "validation": range(cut[0], cut[1]),
-              "test": range(cut[1], task.series)}
+    cut = round(train_share * task.series)
+    splits = {"train": range(0, cut), "validation": range(cut, task.series),
+              "test": range(task.series, task.series + task.test_series)}
     for split, members in splits.items():
         ids = np.concatenate([np.full(len(data[i]), i) for i in members])
         times = np.concatenate([np.arange(1, len(data[i]) + 1, dtype=float) for i in members])

@@ -102,22 +102,16 @@ def fit_calibrator(val_logits: np.ndarray, val_y: np.ndarray, train_priors: np.n
     return Calibrator(method, temperature, bias, ratio)
 
 
-def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """A fold number per sample, every class spread evenly over the folds (seeded)."""
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(y), dtype=np.int64)
-    for c in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == c))
-        fold[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
-    return fold
+def crossfit_probabilities(val_logits: np.ndarray, val_y: np.ndarray, keys: np.ndarray,
+                           train_priors: np.ndarray, deployment_priors: np.ndarray | None,
+                           method: str, folds: int, seed: int) -> np.ndarray:
+    """Validation probabilities in which each vehicle (``keys``: each window's, see
+    :func:`~componentx.decisions.selection.vehicle_keys`) is calibrated by a fit on folds of
+    the other vehicles (keyed, stratified by class), so validation scores do not reward a
+    calibration for fitting its own sample."""
+    from componentx.decisions.selection import vehicle_folds
 
-
-def crossfit_probabilities(val_logits: np.ndarray, val_y: np.ndarray, train_priors: np.ndarray,
-                           deployment_priors: np.ndarray | None, method: str, folds: int,
-                           seed: int) -> np.ndarray:
-    """Validation probabilities in which each vehicle is calibrated by a fit on the other
-    folds, so validation scores do not reward a calibration for fitting its own sample."""
-    fold = stratified_folds(val_y, folds, seed)
+    fold = vehicle_folds(np.zeros(len(keys), dtype=np.int64), keys, val_y, folds, seed)
     probs = np.empty_like(val_logits, dtype=float)
     for f in range(folds):
         held = fold == f

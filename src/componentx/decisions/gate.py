@@ -27,6 +27,27 @@ def _probabilities(frame: pd.DataFrame) -> np.ndarray:
     return frame[[c for c in frame.columns if c.startswith("prob_")]].to_numpy()
 
 
+def _keys(frame: pd.DataFrame) -> np.ndarray:
+    """Each window's vehicle as the intervals resample it: ``vehicle_key`` (one per vehicle of
+    a split), or ``vehicle_id`` in predictions written before there were keys."""
+    return frame["vehicle_key" if "vehicle_key" in frame else "vehicle_id"].to_numpy()
+
+
+def _weights(frame: pd.DataFrame) -> np.ndarray:
+    """Each window's weight towards the deployment class mix (1 where there is none)."""
+    return frame["weight"].to_numpy() if "weight" in frame else np.ones(len(frame))
+
+
+def weighted_cost_and_log_loss(frame: pd.DataFrame, cost_matrix: np.ndarray
+                               ) -> tuple[float, float]:
+    """Total cost and mean log loss of a predictions frame, each window counted its
+    ``weight`` times: the deployment class mix's (equal to the plain ones on validation)."""
+    y, w = frame["class_label"].to_numpy(), _weights(frame)
+    cost = float((w * np.asarray(cost_matrix, dtype=float)[y, frame["predicted"]]).sum())
+    likelihood = np.clip(_probabilities(frame)[np.arange(len(y)), y], 1e-12, None)
+    return cost, float((-w * np.log(likelihood)).sum() / w.sum())
+
+
 def _check_same_vehicles(frame: pd.DataFrame, other: pd.DataFrame, what: str) -> None:
     if not np.array_equal(frame["vehicle_id"].to_numpy(), other["vehicle_id"].to_numpy()):
         raise UserError(f"the gate compares predictions on the same vehicles, but {what} "
@@ -39,13 +60,15 @@ def frame_report(frame: pd.DataFrame, cost_matrix: np.ndarray, evaluate: dict) -
     logits = frame[[c for c in frame.columns if c.startswith("logit_")]].to_numpy()
     return split_report(frame["class_label"].to_numpy(), softmax(logits), _probabilities(frame),
                         cost_matrix, evaluate["decision"], evaluate["bootstrap"],
-                        evaluate["seed"], frame["vehicle_id"].to_numpy())
+                        evaluate["seed"], _keys(frame))
 
 
 def rank_candidates(frames: dict[str, pd.DataFrame], cost_matrix: np.ndarray, n_boot: int,
                     seed: int, simplicity: dict[str, int]) -> list[dict]:
     """The candidates of ``frames`` (name: predictions on the selection windows), best first:
-    total cost, then log loss, then ``simplicity`` (lower is simpler); each with its paired
+    total cost, then log loss, then ``simplicity`` (lower is simpler), each window weighted
+    towards the deployment class mix (its ``weight``: all 1 on validation, see
+    :func:`~componentx.decisions.evaluation.deployment_weights`); each with its paired
     difference to the best (cost and Brier score, candidate minus best: positive when the
     best is better)."""
     first = next(iter(frames.values()))
@@ -53,9 +76,8 @@ def rank_candidates(frames: dict[str, pd.DataFrame], cost_matrix: np.ndarray, n_
     rows = []
     for name, frame in frames.items():
         _check_same_vehicles(frame, first, f"the {name} candidate's and the others' vehicles")
-        rows.append({"name": name, "cost_total": total_cost(y, frame["predicted"].to_numpy(),
-                                                            cost_matrix),
-                     "log_loss": probability_metrics(y, _probabilities(frame))["log_loss"]})
+        cost, log_loss = weighted_cost_and_log_loss(frame, cost_matrix)
+        rows.append({"name": name, "cost_total": cost, "log_loss": log_loss})
     rows.sort(key=lambda row: (row["cost_total"], row["log_loss"], simplicity[row["name"]]))
     best = frames[rows[0]["name"]]
     for row in rows:
@@ -63,7 +85,7 @@ def rank_candidates(frames: dict[str, pd.DataFrame], cost_matrix: np.ndarray, n_
         row["vs_best"] = None if row is rows[0] else paired_comparison(
             y, other["predicted"].to_numpy(), best["predicted"].to_numpy(),
             _probabilities(other), _probabilities(best), cost_matrix, n_boot, seed,
-            first["vehicle_id"].to_numpy())
+            _keys(first), _weights(first))
     return rows
 
 
@@ -81,8 +103,8 @@ def gate_verdict(run: pd.DataFrame, reference: pd.DataFrame, cost_matrix: np.nda
     y = run["class_label"].to_numpy()
     probs, reference_probs = _probabilities(run), _probabilities(reference)
     paired = paired_comparison(y, run["predicted"].to_numpy(), reference["predicted"].to_numpy(),
-                               probs, reference_probs, cost_matrix, n_boot, seed,
-                               run["vehicle_id"].to_numpy())
+                               probs, reference_probs, cost_matrix, n_boot, seed, _keys(run),
+                               _weights(run))
     ours, theirs = probability_metrics(y, probs), probability_metrics(y, reference_probs)
     cost, brier = paired["cost_total"], paired["brier"]
     checks = {

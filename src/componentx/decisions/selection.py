@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from componentx.compute import keyed_uniform
+from componentx.compute import keyed_hash, keyed_uniform
 from componentx.data.windowing import read_window_index
 from componentx.errors import UserError
 
@@ -66,6 +66,12 @@ class Selection:
         return self.labels[self.windows["split"].to_numpy() == 1]
 
     @property
+    def keys(self) -> np.ndarray:
+        """Each window's vehicle as :func:`vehicle_keys` of (split, vehicle): the unit of the
+        folds, the calibration's cross-fit and the bootstrap."""
+        return vehicle_keys(self.windows["split"].to_numpy(), self.vehicles)
+
+    @property
     def cross_validated(self) -> bool:
         return self.mode == CROSS_VALIDATION
 
@@ -81,6 +87,12 @@ class Selection:
         vehicles = self.windows[["split", "vehicle_id"]].drop_duplicates()
         return {"mode": self.mode, "folds": self.folds, "windows": len(self.windows),
                 "vehicles": len(vehicles)}
+
+
+def vehicle_keys(split: np.ndarray | int, vehicles: np.ndarray) -> np.ndarray:
+    """One int64 per (split, vehicle) (split numbered as ``WINDOW_SPLITS``: train 0,
+    validation 1, test 2): distinct vehicles of two splits that share an id stay apart."""
+    return keyed_hash(np.int64(0xFEE7), split, np.asarray(vehicles)).view(np.int64)
 
 
 def vehicle_folds(split: np.ndarray, vehicles: np.ndarray, labels: np.ndarray, folds: int,

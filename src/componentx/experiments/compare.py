@@ -112,9 +112,10 @@ def paired_against(best: Experiment, other: Experiment, split: str, cost_matrix:
         raise UserError(f"experiments {other.name} and {best.name} were evaluated on other "
                          f"{split} vehicles; they cannot be compared")
     y = ours["class_label"].to_numpy()
+    keys = ours["vehicle_key" if "vehicle_key" in ours else "vehicle_id"].to_numpy()
     return paired_interval(vehicle_costs(y, ours["predicted"].to_numpy(), cost_matrix),
                            vehicle_costs(y, theirs["predicted"].to_numpy(), cost_matrix),
-                           n_boot, seed, vehicles=ours["vehicle_id"].to_numpy())
+                           n_boot, seed, vehicles=keys)
 
 
 def validation_rank(experiment: Experiment) -> tuple[float, float]:

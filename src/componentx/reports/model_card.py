@@ -30,9 +30,11 @@ def model_card(meta: dict) -> str:
     gate = metrics.get("gate", {})
     what = meta["description"]
     cross_validated = metrics.get("selection", {}).get("mode") == "cross_validation"
-    fitted = ("Cross-validated on train and validation (calibrated on out-of-fold "
-              "predictions), then refitted on both; never on test." if cross_validated else
-              "Trained on train, early-stopped and calibrated on validation, never on test.")
+    fitted = ("The models of its cross-validation folds over train and validation (each "
+              "tuned on an inner split of its own training vehicles), calibrated on their "
+              "out-of-fold predictions; never on test." if cross_validated else
+              "Trained on train (tuned on an inner split of its vehicles), calibrated on "
+              "validation, never on test.")
     vehicles = ", ".join(f"{n:,} {split}" for split, n in provenance["data"]["vehicles"].items())
     lines = [
         f"# Model card: componentx {meta['title']} ({meta['kind']})", "",

@@ -1,11 +1,10 @@
 """MiniRocket features of the very windows the sequence model reads (its model inputs, the
-age channel included), the specifications one-hot, standardised, and a multinomial logistic
-regression with the class weights."""
+age channel included) and the specifications one-hot, with a ridge head whose penalty is
+chosen on the training windows alone (:mod:`componentx.rocket.ridge`)."""
 
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,49 +12,48 @@ import numpy as np
 from componentx.data.window_set import WindowSet
 from componentx.decisions.priors import class_weights, training_priors
 from componentx.errors import UserError
-from componentx.rocket.kernels import Kernels, fit_kernels, transform
+from componentx.rocket.kernels import CHUNK, Kernels, fit_kernels, transform
+from componentx.rocket.ridge import ALPHAS, RidgeHead, fit_dual, fit_primal, normalised_weights
 
 log = logging.getLogger(__name__)
-ABSENT_CLASS_LOGIT = -30.0  # a class no training window has
+FULL_KERNELS, CAPPED_KERNELS = 9_996, 4_032  # MiniRocket's standard count; 48 x 84
+DUAL_WINDOWS = 4_096  # up to this many training windows, rocket.kernels auto is the full count
+KERNEL_SAMPLE = 10_000  # windows the kernels' biases are drawn from, at most
 
 
 @dataclass
 class FittedRocket:
-    """Fitted kernels, the standardisation of their features and of the one-hot
-    specifications (``spec_cardinalities`` codes per column), and the logistic head
-    (``coef`` (classes, features), ``intercept`` (classes,))."""
+    """Fitted kernels, the one-hot specifications (``spec_cardinalities`` codes per column)
+    and the ridge head on both (:class:`~componentx.rocket.ridge.RidgeHead`)."""
 
     kernels: Kernels
     spec_cardinalities: list[int]
-    mean: np.ndarray
-    scale: np.ndarray
-    coef: np.ndarray
-    intercept: np.ndarray
+    head: RidgeHead
 
     def features(self, x: np.ndarray, lengths: np.ndarray, specs: np.ndarray) -> np.ndarray:
-        """Standardised features (windows, kernels + one-hot codes) float32 of left-padded
-        windows ``x`` (windows, size, channels) with their real ``lengths`` and
-        specification codes ``specs`` (windows, n_specs)."""
-        raw = np.concatenate([transform(self.kernels, x, lengths),
-                              one_hot(specs, self.spec_cardinalities)], axis=1)
-        return (raw - self.mean) / self.scale
+        """Raw features (windows, kernels + one-hot codes) float32 of left-padded windows
+        ``x`` (windows, size, channels) with their real ``lengths`` and specification codes
+        ``specs`` (windows, n_specs)."""
+        return np.concatenate([transform(self.kernels, x, lengths),
+                               one_hot(specs, self.spec_cardinalities)], axis=1)
 
     def logits(self, x: np.ndarray, lengths: np.ndarray, specs: np.ndarray) -> np.ndarray:
-        """Logits (windows, classes) float64."""
-        return self.features(x, lengths, specs).astype(np.float64) @ self.coef.T + \
-            self.intercept
+        """The head's scores (windows, classes) float64."""
+        return self.head.scores(self.features(x, lengths, specs))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Every array of the model, by name (``np.savez`` them; :meth:`from_arrays` reads
         them back)."""
-        return {"mean": self.mean, "scale": self.scale, "coef": self.coef,
-                "intercept": self.intercept, **self.kernels.to_arrays()}
+        head = self.head
+        return {"mean": head.mean, "scale": head.scale, "coef": head.coef,
+                "intercept": head.intercept, **self.kernels.to_arrays()}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], spec_cardinalities: list[int]
-                    ) -> FittedRocket:
-        return cls(Kernels.from_arrays(arrays), spec_cardinalities, arrays["mean"],
-                   arrays["scale"], arrays["coef"], arrays["intercept"])
+    def from_arrays(cls, arrays: dict[str, np.ndarray], spec_cardinalities: list[int],
+                    alpha: float, errors: list[float]) -> FittedRocket:
+        return cls(Kernels.from_arrays(arrays), spec_cardinalities, RidgeHead(
+            arrays["mean"], arrays["scale"], arrays["coef"], arrays["intercept"], alpha,
+            errors))
 
 
 def one_hot(specs: np.ndarray, cards: list[int]) -> np.ndarray:
@@ -67,54 +65,53 @@ def one_hot(specs: np.ndarray, cards: list[int]) -> np.ndarray:
     return out
 
 
+def kernel_features(setting: int | str, windows: int) -> int:
+    """``rocket.kernels``: a number, or ``auto``: :data:`FULL_KERNELS` where the head's
+    eigendecomposition is of the windows (at most :data:`DUAL_WINDOWS` of them), else
+    :data:`CAPPED_KERNELS`, so it is never larger than about 4,000 (seconds, not minutes)."""
+    if setting != "auto":
+        return int(setting)
+    return FULL_KERNELS if windows <= DUAL_WINDOWS else CAPPED_KERNELS
+
+
+def kernel_sample(windows: int, seed: int) -> np.ndarray:
+    """The windows the kernels' biases are drawn from: all, or :data:`KERNEL_SAMPLE` of them
+    (seeded), in order."""
+    if windows <= KERNEL_SAMPLE:
+        return np.arange(windows)
+    return np.sort(np.random.default_rng(seed).choice(windows, KERNEL_SAMPLE, replace=False))
+
+
 def fit_rocket(windows: WindowSet, num_classes: int, cards: list[int], settings: dict
                ) -> tuple[FittedRocket, np.ndarray]:
-    """Fit the kernels and the head on ``windows`` (``settings`` is ``params.rocket``);
-    also returns the priors the head was trained under (class weights included)."""
+    """Fit the kernels (on :func:`kernel_sample`) and the ridge head on ``windows``
+    (``settings`` is ``params.rocket``), :data:`CHUNK` windows at a time: no copy of all
+    the windows or of all their features where there are more windows than features. Also
+    returns the priors the head was trained under (class weights included)."""
     labels = windows.labels
     if len(np.unique(labels)) < 2:
         raise UserError("rocket: the windows it is fitted on hold a single class")
-    everything = np.arange(len(windows))
-    x = windows.arrays(everything)
-    kernels = fit_kernels(x, windows.length, settings["kernels"], settings["seed"])
-    unfitted = FittedRocket(kernels, cards, np.zeros(1, np.float32), np.ones(1, np.float32),
-                            np.zeros(0), np.zeros(0))
-    raw = unfitted.features(x, windows.length, windows.specs)
-    del x
-    mean = raw.mean(axis=0, dtype=np.float64).astype(np.float32)
-    scale = raw.std(axis=0, dtype=np.float64).astype(np.float32)
-    scale[scale < 1e-6] = 1.0
-    raw -= mean
-    raw /= scale
+    n = len(windows)
+    sample = kernel_sample(n, settings["seed"])
+    kernels = fit_kernels(windows.arrays(sample), windows.length[sample],
+                          kernel_features(settings["kernels"], n), settings["seed"])
+    unfitted = FittedRocket(kernels, cards, None)
     weights = class_weights(settings["class_weights"], labels, num_classes,
                             "rocket.class_weights")
-    coef, intercept = fit_head(raw, labels, None if weights is None else weights[labels],
-                               num_classes, settings)
-    return (FittedRocket(kernels, cards, mean, scale, coef, intercept),
-            training_priors(labels, weights, False, num_classes))
+    row_weights = normalised_weights(labels, weights)
 
+    def chunks():
+        for rows in np.array_split(np.arange(n), max(1, -(-n // CHUNK))):
+            yield unfitted.features(windows.arrays(rows), windows.length[rows],
+                                    windows.specs[rows]), rows
 
-def fit_head(features: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None,
-             num_classes: int, settings: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Multinomial logistic regression on standardised ``features`` minimising the mean
-    (weighted) log loss plus ``settings["l2"] / 2`` times the squared norm of the
-    coefficients (sklearn's ``C`` is ``1 / (l2 * windows)``): a penalty per window, so its
-    strength relative to the data is the same at any size. Coefficients (classes, features)
-    and intercepts (classes,) for every class (absent classes: zero coefficients and a very
-    low intercept)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    model = LogisticRegression(C=1.0 / (settings["l2"] * len(labels)),
-                               max_iter=settings["max_iter"], tol=1e-4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(features, labels, sample_weight=sample_weight)
-    present = model.classes_
-    coef = np.zeros((num_classes, features.shape[1]))
-    intercept = np.full(num_classes, ABSENT_CLASS_LOGIT)
-    if len(present) == 2:  # one logit: the second class against the first
-        coef[present[1]], intercept[present] = model.coef_[0], (0.0, model.intercept_[0])
+    if n <= kernels.n_features + sum(cards):
+        head = fit_dual(np.concatenate([f for f, _ in chunks()]), labels, row_weights,
+                        num_classes)
     else:
-        coef[present], intercept[present] = model.coef_, model.intercept_
-    return coef, intercept
+        head = fit_primal(chunks(), labels, row_weights, num_classes)
+    log.info("rocket: ridge penalty %.3g of %s chosen by %s on %d windows", head.alpha,
+             np.round(ALPHAS, 3).tolist(), "leave-one-out" if n <= kernels.n_features
+             else "generalised cross-validation", n)
+    return (FittedRocket(kernels, cards, head),
+            training_priors(labels, weights, False, num_classes))

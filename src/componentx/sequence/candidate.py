@@ -89,7 +89,11 @@ class SequenceModel(Candidate):
         self.folder: Path | None = None
 
     def fit(self, data: FitData) -> SequenceModel:
-        from componentx.sequence.checkpoints import load_model, resumable_checkpoint
+        from componentx.sequence.checkpoints import (
+            load_checkpoint,
+            load_model,
+            resumable_checkpoint,
+        )
         from componentx.sequence.config import TrainConfig
         from componentx.sequence.models import ModelConfig
         from componentx.sequence.training import train
@@ -121,9 +125,9 @@ class SequenceModel(Candidate):
         self.module, checkpoint = load_model(data.work / "best.pt")
         self.train_priors = np.asarray(checkpoint["train_priors"])
         self.config, self.train_config = checkpoint["config"], checkpoint["train_config"]
-        self.best_epoch = checkpoint["state"]["stopping"]["best_epoch"]
-        self.epochs = checkpoint["state"]["epoch"]
-        self.history = checkpoint["state"]["history"]
+        state = load_checkpoint(data.work / "last.pt")["state"]  # the whole run's
+        self.best_epoch, self.epochs = state["stopping"]["best_epoch"], state["epoch"]
+        self.history = state["history"]
         self.stats, self.size = FeatureStats.load(data.data.stats), data.data.size
         return self
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from componentx.candidates.interface import Candidate, Windows
-from componentx.candidates.registry import candidate_class, registered
+from componentx.candidates.registry import load_candidate, registered
 from componentx.decisions.calibration import Calibrator
 from componentx.decisions.rules import failure_risk
 from componentx.errors import BundleError
@@ -52,7 +52,8 @@ def read_meta(folder: Path) -> dict:
         raise BundleError(f"{path}: its candidate {meta.get('kind')!r} is not registered here "
                           f"(known: {', '.join(sorted(registered()))}); a candidate of your "
                           "own is registered by a module named in COMPONENTX_CANDIDATES")
-    code = sorted(p.name for p in Path(folder).iterdir() if p.suffix in CODE_SUFFIXES)
+    code = sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*")
+                  if p.suffix in CODE_SUFFIXES)
     if code:
         raise BundleError(f"{folder} holds {code}: refused, a bundle holds data only and "
                           "loading those could run code")
@@ -76,7 +77,7 @@ class Bundle:
     def load(cls, folder: Path, engine: str = "auto") -> Bundle:
         """Read a bundle as data (:func:`read_meta`, then its candidate's own loader)."""
         meta = read_meta(folder)
-        model = candidate_class(meta["kind"]).load(Path(folder), engine)
+        model = load_candidate(meta["kind"], Path(folder), engine)
         return cls(Path(folder), meta, model, Calibrator.from_dict(meta["calibration"]))
 
     @property
@@ -95,11 +96,8 @@ class Bundle:
 def write_bundle(folder: Path, fitted: Path, meta: dict) -> None:
     """A candidate's fitted folder (``fitted``: what it saved and ``fit.json``) as a bundle:
     its files, ``bundle.json`` (``meta``) and the model card."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for path in sorted(Path(fitted).iterdir()):
-        shutil.copy2(path, folder / path.name)
-        files.append(path.name)
+    shutil.copytree(fitted, folder, dirs_exist_ok=True)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     meta = {"format": BUNDLE_FORMAT, **meta, "files": files}
     (folder / "bundle.json").write_text(json.dumps(meta, indent=1, default=_plain) + "\n")
     (folder / "model_card.md").write_text(model_card(meta))
