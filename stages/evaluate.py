@@ -7,12 +7,11 @@ import json
 from componentx.candidates.evaluation import evaluate_candidate
 from componentx.candidates.folders import CandidateFolders
 from componentx.candidates.interface import PipelineData
-from componentx.candidates.registry import chosen
 from componentx.decisions.evaluation import log_summary
 from componentx.params import load_params
 from componentx.reports.figures import write_evaluation_plots
 from componentx.reports.tables import write_predictions
-from componentx.runtime import atomic_dir, run_stage
+from componentx.runtime import atomic_dir, log, run_stage
 from componentx.tracking import log_evaluation
 
 
@@ -21,7 +20,11 @@ def main() -> None:
     data, folders = PipelineData(params["window"]["size"]), CandidateFolders()
     with atomic_dir(folders.predictions) as predictions, atomic_dir(folders.plots) as plots, \
             atomic_dir(folders.metrics) as metrics:
-        for candidate in chosen(params):
+        fitted, declined = folders.fitted(params)
+        for name, reason in declined.items():
+            log.info("%s was not fitted (%s): not evaluated", name, reason)
+            (metrics / f"{name}.json").write_text(json.dumps({"declined": reason}) + "\n")
+        for candidate in fitted:
             name = candidate.name
             evaluation = evaluate_candidate(name, params, data, folders)
             (predictions / name).mkdir()

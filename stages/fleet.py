@@ -21,7 +21,7 @@ METRICS = Path("metrics/fleet.json")
 
 def main() -> None:
     params = load_params()
-    view = fleet_view(BUNDLES, [c.name for c in chosen(params)],
+    view = fleet_view(BUNDLES, [c.name for c in chosen(params) if (BUNDLES / c.name).is_dir()],
                       PipelineData(params["window"]["size"]), LABELS, params["fleet"],
                       params["compute"]["device"])
     with atomic_dir(OUT) as out, atomic_dir(PLOTS) as plots:

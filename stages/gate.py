@@ -26,12 +26,15 @@ def main() -> None:
     candidates = chosen(params)
     reports = {c.name: json.loads((folders.metrics / f"{c.name}.json").read_text())
                for c in candidates}
-    verdict = choose_candidate(reports, folders.predictions,
-                               {c.name: c.simplicity for c in candidates}, cost_matrix,
-                               params["gate"], params["evaluate"])
+    declined = {name: report["declined"] for name, report in reports.items()
+                if "declined" in report}
+    fitted = [c for c in candidates if c.name not in declined]
+    verdict = choose_candidate({c.name: reports[c.name] for c in fitted}, folders.predictions,
+                               {c.name: c.simplicity for c in fitted}, cost_matrix,
+                               params["gate"], params["evaluate"]) | {"declined": declined}
     atomic_write_json(OUT, verdict)
     atomic_write_bytes(COMPARISON, candidates_markdown(
-        verdict, reports, {c.name: c.title for c in candidates}).encode())
+        verdict, reports, {c.name: c.title for c in fitted}).encode())
     print(format_verdict(verdict))
 
 

@@ -198,3 +198,24 @@ def test_a_held_fold_s_labels_never_reach_its_out_of_fold_logits(small_project, 
     ensemble.save(folder)
     loaded = registry.load_candidate(name, folder)
     np.testing.assert_allclose(score(loaded, windows.subset(held), "cpu"), logits, atol=1e-5)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_candidate_that_declines_its_data_is_left_out_and_says_why(small_project,
+                                                                     monkeypatch, tmp_path):
+    from componentx.candidates.folders import CandidateFolders
+    from componentx.candidates.interface import PipelineData
+    from componentx.candidates.phase import fit_candidate
+
+    monkeypatch.chdir(small_project)
+    params = yaml.safe_load((small_project / "params.yaml").read_text())
+    params["multirocket"]["max_windows"] = 10
+    folders = CandidateFolders(models=tmp_path / "models", logits=tmp_path / "logits")
+    fit_candidate("multirocket", params, PipelineData(params["window"]["size"]), folders)
+    report = folders.fit_report("multirocket")
+    assert "more than multirocket.max_windows (10)" in report["declined"]
+    assert report["selection"]["mode"] == "cross_validation"
+    params["gate"]["candidates"] = ["multirocket"]
+    fitted, declined = folders.fitted(params)
+    assert fitted == [] and set(declined) == {"multirocket"}

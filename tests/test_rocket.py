@@ -12,9 +12,9 @@ from componentx.data.window_set import WindowSet
 from componentx.decisions.calibration import softmax
 from componentx.errors import BundleError, UserError
 from componentx.rocket.candidate import ARRAYS, MiniRocket
+from componentx.rocket.head import ABSENT_CLASS_LOGIT, ALPHAS, fit_head, fit_ridge
 from componentx.rocket.kernels import MIN_LENGTH, fit_kernels, real_steps, transform
 from componentx.rocket.model import FittedRocket, fit_rocket
-from componentx.rocket.ridge import ALPHAS, fit_dual, fit_primal, normalised_weights
 
 SETTINGS = {"kernels": 168, "class_weights": "inverse", "seed": 0}
 
@@ -80,8 +80,9 @@ def test_the_head_gives_probabilities_and_the_files_give_the_same_logits(tmp_pat
     assert (probs.max(axis=1) < 0.99).mean() > 0.1
     assert (logits.argmax(axis=1) == test.labels).mean() > 0.9
     arrays = model.to_arrays()
+    head = {"kind": model.head.kind, "alpha": model.head.alpha, "errors": model.head.errors}
     np.testing.assert_array_equal(window_logits(FittedRocket.from_arrays(
-        arrays, model.spec_cardinalities, model.head.alpha, model.head.errors), test), logits)
+        arrays, model.spec_cardinalities, head), test), logits)
 
 
 def saved_candidate(folder):
@@ -135,33 +136,30 @@ def test_the_ridge_head_chooses_the_standard_pipeline_s_penalty_and_predictions(
         x[:, :5] += y[:, None] * rng.uniform(0.2, 1.0)  # a weak signal
         x = (x - x.mean(axis=0)) / x.std(axis=0)
         test = rng.normal(size=(30, d))
-        ours = fit_dual(x, y, np.ones(n), classes)
+        ours = fit_ridge(x, y, np.ones(n), classes)
         theirs = RidgeClassifierCV(alphas=ALPHAS).fit(x, y)
         assert ours.alpha == pytest.approx(theirs.alpha_)
         np.testing.assert_array_equal(ours.scores(test).argmax(axis=1), theirs.predict(test))
 
 
-def test_the_primal_head_needs_no_copy_of_the_windows_and_agrees_with_the_dual(monkeypatch):
-    """More windows than features: moments accumulated chunk by chunk give the dual form's
-    scores at the same penalty, weighted or not; class weights normalised to mean 1 leave
-    the penalty what it says (uniform weights of any size change nothing)."""
-    from componentx.rocket import ridge
-
+def test_the_head_is_ridge_up_to_as_many_windows_as_features_then_logistic():
+    """The regime follows the windows; class weights are normalised (uniform weights of any
+    size change nothing); a class no window has gets a very low score."""
     rng = np.random.default_rng(4)
-    n, d = 600, 40
-    y = np.arange(n) % 3
-    x = rng.normal(size=(n, d)) + 3 * rng.normal(size=d)  # features off centre
-    x[:, 0] += y
-    chunks = [(x[rows], rows) for rows in np.array_split(np.arange(n), 7)]
-    chosen = fit_primal(chunks, y, normalised_weights(y, None), 3)
-    assert chosen.errors[ALPHAS.tolist().index(chosen.alpha)] == min(chosen.errors)
-    assert (chosen.scores(x).argmax(axis=1) == y).mean() > 0.5  # chance is 1/3
-    tripled = fit_primal(chunks, y, normalised_weights(y, np.array([3.0, 3.0, 3.0])), 3)
-    np.testing.assert_allclose(tripled.scores(x), chosen.scores(x))
-    monkeypatch.setattr(ridge, "ALPHAS", np.array([10.0]))
-    weights = normalised_weights(y, np.array([1.0, 2.0, 5.0]))
-    np.testing.assert_allclose(fit_primal(chunks, y, weights, 3).scores(x),
-                               fit_dual(x, y, weights, 3).scores(x), atol=1e-8)
+    settings = {"l2": 0.3, "max_iter": 200}
+    for n, d, kind in ((60, 80, "ridge"), (600, 40, "logistic")):
+        y = np.arange(n) % 3  # class 3 of 4 never occurs
+        x = rng.normal(size=(n, d)) + 3 * rng.normal(size=d)  # features off centre
+        x[:, 0] += 4 * y
+        head = fit_head(x, y, None, 4, settings)
+        assert head.kind == kind
+        assert (head.scores(x).argmax(axis=1) == y).mean() > 0.8  # chance is 1/3
+        assert (head.scores(x)[:, 3] == ABSENT_CLASS_LOGIT).all()
+        tripled = fit_head(x, y, np.full(4, 3.0), 4, settings)
+        np.testing.assert_allclose(tripled.scores(x), head.scores(x), rtol=1e-6, atol=1e-6)
+    assert head.calibration("temperature") == "temperature"
+    assert fit_head(x[:30], y[:30], None, 4, settings).calibration("temperature") == \
+        "bias_temperature"
 
 
 def test_multirocket_reads_real_readouts_only_and_its_files_give_the_same_scores(tmp_path):
@@ -190,7 +188,7 @@ def test_multirocket_reads_real_readouts_only_and_its_files_give_the_same_scores
     candidate.transform = candidate._transformer(84).fit(
         edge_padded(train.arrays(everything), train.length))
     features = candidate._features(train.arrays(everything), train.length, train.specs)
-    candidate.head = fit_dual(features, train.labels, np.ones(len(train)), 3)
+    candidate.head = fit_ridge(features, train.labels, np.ones(len(train)), 3)
     candidate.train_priors = np.full(3, 1 / 3)
     assert (candidate.head.scores(features).argmax(axis=1) == train.labels).mean() > 0.9
     (tmp_path / "m").mkdir()

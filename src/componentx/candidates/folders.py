@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from componentx.candidates.registry import Registration, chosen
 from componentx.errors import UserError
 
 FIT_REPORT = "fit.json"  # what a fit is and chose, beside the model it saved
@@ -29,3 +30,11 @@ class CandidateFolders:
             raise UserError(f"{path} is missing: run the candidate's fit stage (dvc repro "
                             f"fit_{name})")
         return json.loads(path.read_text())
+
+    def fitted(self, params: dict) -> tuple[list[Registration], dict[str, str]]:
+        """The candidates of ``gate.candidates`` that were fitted, and those that declined
+        their data with why (:meth:`~componentx.candidates.interface.Candidate.declines`)."""
+        candidates = chosen(params)
+        declined = {c.name: reason for c in candidates
+                    if (reason := self.fit_report(c.name).get("declined"))}
+        return [c for c in candidates if c.name not in declined], declined

@@ -252,6 +252,12 @@ class Candidate(ABC):
     def describe(self) -> str:
         """What the fitted model is, in a sentence for people (the model card's)."""
 
+    def declines(self, windows: int) -> str | None:
+        """Why it will not be fitted on ``windows`` training windows (a measured limit of
+        its own, in its params), or None: a declined candidate is logged and left out of the
+        gate, the bundles and the fleet view."""
+        return None
+
     def processes(self) -> int:
         """Processes its fit runs in: more than one, under torchrun (every process calls
         :meth:`fit`; one writes)."""

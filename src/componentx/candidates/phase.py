@@ -117,6 +117,14 @@ def fit_candidate(name: str, params: dict, data: PipelineData, folders: Candidat
     checked(name, params)
     phase = ModelPhase(name, params, data, folders, live)
     selection = plan_selection(data.windows, params["selection"])
+    fitted_on = len(selection.windows) if selection.cross_validated else len(
+        data.labelled("train"))
+    reason = phase.cls(params).declines(fitted_on)
+    if reason is not None:
+        log.info("%s is not fitted: %s", name, reason)
+        if main_process():
+            write_declined(phase, selection, reason)
+        return
     device = resolve_device(params["compute"]["device"])
     if selection.cross_validated:
         windows = data.labelled(selection.splits)
@@ -138,6 +146,18 @@ def fit_candidate(name: str, params: dict, data: PipelineData, folders: Candidat
     test_logits = score(final, data.labelled("test"), device)
     write_fit(phase, final, selection, selection_logits, test_logits)
     shutil.rmtree(phase.work, ignore_errors=True)
+
+
+def write_declined(phase: ModelPhase, selection: Selection, reason: str) -> None:
+    """The fit stage's outputs where the candidate declined its data: ``fit.json`` says why,
+    the logits file is empty."""
+    with atomic_dir(phase.folders.models / phase.name) as tmp:
+        (tmp / FIT_REPORT).write_text(json.dumps({
+            "candidate": phase.name, "declined": reason, "selection": selection.to_dict()},
+            indent=1) + "\n")
+    buffer = io.BytesIO()
+    np.savez(buffer, declined=np.array(reason))
+    atomic_write_bytes(phase.folders.logits / f"{phase.name}.npz", buffer.getvalue())
 
 
 def write_fit(phase: ModelPhase, model: Candidate, selection: Selection,

@@ -195,6 +195,8 @@ def format_verdict(verdict: dict) -> str:
                   f"{check['ci'][0]:+.4g} to {check['ci'][1]:+.4g})" if "ci" in check else "")
             lines.append(f"  {'ok  ' if check['passed'] else 'FAIL'} {name:10} chosen "
                          f"{check['run']:.4g}  promoted {check['reference']:.4g}{ci}")
+    for name, reason in verdict.get("declined", {}).items():
+        lines.append(f"  {name:9} not fitted: {reason}")
     shipped = verdict["shipped"]
     lines.append(f"ships: {shipped['name']} (test, reported only: cost "
                  f"{shipped['test']['cost_total']:,.0f}, accuracy "

@@ -84,6 +84,8 @@ def candidates_markdown(verdict: dict, reports: dict[str, dict], titles: dict[st
               + ("significantly cheaper than the runner-up." if verdict["significant"] else
                  "not significantly cheaper than the runner-up (the best estimate).")
               + f" Ships: {titles.get(shipped, 'the promoted model')}."]
+    lines += [f"Not fitted: {name} ({reason})." for name, reason in
+              verdict.get("declined", {}).items()]
     return "\n".join(lines) + "\n"
 
 

@@ -57,7 +57,8 @@ class MiniRocket(Candidate):
         (folder / META).write_text(json.dumps({
             "features": self.model.kernels.n_features, "size": self.size,
             "spec_cardinalities": self.model.spec_cardinalities,
-            "alpha": self.model.head.alpha, "errors": self.model.head.errors,
+            "head": {"kind": self.model.head.kind, "alpha": self.model.head.alpha,
+                     "errors": self.model.head.errors},
             "train_priors": self.train_priors.tolist(), "stats": json.loads(
                 self.stats.to_json())}, indent=1) + "\n")
 
@@ -72,8 +73,7 @@ class MiniRocket(Candidate):
             meta = json.loads((Path(folder) / META).read_text())
             with np.load(Path(folder) / ARRAYS, allow_pickle=False) as arrays:
                 model = FittedRocket.from_arrays({name: arrays[name] for name in arrays.files},
-                                                 meta["spec_cardinalities"], meta["alpha"],
-                                                 meta["errors"])
+                                                 meta["spec_cardinalities"], meta["head"])
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise BundleError(f"{folder}: the kernel model cannot be read ({error})") from None
         candidate = cls({})
@@ -83,15 +83,12 @@ class MiniRocket(Candidate):
         return candidate
 
     def describe(self) -> str:
-        return (f"MiniRocket kernel features of the last {self.size} readouts of a vehicle "
-                f"with a ridge head (penalty {self.model.head.alpha:.3g}, chosen on the "
-                "training windows)")
+        return (f"MiniRocket kernel features ({self.model.kernels.n_features:,}) of the last "
+                f"{self.size} readouts of a vehicle with a {self.model.head.describe()}")
 
     def report(self) -> dict:
         return {"kernel_features": self.model.kernels.n_features,
-                "ridge_alpha": self.model.head.alpha}
+                "head": self.model.head.kind, "penalty": self.model.head.alpha}
 
     def calibration_method(self, requested: str) -> str:
-        """Ridge scores are not log-posteriors: a temperature and per-class biases fitted to
-        them (``bias_temperature``) make them probabilities, unless ``none`` is asked."""
-        return requested if requested == "none" else "bias_temperature"
+        return self.model.head.calibration(requested)

@@ -1,6 +1,6 @@
 """MiniRocket features of the very windows the sequence model reads (its model inputs, the
-age channel included) and the specifications one-hot, with a ridge head whose penalty is
-chosen on the training windows alone (:mod:`componentx.rocket.ridge`)."""
+age channel included) and the specifications one-hot, with the linear head of
+:mod:`componentx.rocket.head`."""
 
 from __future__ import annotations
 
@@ -12,23 +12,23 @@ import numpy as np
 from componentx.data.window_set import WindowSet
 from componentx.decisions.priors import class_weights, training_priors
 from componentx.errors import UserError
+from componentx.rocket.head import LinearHead, fit_head
 from componentx.rocket.kernels import CHUNK, Kernels, fit_kernels, transform
-from componentx.rocket.ridge import ALPHAS, RidgeHead, fit_dual, fit_primal, normalised_weights
 
 log = logging.getLogger(__name__)
 FULL_KERNELS, CAPPED_KERNELS = 9_996, 4_032  # MiniRocket's standard count; 48 x 84
-DUAL_WINDOWS = 4_096  # up to this many training windows, rocket.kernels auto is the full count
+RIDGE_WINDOWS = 4_096  # up to this many training windows: full kernel counts (ridge head)
 KERNEL_SAMPLE = 10_000  # windows the kernels' biases are drawn from, at most
 
 
 @dataclass
 class FittedRocket:
     """Fitted kernels, the one-hot specifications (``spec_cardinalities`` codes per column)
-    and the ridge head on both (:class:`~componentx.rocket.ridge.RidgeHead`)."""
+    and the linear head on both (:class:`~componentx.rocket.head.LinearHead`)."""
 
     kernels: Kernels
     spec_cardinalities: list[int]
-    head: RidgeHead
+    head: LinearHead
 
     def features(self, x: np.ndarray, lengths: np.ndarray, specs: np.ndarray) -> np.ndarray:
         """Raw features (windows, kernels + one-hot codes) float32 of left-padded windows
@@ -50,10 +50,12 @@ class FittedRocket:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], spec_cardinalities: list[int],
-                    alpha: float, errors: list[float]) -> FittedRocket:
-        return cls(Kernels.from_arrays(arrays), spec_cardinalities, RidgeHead(
-            arrays["mean"], arrays["scale"], arrays["coef"], arrays["intercept"], alpha,
-            errors))
+                    head: dict) -> FittedRocket:
+        """The model of :meth:`to_arrays` and the head's ``kind``, ``alpha`` and
+        ``errors`` (``head``)."""
+        return cls(Kernels.from_arrays(arrays), spec_cardinalities, LinearHead(
+            head["kind"], arrays["mean"], arrays["scale"], arrays["coef"],
+            arrays["intercept"], head["alpha"], head["errors"]))
 
 
 def one_hot(specs: np.ndarray, cards: list[int]) -> np.ndarray:
@@ -66,12 +68,13 @@ def one_hot(specs: np.ndarray, cards: list[int]) -> np.ndarray:
 
 
 def kernel_features(setting: int | str, windows: int) -> int:
-    """``rocket.kernels``: a number, or ``auto``: :data:`FULL_KERNELS` where the head's
-    eigendecomposition is of the windows (at most :data:`DUAL_WINDOWS` of them), else
-    :data:`CAPPED_KERNELS`, so it is never larger than about 4,000 (seconds, not minutes)."""
+    """``rocket.kernels``: a number, or ``auto``: :data:`FULL_KERNELS` up to
+    :data:`RIDGE_WINDOWS` training windows (the ridge head's regime), else
+    :data:`CAPPED_KERNELS` (the logistic head's: as good there, measured, in half the
+    time)."""
     if setting != "auto":
         return int(setting)
-    return FULL_KERNELS if windows <= DUAL_WINDOWS else CAPPED_KERNELS
+    return FULL_KERNELS if windows <= RIDGE_WINDOWS else CAPPED_KERNELS
 
 
 def kernel_sample(windows: int, seed: int) -> np.ndarray:
@@ -84,10 +87,9 @@ def kernel_sample(windows: int, seed: int) -> np.ndarray:
 
 def fit_rocket(windows: WindowSet, num_classes: int, cards: list[int], settings: dict
                ) -> tuple[FittedRocket, np.ndarray]:
-    """Fit the kernels (on :func:`kernel_sample`) and the ridge head on ``windows``
-    (``settings`` is ``params.rocket``), :data:`CHUNK` windows at a time: no copy of all
-    the windows or of all their features where there are more windows than features. Also
-    returns the priors the head was trained under (class weights included)."""
+    """Fit the kernels (on :func:`kernel_sample`) and the head on ``windows`` (``settings``
+    is ``params.rocket``), transformed :data:`CHUNK` windows at a time. Also returns the
+    priors the head was trained under (class weights included)."""
     labels = windows.labels
     if len(np.unique(labels)) < 2:
         raise UserError("rocket: the windows it is fitted on hold a single class")
@@ -96,22 +98,13 @@ def fit_rocket(windows: WindowSet, num_classes: int, cards: list[int], settings:
     kernels = fit_kernels(windows.arrays(sample), windows.length[sample],
                           kernel_features(settings["kernels"], n), settings["seed"])
     unfitted = FittedRocket(kernels, cards, None)
+    features = np.concatenate([
+        unfitted.features(windows.arrays(rows), windows.length[rows], windows.specs[rows])
+        for rows in np.array_split(np.arange(n), max(1, -(-n // CHUNK)))])
     weights = class_weights(settings["class_weights"], labels, num_classes,
                             "rocket.class_weights")
-    row_weights = normalised_weights(labels, weights)
-
-    def chunks():
-        for rows in np.array_split(np.arange(n), max(1, -(-n // CHUNK))):
-            yield unfitted.features(windows.arrays(rows), windows.length[rows],
-                                    windows.specs[rows]), rows
-
-    if n <= kernels.n_features + sum(cards):
-        head = fit_dual(np.concatenate([f for f, _ in chunks()]), labels, row_weights,
-                        num_classes)
-    else:
-        head = fit_primal(chunks(), labels, row_weights, num_classes)
-    log.info("rocket: ridge penalty %.3g of %s chosen by %s on %d windows", head.alpha,
-             np.round(ALPHAS, 3).tolist(), "leave-one-out" if n <= kernels.n_features
-             else "generalised cross-validation", n)
+    head = fit_head(features, labels, weights, num_classes, settings)
+    log.info("rocket: %d features, %d windows, %s head (penalty %.3g)", features.shape[1], n,
+             head.kind, head.alpha)
     return (FittedRocket(kernels, cards, head),
             training_priors(labels, weights, False, num_classes))

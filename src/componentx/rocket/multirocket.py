@@ -1,7 +1,7 @@
 """The MultiRocket candidate: sktime's public ``MultiRocketMultivariate`` transform (MiniRocket's
 kernels on each window and on its first differences, four pooling operators each) of the
-very windows the sequence model reads, the specifications one-hot, and the ridge head of
-:mod:`componentx.rocket.ridge`.
+very windows the sequence model reads, the specifications one-hot, and the linear head of
+:mod:`componentx.rocket.head`.
 
 **Padding.** MultiRocket reads series of one length. A window's real readouts are kept as
 they are, right-aligned, and the readouts before its first are that first readout repeated
@@ -26,8 +26,8 @@ from componentx.candidates.interface import Candidate, FitData, Windows
 from componentx.data.features import FeatureStats, window_input_batches
 from componentx.decisions.priors import class_weights, training_priors
 from componentx.errors import BundleError, UserError
-from componentx.rocket.model import DUAL_WINDOWS, KERNEL_SAMPLE, kernel_sample, one_hot
-from componentx.rocket.ridge import RidgeHead, fit_dual, fit_primal, normalised_weights
+from componentx.rocket.head import LinearHead, fit_head
+from componentx.rocket.model import KERNEL_SAMPLE, RIDGE_WINDOWS, kernel_sample, one_hot
 
 log = logging.getLogger(__name__)
 ARRAYS, META = "multirocket.npz", "multirocket.json"
@@ -62,10 +62,20 @@ class MultiRocket(Candidate):
         super().__init__(params)
         self.settings = params.get("multirocket", {})
 
+    def declines(self, windows: int) -> str | None:
+        """More training windows than ``multirocket.max_windows``: MultiRocket is the
+        small-data state of the art; measured on the default fleet (12,053 windows) its fit
+        and fleet scoring add about a minute, over the main job's budget."""
+        limit = self.settings["max_windows"]
+        if windows <= limit:
+            return None
+        return (f"{windows:,} training windows, more than multirocket.max_windows "
+                f"({limit:,}); raise it to fit MultiRocket here")
+
     def _transformer(self, kernels: int) -> object:
         from sktime.transformations.rocket import MultiRocketMultivariate
 
-        return MultiRocketMultivariate(num_kernels=kernels, random_state=self.seed, n_jobs=1)
+        return MultiRocketMultivariate(num_kernels=kernels, random_state=self.seed, n_jobs=-1)
 
     def _features(self, x: np.ndarray, lengths: np.ndarray, specs: np.ndarray) -> np.ndarray:
         transformed = self.transform.transform(edge_padded(x, lengths))
@@ -83,26 +93,20 @@ class MultiRocket(Candidate):
                                                data.data.spec_cardinalities())
         setting = self.settings["kernels"]
         self.kernels = int(setting) if setting != "auto" else (
-            FULL_KERNELS if n <= DUAL_WINDOWS else CAPPED_KERNELS)
+            FULL_KERNELS if n <= RIDGE_WINDOWS else CAPPED_KERNELS)
         sample = kernel_sample(n, self.seed)
         self.transform = self._transformer(self.kernels).fit(
             edge_padded(windows.arrays(sample), windows.length[sample]))
         weights = class_weights(self.settings["class_weights"], labels, k,
                                 "multirocket.class_weights")
-        row_weights = normalised_weights(labels, weights)
-
-        def chunks():
-            for rows in np.array_split(np.arange(n), max(1, -(-n // CHUNK))):
-                yield self._features(windows.arrays(rows), windows.length[rows],
-                                     windows.specs[rows]), rows
-
-        features = 8 * (self.kernels // 84) * 84 + sum(self.spec_cardinalities)
-        self.head = (fit_dual(np.concatenate([f for f, _ in chunks()]), labels, row_weights,
-                              k) if n <= features else
-                     fit_primal(chunks(), labels, row_weights, k))
+        features = np.concatenate([
+            self._features(windows.arrays(rows), windows.length[rows], windows.specs[rows])
+            for rows in np.array_split(np.arange(n), max(1, -(-n // CHUNK)))])
+        self.head = fit_head(features, labels, weights, k, self.settings)
         self.train_priors = training_priors(labels, weights, False, k)
         log.info("multirocket: %d features, %d windows fitted on (kernels' biases from %d), "
-                 "ridge penalty %.3g", features, n, min(n, KERNEL_SAMPLE), self.head.alpha)
+                 "%s head (penalty %.3g)", features.shape[1], n, min(n, KERNEL_SAMPLE),
+                 self.head.kind, self.head.alpha)
         return self
 
     def logits(self, windows: Windows, device: str = "cpu") -> np.ndarray:
@@ -125,8 +129,9 @@ class MultiRocket(Candidate):
         np.savez(folder / ARRAYS, **arrays)
         (folder / META).write_text(json.dumps({
             "kernels": self.kernels, "seed": self.seed, "size": self.size,
-            "channels": self.channels, "alpha": self.head.alpha,
-            "errors": self.head.errors, "spec_cardinalities": self.spec_cardinalities,
+            "channels": self.channels, "spec_cardinalities": self.spec_cardinalities,
+            "head": {"kind": self.head.kind, "alpha": self.head.alpha,
+                     "errors": self.head.errors},
             "train_priors": self.train_priors.tolist(),
             "stats": json.loads(self.stats.to_json())}, indent=1) + "\n")
 
@@ -150,8 +155,9 @@ class MultiRocket(Candidate):
         model.spec_cardinalities = meta["spec_cardinalities"]
         model.stats = FeatureStats(**meta["stats"])
         model.train_priors = np.asarray(meta["train_priors"])
-        model.head = RidgeHead(arrays["mean"], arrays["scale"], arrays["coef"],
-                               arrays["intercept"], meta["alpha"], meta["errors"])
+        head = meta["head"]
+        model.head = LinearHead(head["kind"], arrays["mean"], arrays["scale"], arrays["coef"],
+                                arrays["intercept"], head["alpha"], head["errors"])
         stand_in = np.zeros((2, model.channels, max(model.size, MIN_LENGTH)))
         model.transform = model._transformer(model.kernels).fit(stand_in)
         model.transform.parameter = tuple(arrays[f"raw_{name}"] for name in PARAMETERS)
@@ -160,12 +166,11 @@ class MultiRocket(Candidate):
 
     def describe(self) -> str:
         return (f"MultiRocket features ({8 * (self.kernels // 84) * 84:,}) of the last "
-                f"{self.size} readouts of a vehicle and their differences, with a ridge head "
-                f"(penalty {self.head.alpha:.3g}, chosen on the training windows)")
+                f"{self.size} readouts of a vehicle and their differences, with a "
+                f"{self.head.describe()}")
 
     def report(self) -> dict:
-        return {"kernels": self.kernels, "ridge_alpha": self.head.alpha}
+        return {"kernels": self.kernels, "head": self.head.kind, "penalty": self.head.alpha}
 
     def calibration_method(self, requested: str) -> str:
-        """Ridge scores are not log-posteriors: ``bias_temperature`` (see MiniRocket's)."""
-        return requested if requested == "none" else "bias_temperature"
+        return self.head.calibration(requested)

@@ -11,7 +11,6 @@ import yaml
 
 from componentx import __version__
 from componentx.candidates.folders import CandidateFolders
-from componentx.candidates.registry import chosen
 from componentx.data.layout import DatasetSummary
 from componentx.data.specs import train_vocabularies
 from componentx.decisions.metrics import check_cost_matrix
@@ -62,11 +61,11 @@ def common_meta(params: dict, ingested: Path) -> dict:
 
 def write_bundles(out: Path, params: dict, ingested: Path, gate: dict,
                   folders: CandidateFolders) -> None:
-    """``out/{name}`` for every candidate of ``gate.candidates``: its fitted model
+    """``out/{name}`` for every fitted candidate of ``gate.candidates``: its fitted model
     (``folders.models/{name}``), calibration and metrics (``folders.metrics/{name}.json``),
     the gate's verdict, what its fit chose, and everything scoring needs."""
     common = common_meta(params, ingested)
-    for candidate in chosen(params):
+    for candidate in folders.fitted(params)[0]:
         name = candidate.name
         report = json.loads((folders.metrics / f"{name}.json").read_text())
         fit = folders.fit_report(name)
