@@ -1,29 +1,29 @@
-"""fleet: the shipped bundles at every readout of the fleet holdout's vehicles (set aside by the
-labels stage, seen by no model), scored as `componentx predict` scores; alarms with
-hysteresis, false alarms per time, lead times, and the thresholds they imply."""
+"""fleet: every fitted candidate at every readout of the fleet holdout's vehicles (set aside by
+the labels stage, seen by no model), scored as its bundle and `componentx predict` score; alarms
+with hysteresis, false alarms per time, lead times, and the thresholds the bundles carry."""
 
 from pathlib import Path
 
 import pandas as pd
 
+from componentx.candidates.folders import CandidateFolders
 from componentx.candidates.interface import PipelineData
-from componentx.candidates.registry import chosen
 from componentx.params import load_params
 from componentx.reports.figures import trajectories_figure
 from componentx.reports.tables import lead_time_table
 from componentx.runtime import atomic_dir, atomic_write_json, log, run_stage
-from componentx.serving.fleet import fleet_view
+from componentx.serving.fleet import candidate_bundles, fleet_view
 
 LABELS = Path("data/labels")
-BUNDLES, OUT, PLOTS = Path("models/bundles"), Path("data/fleet"), Path("plots/fleet")
+OUT, PLOTS = Path("data/fleet"), Path("plots/fleet")
 METRICS = Path("metrics/fleet.json")
 
 
 def main() -> None:
     params = load_params()
-    view = fleet_view(BUNDLES, [c.name for c in chosen(params) if (BUNDLES / c.name).is_dir()],
-                      PipelineData(params["window"]["size"]), LABELS, params["fleet"],
-                      params["compute"]["device"])
+    data = PipelineData(params["window"]["size"])
+    view = fleet_view(candidate_bundles(params, CandidateFolders(), data), data, LABELS,
+                      params["fleet"], params["compute"]["device"])
     with atomic_dir(OUT) as out, atomic_dir(PLOTS) as plots:
         if view is None:
             reason = ("no fleet holdout: it needs train time-to-event (train_tte.csv) and "

@@ -68,6 +68,28 @@ def test_ingest_writes_typed_parquet(dataset, tmp_path):
     assert saved["vehicles"] == {"train": 60, "validation": 40, "test": 40}
 
 
+def test_a_byte_order_mark_and_reordered_columns_ingest_as_the_plain_files(dataset, tmp_path):
+    """Files as spreadsheet programs and other tools write them: a UTF-8 byte-order mark, the
+    columns in another order than train's (matched by name)."""
+    plain = tmp_path / "plain"
+    ingest(dataset, plain, num_classes=5)
+    readouts = dataset / "validation_operational_readouts.csv"
+    frame = pd.read_csv(readouts)
+    columns = list(frame.columns)
+    frame[[*columns[::-1]]].to_csv(readouts, index=False)  # time_step, vehicle_id last
+    for path in (readouts, dataset / "train_specifications.csv", dataset / "train_tte.csv"):
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    other = tmp_path / "other"
+    ingest(dataset, other, num_classes=5)
+    for part in sorted((plain / "readouts").rglob("*.parquet")):
+        pd.testing.assert_frame_equal(pd.read_parquet(part),
+                                      pd.read_parquet(other / part.relative_to(plain)))
+    for table in ("train_specs.parquet", "train_tte.parquet"):
+        if (plain / table).exists():
+            pd.testing.assert_frame_equal(pd.read_parquet(plain / table),
+                                          pd.read_parquet(other / table))
+
+
 def test_train_labels_instead_of_tte(dataset, tmp_path):
     tte = pd.read_csv(dataset / "train_tte.csv")
     (dataset / "train_tte.csv").unlink()

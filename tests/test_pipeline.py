@@ -327,7 +327,8 @@ def test_tracking_to_mlflow_served_as_the_readme_says_and_to_tensorboard(repo, t
         runs = rest(f"{api}/runs/search", {"experiment_ids": [
             experiment["experiment"]["experiment_id"]]})["runs"]
         names = sorted(run["info"]["run_name"] for run in runs)  # one per candidate
-        assert [name.split("-")[2] for name in names] == ["gbdt", "rocket", "sequence"]
+        assert [name.split("-")[2] for name in names] == ["gbdt", "multirocket", "rocket",
+                                                          "sequence"]
         run = next(r for r in runs if "-sequence-" in r["info"]["run_name"])
         name = run["info"]["run_name"]  # fit opened it, evaluate found it again
         assert re.fullmatch(r"[0-9a-f]{8}-w8-sequence-[0-9a-f]{6}", name)

@@ -7,6 +7,7 @@ Also renders every plot for offline use:
     componentx compare [EXPERIMENT ...]
     componentx sweep [--arch lstm cnn_lstm] [--pooling last mean] [--bidirectional false true]
     componentx predict --bundle models/bundle --readouts R.csv [--specifications S.csv] --out D.csv
+    componentx serve [--bundle models/bundle] [--readouts DIR] [--host 127.0.0.1 --port 8000]
     componentx promote [--force]
     componentx plots [--out dvc_plots]
 """
@@ -106,6 +107,30 @@ def predict(args: argparse.Namespace) -> None:
              report.vehicles, report.readouts,
              f", {report.buckets} buckets" if report.buckets > 1 else "", args.out,
              f"; categories never seen in training (coded unknown): {unknown}" if unknown else "")
+    if report.drift and report.drift["flagged"]:
+        flagged = report.drift["flagged"]
+        log.warning("%d of %d features run differently than in training (PSI of their "
+                    "increments above %s): %s", len(flagged), len(report.drift["psi"]),
+                    report.drift["threshold"], ", ".join(flagged[:10]))
+
+
+def serve(args: argparse.Namespace) -> None:
+    import os
+
+    from componentx.candidates.interface import PipelineData
+    from componentx.serving.bundle import read_meta
+    from componentx.serving.server import TOKEN_VARIABLE, ServeSettings
+    from componentx.serving.server import serve as run_server
+
+    meta = read_meta(args.bundle)
+    pipeline = None
+    if args.readouts is None and Path("data/windows/fleet_windows.parquet").is_file():
+        pipeline = PipelineData(meta["window_size"])  # the pipeline's fleet holdout
+    if args.readouts is not None and not args.readouts.is_dir():
+        raise UserError(f"--readouts {args.readouts}: not a folder")
+    run_server(ServeSettings(args.bundle, args.readouts, pipeline,
+                             args.token or os.environ.get(TOKEN_VARIABLE) or None, args.engine,
+                             args.device), args.host, args.port)
 
 
 def promote(args: argparse.Namespace) -> None:
@@ -178,7 +203,9 @@ def parser() -> argparse.ArgumentParser:
     command = commands.add_parser("predict", help="score new readouts with a model bundle")
     command.add_argument("--bundle", type=Path, default=Path("models/bundle"))
     command.add_argument("--readouts", type=Path, required=True)
-    command.add_argument("--specifications", type=Path)
+    command.add_argument("--specifications", type=Path,
+                         help="the vehicles' specifications, where the model uses them and "
+                         "the readouts do not carry them as columns")
     command.add_argument("--out", type=Path, required=True, help="decisions CSV to write")
     command.add_argument("--engine", default="auto",
                          help="what runs the model where its candidate has a choice: auto, or "
@@ -190,6 +217,21 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--memory-mb", type=float, default=1024,
                          help="files larger than this are scored vehicle bucket by bucket")
     command.set_defaults(run=predict)
+
+    command = commands.add_parser("serve", help="a scoring API and the fleet page, on "
+                                  "loopback unless a token guards them")
+    command.add_argument("--bundle", type=Path, default=Path("models/bundle"))
+    command.add_argument("--readouts", type=Path, help="a folder with the fleet's readouts "
+                         "(*readouts*.csv, *specifications*.csv): the page shows them, "
+                         "rescored when they change; default: the pipeline's fleet holdout")
+    command.add_argument("--host", default="127.0.0.1",
+                         help="any address but loopback needs a token")
+    command.add_argument("--port", type=int, default=8000)
+    command.add_argument("--token", help="the token requests must carry (or the environment "
+                         "variable COMPONENTX_TOKEN)")
+    command.add_argument("--engine", default="auto", help="as for predict")
+    command.add_argument("--device", default="auto", help="as for predict")
+    command.set_defaults(run=serve)
 
     command = commands.add_parser("promote", help="copy the bundle the gate ships")
     command.add_argument("--bundle", type=Path, default=Path("models/bundle"))

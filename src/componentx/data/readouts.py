@@ -51,7 +51,8 @@ def read_header(path: Path) -> list[str]:
     if "\x00" in text:
         raise DatasetError(path, "is not a text CSV file (it contains NUL bytes)",
                            line=text[:text.index("\x00")].count("\n") + 1)
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+    # utf-8-sig: a byte-order mark, as spreadsheet programs write, is not part of the header
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
         header = next(csv.reader(handle), None)
         if not header or header == [""]:
             raise DatasetError(path, "file is empty (no header)")
@@ -76,14 +77,16 @@ def check_columns(path: Path, header: list[str], expected: list[str] | tuple[str
 
 
 def check_readout_columns(path: Path, header: list[str], features: list[str], against: str,
-                          extra_column: str | None = None) -> None:
-    """A readouts header holds vehicle_id, time_step (anywhere), ``extra_column`` when given,
-    and exactly ``features`` in that order; ``against`` says where ``features`` come from
-    ("the train split's", "the model's")."""
+                          extra_column: str | None = None, carried: tuple[str, ...] = ()
+                          ) -> None:
+    """A readouts header holds vehicle_id, time_step, ``extra_column`` when given, and
+    exactly ``features``, in any order (they are read by name), and may hold the ``carried``
+    columns (read by someone else); ``against`` says where ``features`` come from ("the
+    train split's", "the model's")."""
     for required in (ID, TIME, *([extra_column] if extra_column else [])):
         if required not in header:
             raise DatasetError(path, f"missing column '{required}'", required, 1)
-    present = [c for c in header if c not in (ID, TIME, extra_column)]
+    present = [c for c in header if c not in (ID, TIME, extra_column, *carried)]
     missing = [c for c in features if c not in present]
     extra = [c for c in present if c not in features]
     if missing or extra:
@@ -91,11 +94,6 @@ def check_readout_columns(path: Path, header: list[str], features: list[str], ag
                                          f"unexpected {extra}" if extra else ""]))
         raise DatasetError(path, f"columns differ from {against}: {detail}",
                            (missing or extra)[0], 1)
-    if present != features:
-        first = next(i for i, (a, b) in enumerate(zip(present, features, strict=True)) if a != b)
-        raise DatasetError(path, f"columns are in another order than {against}: column "
-                           f"{header.index(present[first]) + 1} is '{present[first]}', expected "
-                           f"'{features[first]}'", present[first], 1)
 
 
 @dataclass(frozen=True)
@@ -221,17 +219,18 @@ def check_readout_block(path: Path, batch: pa.RecordBatch, first: int) -> None:
 
 
 def readout_features(path: Path, features: list[str] | None, against: str = "the train split's",
-                     extra_column: str | None = None) -> list[str]:
+                     extra_column: str | None = None, carried: tuple[str, ...] = ()
+                     ) -> list[str]:
     """The feature columns of a readouts file: with ``features`` None, every column but
-    vehicle_id and time_step; else the header must hold exactly ``features``, in order (see
-    :func:`check_readout_columns`)."""
+    vehicle_id and time_step; else the header must hold exactly ``features``, in any order
+    (see :func:`check_readout_columns`)."""
     header = read_header(path)
     if features is None:
         features = [c for c in header if c not in (ID, TIME)]
         if not features and ID in header and TIME in header:
             raise DatasetError(path, "no feature columns besides vehicle_id and time_step",
                                line=1)
-    check_readout_columns(path, header, features, against, extra_column)
+    check_readout_columns(path, header, features, against, extra_column, carried)
     return features
 
 
@@ -253,17 +252,26 @@ def readout_blocks(block: Block, features: list[str], extra_column: str | None =
         offset += batch.num_rows
 
 
-def sort_readouts(path: Path, table: pa.Table) -> pa.Table:
-    """Rows sorted by (vehicle_id, time_step), without the ``LINE`` column; a repeated
-    (vehicle_id, time_step) is an error naming both lines."""
-    table = table.sort_by([(ID, "ascending"), (TIME, "ascending"), (LINE, "ascending")])
-    ids, times = table.column(ID).to_numpy(), table.column(TIME).to_numpy()
+def readout_order(path: Path, ids: np.ndarray, times: np.ndarray, lines: np.ndarray
+                  ) -> np.ndarray:
+    """The permutation sorting readouts by (vehicle_id, time_step), ties kept in line
+    order; a repeated (vehicle_id, time_step) is an error naming both lines."""
+    order = np.lexsort((lines, times, ids))
+    ids, times = ids[order], times[order]
     same = np.flatnonzero((ids[1:] == ids[:-1]) & (times[1:] == times[:-1]))
     if same.size:
-        lines = table.column(LINE).to_numpy()[[same[0], same[0] + 1]].tolist()
+        first, second = lines[order[same[0]]], lines[order[same[0] + 1]]
         raise DatasetError(path, f"duplicate readout (vehicle_id, time_step) = ({ids[same[0]]}, "
-                           f"{times[same[0]]}), also on line {lines[0]}", TIME, lines[1])
-    return table.drop_columns([LINE])
+                           f"{times[same[0]]}), also on line {first}", TIME, int(second))
+    return order
+
+
+def sort_readouts(path: Path, table: pa.Table) -> pa.Table:
+    """Rows sorted by (vehicle_id, time_step), without the ``LINE`` column (see
+    :func:`readout_order`)."""
+    order = readout_order(path, table.column(ID).to_numpy(), table.column(TIME).to_numpy(),
+                          table.column(LINE).to_numpy())
+    return table.drop_columns([LINE]).take(order)
 
 
 def split_block(block: Block, features: list[str], buckets: int, prefix: Path,
@@ -314,3 +322,54 @@ def split_into_buckets(client: object, path: Path, features: list[str], buckets:
          extra_column) for i, ((start, end), first) in enumerate(zip(ranges, firsts,
                                                                      strict=True))],
         f"{path.name} blocks")
+
+
+def _first_bad(source: Path, records: list[dict], names: list[str], allowed: set[type],
+               kind: str) -> DatasetError:
+    """The error of the first record whose value of one of ``names`` is not of ``allowed``."""
+    row, name = next((row, name) for row, record in enumerate(records) for name in names
+                     if type(record[name]) not in allowed)
+    return DatasetError(source, f"value {records[row][name]!r} is not {kind}", name, row)
+
+
+def readout_records(records: Any, features: list[str], source: Path
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Readouts given as records (JSON objects of vehicle_id, time_step and every feature,
+    by name; a feature may be null) with the checks of a file's (:func:`check_readout_block`,
+    :func:`readout_order`): ``(vehicle_ids (n,) int64, times (n,) float64, values (n,
+    features) float64)`` sorted by vehicle and time. Errors name the field and the record
+    (``line``: its index, from 0)."""
+    if not isinstance(records, list) or not records:
+        raise DatasetError(source, "expected a non-empty list of readouts")
+    expected = [ID, TIME, *features]
+    wanted = set(expected)
+    for row, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise DatasetError(source, "a readout is an object of field: value", line=row)
+        if record.keys() != wanted:
+            missing = [c for c in expected if c not in record]
+            extra = sorted(set(record) - wanted)
+            detail = f"missing field {missing[0]!r}" if missing else \
+                f"unexpected field {extra[0]!r}"
+            raise DatasetError(source, detail, (missing or extra)[0], row)
+    ids = [record[ID] for record in records]
+    if not set(map(type, ids)) <= {int}:  # no booleans, no fractions
+        raise _first_bad(source, records, [ID], {int}, "an integer")
+    times = [record[TIME] for record in records]
+    if not set(map(type, times)) <= {int, float}:
+        raise _first_bad(source, records, [TIME], {int, float}, "a number")
+    flat = [record[name] for record in records for name in features]
+    if not set(map(type, flat)) <= {int, float, type(None)}:
+        raise _first_bad(source, records, features, {int, float, type(None)},
+                         "a number or null")
+    try:
+        values = np.array(flat, dtype=np.float64).reshape(len(records), len(features))
+        ids_array, times_array = np.array(ids, dtype=np.int64), np.array(times, np.float64)
+    except OverflowError:
+        raise DatasetError(source, "a number is out of range") from None
+    infinite = np.flatnonzero(np.isinf(values).any(axis=0))[:1]  # the first such column
+    check_readout_block(source, pa.record_batch(
+        [ids_array, times_array, *values.T[infinite]],
+        names=[ID, TIME, *(features[j] for j in infinite)]), 0)
+    order = readout_order(source, ids_array, times_array, np.arange(len(records)))
+    return ids_array[order], times_array[order], values[order]

@@ -39,12 +39,16 @@ def encode(vocabulary: Mapping[str, list[str]], values: Mapping[str, Sequence]
     codes = np.zeros((rows, len(columns)), dtype=np.int64)
     unknown = {}
     for j, column in enumerate(columns):
-        given = pd.Series(list(values[column]), dtype=object)
-        present = given.notna().to_numpy()
-        position = np.where(present, pd.Index(vocabulary[column], dtype=object).get_indexer(
-            given.astype(str)), -1)
-        codes[:, j] = position + 1
-        unknown[column] = int((present & (position < 0)).sum())
+        given = list(values[column])
+        present = np.array([v is not None and v == v for v in given], dtype=bool)
+        text = np.array([str(v) for v in given], dtype=str) if given else np.zeros(0, str)
+        known = np.asarray(vocabulary[column], dtype=str)  # sorted, as vocabularies() sorts
+        position = np.searchsorted(known, text)
+        found = present & (position < len(known)) & (
+            known[np.minimum(position, max(len(known) - 1, 0))] == text if len(known)
+            else False)
+        codes[:, j] = np.where(found, position + 1, 0)
+        unknown[column] = int((present & ~found).sum())
     return codes, unknown
 
 

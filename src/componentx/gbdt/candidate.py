@@ -47,10 +47,9 @@ def window_features(windows: Windows, feature_names: list[str], spec_names: list
                     window_stats: bool) -> pd.DataFrame:
     """:func:`~componentx.gbdt.features.summary_features` of one bucket's windows, float64."""
     readouts = windows.readouts
-    table = summary_features(readouts.values, readouts.times, readouts.vehicles,
-                             pd.DataFrame({"end_row": windows.end_row, "length": windows.length}),
-                             feature_names, k, windows.specs, spec_names, window_stats)
-    return table.astype(np.float64)
+    return summary_features(readouts.values, readouts.times, readouts.vehicles,
+                            pd.DataFrame({"end_row": windows.end_row, "length": windows.length}),
+                            feature_names, k, windows.specs, spec_names, window_stats)
 
 
 def labelled_features(windows: Windows, labels: np.ndarray, weights: np.ndarray | None,

@@ -84,8 +84,8 @@ class FittedTrees:
     tuning_costs: list[float]
 
     def probabilities(self, features: pd.DataFrame, num_classes: int) -> np.ndarray:
-        if self.library == "lightgbm":
-            return self.model.predict(features, num_iteration=self.iterations)
+        if self.library == "lightgbm":  # the columns in the trees' order, as an array
+            return self.model.predict(features.to_numpy(), num_iteration=self.iterations)
         probs = np.full((len(features), num_classes), 1e-9)
         probs[:, self.model.classes_] = self.model.predict_proba(features)
         return probs

@@ -7,14 +7,17 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from componentx import __version__
 from componentx.candidates.folders import CandidateFolders
 from componentx.data.layout import DatasetSummary
 from componentx.data.specs import train_vocabularies
+from componentx.data.windowing import buckets_of, readout_arrays
 from componentx.decisions.metrics import check_cost_matrix
 from componentx.serving.bundle import write_bundle
+from componentx.serving.drift import increments, reference
 
 BUNDLE_METRICS = ("cost_total", "cost_total_ci", "cost_always_0", "accuracy", "macro_f1",
                   "brier", "ece", "pr_auc")
@@ -59,12 +62,34 @@ def common_meta(params: dict, ingested: Path) -> dict:
     }
 
 
-def write_bundles(out: Path, params: dict, ingested: Path, gate: dict,
-                  folders: CandidateFolders) -> None:
+def alarm_settings(fleet: dict, name: str, settings: dict) -> dict | None:
+    """The alarm a candidate's bundle carries: the fleet view's thresholds for it (``fleet``
+    is ``metrics/fleet.json``), the readouts in a row and the horizon; None without a fleet
+    holdout."""
+    if not fleet.get("available") or name not in fleet:
+        return None
+    return {"tau_on": fleet[name]["tau_on"], "tau_off": fleet[name]["tau_off"],
+            "min_consecutive": settings["min_consecutive"], "horizon": fleet["horizon"]}
+
+
+def drift_reference(windows: Path, features: list[str], sample_rows: int = 100_000) -> dict:
+    """The drift reference of the train readouts' increments (:mod:`componentx.serving.drift`),
+    bucket by bucket: the bin edges from every n-th increment, the counts from all."""
+    values = [increments(*readout_arrays(windows, "train", b))
+              for b in range(buckets_of(windows))]
+    step = max(1, sum(len(v) for v in values) // sample_rows)
+    return reference(values, np.concatenate([v[::step] for v in values]), features)
+
+
+def write_bundles(out: Path, params: dict, ingested: Path, windows: Path, gate: dict,
+                  fleet: dict, folders: CandidateFolders) -> None:
     """``out/{name}`` for every fitted candidate of ``gate.candidates``: its fitted model
     (``folders.models/{name}``), calibration and metrics (``folders.metrics/{name}.json``),
-    the gate's verdict, what its fit chose, and everything scoring needs."""
+    the gate's verdict, what its fit chose, its alarm (the fleet view's thresholds,
+    ``fleet`` being ``metrics/fleet.json``), the drift reference of the train readouts, and
+    everything scoring needs."""
     common = common_meta(params, ingested)
+    common["drift_reference"] = drift_reference(windows, common["feature_columns"])
     for candidate in folders.fitted(params)[0]:
         name = candidate.name
         report = json.loads((folders.metrics / f"{name}.json").read_text())
@@ -73,6 +98,7 @@ def write_bundles(out: Path, params: dict, ingested: Path, gate: dict,
             **common, "kind": name, "title": candidate.title,
             "description": fit["description"], "fit": fit["report"],
             "calibration": report["calibration"], "shipped": gate["ship"] == name,
+            "alarm": alarm_settings(fleet, name, params["fleet"]),
             "metrics": bundle_metrics(report, gate)})
 
 

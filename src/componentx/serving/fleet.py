@@ -1,16 +1,22 @@
-"""The fleet view: every candidate's bundle run at every readout of the fleet holdout's vehicles
-(train vehicles no model saw), as they would in service, and what their alarms would do."""
+"""The fleet view: every fitted candidate run at every readout of the fleet holdout's vehicles
+(train vehicles no model saw), exactly as its bundle will run in service (the same model files,
+read the same way, and calibration), and what its alarms would do; the alarm thresholds it
+picks go into the bundles."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from componentx.candidates.folders import CandidateFolders
 from componentx.candidates.interface import PipelineData
+from componentx.candidates.registry import load_candidate
 from componentx.decisions.alarms import Fleet, fleet_report
+from componentx.decisions.calibration import Calibrator
 from componentx.decisions.rules import risk_window
 from componentx.devices import resolve_device
 from componentx.serving.bundle import Bundle
@@ -42,21 +48,36 @@ def holdout_risks(bundles: dict[str, Bundle], data: PipelineData, device: str
     return holdout.index, risks
 
 
-def fleet_view(bundles: Path, names: list[str], data: PipelineData, labels: Path,
-               settings: dict, device: str = "auto") -> FleetView | None:
-    """The fleet view of the holdout (None when there is none) by the bundles of ``names``
-    (``bundles/{name}``); ``settings`` is ``params.fleet``, whose ``horizon: auto`` is the
-    window of the bundles' risk (:func:`~componentx.decisions.rules.risk_window`)."""
+def candidate_bundles(params: dict, folders: CandidateFolders, data: PipelineData
+                      ) -> dict[str, Bundle]:
+    """Every fitted candidate of ``gate.candidates`` as its bundle will be: its model read
+    from its folder as data, its calibration, the risk class and class windows."""
+    meta = {"risk_class": params["fleet"]["risk_class"],
+            "class_windows": data.summary.class_windows(params["labels"]["windows"])}
+    found = {}
+    for candidate in folders.fitted(params)[0]:
+        report = json.loads((folders.metrics / f"{candidate.name}.json").read_text())
+        found[candidate.name] = Bundle(
+            folders.models / candidate.name, meta,
+            load_candidate(candidate.name, folders.models / candidate.name),
+            Calibrator.from_dict(report["calibration"]))
+    return found
+
+
+def fleet_view(models: dict[str, Bundle], data: PipelineData, labels: Path, settings: dict,
+               device: str = "auto") -> FleetView | None:
+    """The fleet view of the holdout (None when there is none) by ``models``
+    (:func:`candidate_bundles`); ``settings`` is ``params.fleet``, whose ``horizon: auto``
+    is the window of their risk (:func:`~componentx.decisions.rules.risk_window`)."""
     if data.labelled("fleet").index.empty:
         return None
-    loaded = {name: Bundle.load(bundles / name) for name in names}
-    index, risks = holdout_risks(loaded, data, resolve_device(device))
+    index, risks = holdout_risks(models, data, resolve_device(device))
     references = pd.concat([pd.read_parquet(path)
                             for path in sorted((labels / "fleet").glob("*.parquet"))])
     per_vehicle = references.groupby("vehicle_id", sort=True)[["repaired", "end"]].first()
     fleet = Fleet(index["vehicle_id"].to_numpy(), index["ref_time"].to_numpy(),
                   per_vehicle["repaired"].to_numpy(bool), per_vehicle["end"].to_numpy(float))
-    meta = next(iter(loaded.values())).meta
+    meta = next(iter(models.values())).meta
     horizon = (risk_window(meta["class_windows"], meta["risk_class"])
                if settings["horizon"] == "auto" else float(settings["horizon"]))
     report = {"available": True, "vehicles": len(per_vehicle),

@@ -28,8 +28,11 @@ from componentx.candidates.interface import Readouts, Windows
 from componentx.compute import dask_client, map_tasks
 from componentx.data.layout import ID, TIME
 from componentx.data.readouts import (
+    NULL_VALUES,
+    Block,
     bucket_parts,
     first_line,
+    locate_bad_value,
     read_header,
     read_table,
     readout_features,
@@ -42,6 +45,7 @@ from componentx.decisions.rules import decide, risk_column
 from componentx.devices import resolve_device
 from componentx.errors import DatasetError, UserError
 from componentx.serving.bundle import Bundle
+from componentx.serving.drift import bin_counts, drift_report, increments
 
 log = logging.getLogger(__name__)
 SERVING = {"workers": 1, "memory_per_worker": "auto"}  # here, unless a cluster is named
@@ -56,6 +60,7 @@ class ScoringReport:
     readouts: int = 0
     buckets: int = 1
     unknown_categories: dict[str, int] = field(default_factory=dict)
+    drift: dict | None = None
 
 
 def read_at_file(path: Path) -> pa.Table:
@@ -96,35 +101,77 @@ class Specifications:
         return self.codes[position]
 
 
-def read_specifications(path: Path | None, meta: dict) -> Specifications | None:
+def read_specifications(path: Path | None, meta: dict, readouts: Path
+                        ) -> Specifications | None:
     """The specifications file checked against the bundle: its columns, missing or repeated
     vehicle ids; coded with the bundle's vocabularies (:mod:`componentx.data.specs`), where a
-    category never seen in training is counted and coded 0."""
+    category never seen in training is counted and coded 0. Without a file, the readouts
+    file's own columns of those names (:func:`specifications_in_readouts`)."""
     columns = meta["spec_columns"]
     if not columns:
         return None
     if path is None:
-        raise UserError(f"this model uses the specifications {columns}: give them with "
-                        "--specifications SPECS.csv")
+        if all(c in read_header(readouts) for c in columns):
+            return specifications_in_readouts(readouts, meta)
+        missing = next(c for c in columns if c not in read_header(readouts))
+        raise DatasetError(readouts, f"this model uses the specifications {columns}: give "
+                           "them with --specifications SPECS.csv, or as columns of the "
+                           "readouts (one value per vehicle)", missing, 1)
     header = read_header(path)
     missing = [c for c in (ID, *columns) if c not in header]
     extra = [c for c in header if c not in (ID, *columns)]
     if missing or extra:
         raise DatasetError(path, f"columns differ from the model's: missing {missing}, "
                            f"unexpected {extra}", (missing or extra)[0], 1)
-    table = read_table(path, {ID: pa.int64(), **{c: pa.string() for c in columns}})
+    return specifications_of(read_table(path, {ID: pa.int64(),
+                                               **{c: pa.string() for c in columns}}),
+                             meta, Path(path), 2)
+
+
+def specifications_in_readouts(readouts: Path, meta: dict) -> Specifications:
+    """Specifications carried as columns of the readouts file, one value per vehicle (on
+    each of its readouts, or on some and missing on the others)."""
+    columns = meta["spec_columns"]
+    try:
+        table = pacsv.read_csv(readouts, convert_options=pacsv.ConvertOptions(
+            include_columns=[ID, *columns], strings_can_be_null=True, null_values=NULL_VALUES,
+            column_types={ID: pa.int64(), **{c: pa.string() for c in columns}}))
+    except pa.ArrowInvalid:
+        raise locate_bad_value(Block.whole(readouts), ID, True) from None
     ids = table.column(ID)
     if ids.null_count:
-        raise DatasetError(path, "missing vehicle_id", ID,
+        raise DatasetError(readouts, "missing value (NaN or empty) is not allowed", ID,
                            first_line(ids.is_null().to_numpy(zero_copy_only=False)))
+    per_vehicle = table.group_by(ID, use_threads=False).aggregate(
+        [(c, "count_distinct") for c in columns] + [(c, "first") for c in columns])
+    for column in columns:
+        many = per_vehicle.column(f"{column}_count_distinct").to_numpy() > 1
+        if many.any():
+            vehicle = per_vehicle.column(ID)[int(np.flatnonzero(many)[0])]
+            raise DatasetError(readouts, f"vehicle {vehicle} has more than one value of the "
+                               "specification", column)
+    return specifications_of(pa.table({ID: per_vehicle.column(ID), **{
+        c: per_vehicle.column(f"{c}_first") for c in columns}}), meta, readouts, 2)
+
+
+def specifications_of(table: pa.Table, meta: dict, source: Path, first: int
+                      ) -> Specifications:
+    """Specifications from a table (vehicle_id int64, the bundle's columns as strings) read
+    from ``source``, its first row being line ``first`` there: no missing or repeated vehicle
+    id; coded with the bundle's vocabularies."""
+    ids = table.column(ID)
+    if ids.null_count:
+        raise DatasetError(source, "missing vehicle_id", ID,
+                           first_line(ids.is_null().to_numpy(zero_copy_only=False)) - 2 + first)
     ids = ids.to_numpy()
     order = np.argsort(ids, kind="stable")
     repeated = np.flatnonzero(ids[order][1:] == ids[order][:-1])
     if repeated.size:
         row = int(order[repeated[0] + 1])
-        raise DatasetError(path, f"vehicle {ids[row]} appears more than once", ID, row + 2)
+        raise DatasetError(source, f"vehicle {ids[row]} appears more than once", ID,
+                           row + first)
     codes, unknown = encode(meta["spec_vocabularies"], table.to_pydict())
-    return Specifications(Path(path), ids[order], codes[order], unknown)
+    return Specifications(source, ids[order], codes[order], unknown)
 
 
 def _buckets(path: Path, memory_mb: float) -> int:
@@ -144,14 +191,24 @@ def _cached_bundle(bundle: Path, engine: str, written: int) -> Bundle:
 
 def score_bucket(bundle: Path, engine: str, device: str, readouts: Path, parts: list[Path],
                  specs: Specifications | None, at_column: str | None,
-                 at_table: pa.Table | None) -> tuple[pa.Table, int, np.ndarray]:
+                 at_table: pa.Table | None) -> tuple[pa.Table, int, np.ndarray, np.ndarray | None]:
     """The decisions of one vehicle bucket of a readouts file, from its parts (a task).
-    Returns them, the bucket's readout count and its vehicles."""
+    Returns them, the bucket's readout count, its vehicles and its readouts binned for drift
+    (:func:`~componentx.serving.drift.bin_counts`, where the bundle has a reference)."""
     model = loaded_bundle(bundle, engine)
-    table = sorted_bucket(readouts, parts, model.meta["feature_columns"], at_column)
-    ids = table.column(ID).to_numpy()
-    scored = _score_table(readouts, specs, table, model, device, at_column, at_table)
-    return scored, len(ids), np.unique(ids)
+    meta = model.meta
+    table = sorted_bucket(readouts, parts, meta["feature_columns"], at_column)
+    ids, times = table.column(ID).to_numpy(), table.column(TIME).to_numpy()
+    values = np.column_stack([table.column(c).to_numpy(zero_copy_only=False)
+                              for c in meta["feature_columns"]]).reshape(len(ids), -1)
+    at_rows = None if at_column is None else np.nan_to_num(
+        table.column(at_column).to_numpy(zero_copy_only=False)) != 0
+    scored = score_arrays(readouts, specs, ids, times, values, model, device, at_rows,
+                          at_table)
+    reference = meta.get("drift_reference")
+    counts = bin_counts(increments(values, times, ids), reference["edges"]) if reference \
+        else None
+    return scored, len(ids), np.unique(ids), counts
 
 
 def _at(at: str | None, readouts: Path) -> tuple[str | None, pa.Table | None]:
@@ -168,30 +225,11 @@ def _at(at: str | None, readouts: Path) -> tuple[str | None, pa.Table | None]:
 def predict(bundle: Path, readouts: Path, specifications: Path | None, out: Path,
             engine: str = "auto", at: str | None = None, memory_mb: float = 1024,
             device: str = "auto") -> ScoringReport:
-    """Score every vehicle of ``readouts`` and write ``out`` (CSV, atomically). A file larger
-    than ``memory_mb`` is split into vehicle buckets (the pipeline's
-    :func:`~componentx.compute.bucket_of`), scored bucket by bucket: on the Dask cluster of
-    ``DASK_SCHEDULER_ADDRESS`` when there is one, else here, on ``device``
-    (:func:`~componentx.devices.resolve_device`)."""
-    bundle, readouts, out = Path(bundle), Path(readouts), Path(out)
-    read_header(readouts)  # a missing or unreadable file is one clear line
-    meta = loaded_bundle(bundle, engine).meta  # a bundle that cannot score stops here
-    device = resolve_device(device)
-    at_column, at_table = _at(at, readouts)
-    specs = read_specifications(Path(specifications) if specifications else None, meta)
-    features = readout_features(readouts, meta["feature_columns"], "the model's", at_column)
-    report = ScoringReport(buckets=_buckets(readouts, memory_mb),
-                           unknown_categories=specs.unknown if specs else {})
-    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp, \
-            dask_client(SERVING, report.buckets) as client:
-        split_into_buckets(client, readouts, features, report.buckets, Path(tmp), at_column)
-        results = map_tasks(client, score_bucket, [
-            (bundle, engine, device, readouts, bucket_parts(Path(tmp), bucket), specs,
-             at_column, at_table) for bucket in range(report.buckets)], "scoring")
-    parts, counts, seen = zip(*results, strict=True)
-    report.readouts, report.vehicles = sum(counts), sum(len(v) for v in seen)
-    result = pa.concat_tables(parts).sort_by([(ID, "ascending"), (TIME, "ascending")])
-    _check_every_vehicle(readouts, result, at, at_table, specs, np.concatenate(seen))
+    """Score every vehicle of ``readouts`` (:func:`score_readouts`) and write ``out`` (CSV,
+    atomically)."""
+    out = Path(out)
+    result, report = score_readouts(bundle, readouts, specifications, engine, at, memory_mb,
+                                    device, out.parent if out.parent.exists() else None)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     os.close(fd)
@@ -200,8 +238,44 @@ def predict(bundle: Path, readouts: Path, specifications: Path | None, out: Path
         os.replace(temporary, out)
     finally:
         Path(temporary).unlink(missing_ok=True)
-    report.scored = result.num_rows
     return report
+
+
+def score_readouts(bundle: Path, readouts: Path, specifications: Path | None,
+                   engine: str = "auto", at: str | None = None, memory_mb: float = 1024,
+                   device: str = "auto", scratch: Path | None = None
+                   ) -> tuple[pa.Table, ScoringReport]:
+    """The decisions of every vehicle of ``readouts`` (its last readout, or the times of
+    ``at``), sorted by vehicle and time, and what was scored. A file larger than
+    ``memory_mb`` is split into vehicle buckets (the pipeline's
+    :func:`~componentx.compute.bucket_of`, in temporary files in ``scratch``), scored bucket
+    by bucket: on the Dask cluster of ``DASK_SCHEDULER_ADDRESS`` when there is one, else
+    here, on ``device`` (:func:`~componentx.devices.resolve_device`)."""
+    bundle, readouts = Path(bundle), Path(readouts)
+    read_header(readouts)  # a missing or unreadable file is one clear line
+    meta = loaded_bundle(bundle, engine).meta  # a bundle that cannot score stops here
+    device = resolve_device(device)
+    at_column, at_table = _at(at, readouts)
+    specs = read_specifications(Path(specifications) if specifications else None, meta,
+                                readouts)
+    features = readout_features(readouts, meta["feature_columns"], "the model's", at_column,
+                                () if specifications else tuple(meta["spec_columns"]))
+    report = ScoringReport(buckets=_buckets(readouts, memory_mb),
+                           unknown_categories=specs.unknown if specs else {})
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp, \
+            dask_client(SERVING, report.buckets) as client:
+        split_into_buckets(client, readouts, features, report.buckets, Path(tmp), at_column)
+        results = map_tasks(client, score_bucket, [
+            (bundle, engine, device, readouts, bucket_parts(Path(tmp), bucket), specs,
+             at_column, at_table) for bucket in range(report.buckets)], "scoring")
+    parts, counts, seen, binned = zip(*results, strict=True)
+    report.readouts, report.vehicles = sum(counts), sum(len(v) for v in seen)
+    if meta.get("drift_reference"):
+        report.drift = drift_report(meta["drift_reference"], sum(binned))
+    result = pa.concat_tables(parts).sort_by([(ID, "ascending"), (TIME, "ascending")])
+    _check_every_vehicle(readouts, result, at, at_table, specs, np.concatenate(seen))
+    report.scored = result.num_rows
+    return result, report
 
 
 def _check_every_vehicle(readouts: Path, result: pa.Table, at: str | None,
@@ -222,18 +296,18 @@ def _check_every_vehicle(readouts: Path, result: pa.Table, at: str | None,
                                f"but no readouts in {readouts}", ID)
 
 
-def _score_table(readouts: Path, specs: Specifications | None, table: pa.Table,
-                 model: Bundle, device: str, at_column: str | None, at_table: pa.Table | None
+def score_arrays(readouts: Path, specs: Specifications | None, ids: np.ndarray,
+                 times: np.ndarray, values: np.ndarray, model: Bundle, device: str,
+                 at_rows: np.ndarray | None = None, at_table: pa.Table | None = None
                  ) -> pa.Table:
-    """The decisions of one vehicle bucket's (sorted) readouts."""
+    """The decisions of readouts from ``readouts`` (``ids``, ``times`` (rows,), ``values``
+    (rows, the bundle's features), sorted by vehicle and time, checked): at each vehicle's
+    last readout, or at the rows ``at_rows`` marks, or at ``at_table``'s times;
+    probabilities, the expected cost of each decision, the decision and the failure risk."""
     meta, cost = model.meta, model.cost_matrix
-    ids, times = table.column(ID).to_numpy(), table.column(TIME).to_numpy()
-    values = np.column_stack([table.column(c).to_numpy(zero_copy_only=False)
-                              for c in meta["feature_columns"]])
     vehicles = np.unique(ids)
-    if at_column is not None:
-        chosen = np.nan_to_num(table.column(at_column).to_numpy(zero_copy_only=False)) != 0
-        ref_vehicles, ref_times = ids[chosen], times[chosen]
+    if at_rows is not None:
+        ref_vehicles, ref_times = ids[at_rows], times[at_rows]
     elif at_table is not None:
         mine = np.isin(at_table.column(ID).to_numpy(), vehicles)
         ref_vehicles = at_table.column(ID).to_numpy()[mine]
@@ -259,4 +333,3 @@ def _score_table(readouts: Path, specs: Specifications | None, table: pa.Table,
                "decision": decide(probs, meta["decision"], cost).astype(np.int64),
                risk_column(meta["class_windows"], meta["risk_class"]): model.risk(probs)}
     return pa.table(columns)
-

@@ -1,0 +1,173 @@
+"""Benchmark: `componentx serve` under a bounded load on loopback, one server worker, for each
+candidate's bundle of a `dvc repro`ed workspace.
+
+For each bundle it starts the server (no fleet page), sends ``--warmup`` one-vehicle JSON
+requests, reads the server's resident memory, then sends ``--requests`` one-vehicle requests
+(test vehicles, round robin: each its readouts and specifications) from ``--concurrency``
+client threads, each on a kept-alive connection, and stops. It prints requests per second,
+p50 and p99 latency, errors, the resident memory after warm-up and at the end; then the whole
+test split in one streamed CSV request against `componentx predict`'s scoring of the same
+files in this process (no interpreter start-up), per vehicle.
+
+    python bench/serve.py [--requests 10000] [--concurrency 16] [--bundles models/bundles/*]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from componentx.serving.scoring import score_readouts
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def one_vehicle_bodies(limit: int = 500) -> list[bytes]:
+    """JSON bodies of test vehicles, each its readouts and specifications."""
+    readouts = pd.read_parquet("data/ingested/readouts/test")
+    specs_path = Path("data/ingested/test_specs.parquet")
+    specs = pd.read_parquet(specs_path) if specs_path.exists() else None
+    bodies = []
+    for vehicle, rows in list(readouts.groupby("vehicle_id"))[:limit]:
+        payload = {"readouts": json.loads(rows.to_json(orient="records"))}
+        if specs is not None:
+            payload["specifications"] = json.loads(
+                specs[specs["vehicle_id"] == vehicle].to_json(orient="records"))
+        bodies.append(json.dumps(payload).encode())
+    return bodies
+
+
+def post(connection: http.client.HTTPConnection, body: bytes, kind: str = "application/json"
+         ) -> int:
+    connection.request("POST", "/v1/score", body=body, headers={"Content-Type": kind})
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
+def load(port: int, bodies: list[bytes], requests: int, concurrency: int
+         ) -> tuple[np.ndarray, int, float]:
+    """Latencies (s) of ``requests`` requests from ``concurrency`` threads, errors, seconds."""
+    latencies, errors, lock = [], [0], threading.Lock()
+    counter = iter(range(requests))
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                number = next(counter, None)
+            if number is None:
+                return
+            start = time.perf_counter()
+            try:
+                ok = post(connection, bodies[number % len(bodies)]) == 200
+            except OSError:
+                ok = False
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            took = time.perf_counter() - start
+            with lock:
+                latencies.append(took)
+                errors[0] += not ok
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return np.asarray(latencies), errors[0], time.perf_counter() - start
+
+
+def test_split_csv(folder: Path) -> tuple[Path, Path, Path]:
+    """The test split's readouts and specifications as CSV files, and both in one (the API's
+    CSV: specification columns on every readout)."""
+    readouts = pd.read_parquet("data/ingested/readouts/test")
+    specs = pd.read_parquet("data/ingested/test_specs.parquet")
+    paths = folder / "readouts.csv", folder / "specs.csv", folder / "both.csv"
+    readouts.to_csv(paths[0], index=False)
+    specs.to_csv(paths[1], index=False)
+    readouts.merge(specs, on="vehicle_id").to_csv(paths[2], index=False)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--bundles", type=Path, nargs="+",
+                        default=sorted(Path("models/bundles").iterdir()))
+    args = parser.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    bodies = one_vehicle_bodies()
+    print(f"commit {commit}; {args.requests:,} one-vehicle requests at concurrency "
+          f"{args.concurrency}, one server worker, 2 cores\n")
+    print("| bundle | requests/s | p50 ms | p99 ms | errors | RSS after warm-up MiB | RSS at "
+          "the end MiB | test split streamed, ms/vehicle | predict, ms/vehicle |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        readouts, specs, both = test_split_csv(Path(tmp))
+        vehicles = pd.read_csv(specs)["vehicle_id"].nunique()
+        for bundle in args.bundles:
+            port = free_port()
+            server = subprocess.Popen(
+                [sys.executable, "-m", "componentx", "serve", "--bundle", str(bundle.resolve()),
+                 "--port", str(port)], cwd=tmp, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True,
+                env={**os.environ, "COMPONENTX_LOG": "WARNING"})
+            try:
+                deadline = time.time() + 120
+                while True:
+                    try:
+                        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                        connection.request("GET", "/healthz")
+                        if connection.getresponse().status == 200:
+                            break
+                    except OSError:
+                        time.sleep(0.3)
+                    if time.time() > deadline:
+                        raise RuntimeError(f"{bundle}: the server did not start")
+                load(port, bodies, args.warmup, args.concurrency)
+                process = psutil.Process(server.pid)
+                warm = process.memory_info().rss / 2**20
+                latencies, errors, seconds = load(port, bodies, args.requests,
+                                                  args.concurrency)
+                end = process.memory_info().rss / 2**20
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+                start = time.perf_counter()
+                status = post(connection, both.read_bytes(), "text/csv")
+                streamed = time.perf_counter() - start
+                assert status == 200, status
+            finally:
+                os.killpg(server.pid, signal.SIGTERM)
+                server.wait(30)
+            start = time.perf_counter()
+            score_readouts(bundle, readouts, specs)
+            predicted = time.perf_counter() - start
+            p50, p99 = np.percentile(latencies, [50, 99]) * 1000
+            print(f"| {bundle.name} | {len(latencies) / seconds:,.0f} | {p50:.1f} | {p99:.1f} | "
+                  f"{errors} | {warm:,.0f} | {end:,.0f} | {streamed / vehicles * 1000:.3f} | "
+                  f"{predicted / vehicles * 1000:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

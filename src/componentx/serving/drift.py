@@ -1,0 +1,103 @@
+"""Data drift: do the readouts being scored still look like the data the model was fitted on?
+
+What is compared is each feature's increment per time unit between a vehicle's consecutive
+readouts (:func:`increments`), the model inputs that describe how a vehicle is run: the raw
+readouts are cumulative and grow with age, so a fleet younger than the train one would look
+shifted when nothing about its use has changed. The export stage puts a reference in every
+bundle: for each feature, the train increments' deciles as bin edges and the share of
+increments in each bin, missing values a bin of their own. Increments scored later are
+binned on the same edges, and each feature's shift is the population stability index,
+PSI = sum over bins of (share now - share then) x ln(share now / share then): under 0.1 it
+is the usual sampling noise, above :data:`FLAG` the feature has moved (the thresholds credit
+scoring has used for decades). Fewer than :data:`MIN_INCREMENTS` increments (one vehicle's,
+say) are too few to judge: their PSI is reported, nothing is flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from componentx.data.features import transform_features
+
+BINS = 10  # deciles of the train increments
+FLAG = 0.25  # PSI above FLAG: the feature has shifted
+FLOOR = 1e-4  # share given to an empty bin, so the logarithm stays finite
+MIN_INCREMENTS = 200  # fewer leave a decile bin empty by chance: nothing is flagged
+
+
+def increments(values: np.ndarray, times: np.ndarray, vehicles: np.ndarray) -> np.ndarray:
+    """Each feature's increment per time unit since the vehicle's previous readout, for
+    every readout that has one: (rows - vehicles, features) float64, NaN where a value is
+    missing. ``values`` (rows, features), ``times`` and ``vehicles`` (rows,) are sorted by
+    vehicle and time."""
+    rates = transform_features(values, times, vehicles, np.zeros(values.shape[1], dtype=bool),
+                               "increments")
+    return rates[1:][vehicles[1:] == vehicles[:-1]]
+
+
+def reference_edges(sample: np.ndarray) -> list[list[float]]:
+    """Inner bin edges per feature (columns of ``sample``, missing values ignored): the
+    distinct deciles; a constant or empty feature has none (one bin)."""
+    edges = []
+    for column in np.asarray(sample, dtype=float).T:
+        observed = column[~np.isnan(column)]
+        quantiles = np.quantile(observed, np.linspace(0, 1, BINS + 1)[1:-1]) if len(
+            observed) else np.zeros(0)
+        edges.append(np.unique(quantiles).tolist())
+    return edges
+
+
+def bin_counts(values: np.ndarray, edges: list[list[float]]) -> np.ndarray:
+    """Per feature (row), the rows of ``values`` (rows, features) in each bin of
+    ``edges``, then the missing ones: (features, BINS + 1) int64, a feature with fewer edges
+    leaving its last value bins empty."""
+    values = np.asarray(values, dtype=float)
+    inner = np.full((len(edges), BINS - 1), np.inf)  # unused edges never passed
+    for j, feature_edges in enumerate(edges):
+        inner[j, :len(feature_edges)] = feature_edges
+    counts = np.zeros((len(edges), BINS + 1), dtype=np.int64)
+    for start in range(0, len(values), 4096):  # bounded memory on a whole fleet
+        chunk = values[start:start + 4096]
+        missing = np.isnan(chunk)
+        binned = (inner[None, :, :] <= chunk[:, :, None]).sum(axis=2)  # side="right"
+        binned[missing] = BINS  # the last column
+        flat = binned + np.arange(len(edges)) * (BINS + 1)
+        counts += np.bincount(flat.ravel(), minlength=counts.size).reshape(counts.shape)
+    return counts
+
+
+def reference(chunks: Iterable[np.ndarray], sample: np.ndarray, features: list[str]) -> dict:
+    """A bundle's drift reference: the edges from ``sample`` (increments, features), the
+    counts (:func:`bin_counts`) over every chunk of increments."""
+    edges = reference_edges(sample)
+    total = sum((bin_counts(chunk, edges) for chunk in chunks),
+                np.zeros((len(edges), BINS + 1), dtype=np.int64))
+    return {"features": features, "edges": edges, "counts": total.tolist()}
+
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """The population stability index of each row's two histograms on the same bins
+    ((features, bins) each); bins empty in both add nothing."""
+    shares = []
+    for counts in (expected, actual):
+        counts = np.asarray(counts, dtype=float)
+        shares.append(np.maximum(counts / np.maximum(counts.sum(axis=1, keepdims=True), 1),
+                                 FLOOR))
+    e, a = shares
+    return ((a - e) * np.log(a / e)).sum(axis=1)
+
+
+def drift_report(reference_meta: dict, counts: np.ndarray) -> dict:
+    """Each feature's PSI of increments binned on the reference's edges (``counts``:
+    :func:`bin_counts`) against the bundle's reference, sorted by shift, and those past
+    :data:`FLAG` where there are at least :data:`MIN_INCREMENTS` increments."""
+    shifts = psi(reference_meta["counts"], counts)
+    seen = int(np.asarray(counts)[0].sum()) if len(counts) else 0
+    order = np.argsort(-shifts, kind="stable")
+    names = reference_meta["features"]
+    ranked = {names[j]: round(float(shifts[j]), 4) for j in order}
+    return {"increments": seen, "threshold": FLAG, "psi": ranked,
+            "flagged": [names[j] for j in order if shifts[j] > FLAG]
+            if seen >= MIN_INCREMENTS else [], "min_increments": MIN_INCREMENTS}

@@ -1,0 +1,555 @@
+"""``componentx serve``: the shipped bundle behind a JSON scoring endpoint and a fleet page,
+on Starlette and uvicorn.
+
+- ``POST /v1/score``: readouts as JSON (``{"readouts": [...], "specifications": [...]}``, at
+  most ``json_limit`` bytes) or as a CSV body of any size, streamed to disk and scored as
+  ``componentx predict`` scores a file (the bundle's specification columns ride along in
+  it, one value per vehicle): for each vehicle, at its last readout, the calibrated
+  probabilities, the decision, the failure risk and the expected cost of each decision, and
+  the readouts' drift against training (:mod:`componentx.serving.drift`). The checks are
+  ``predict``'s; a problem is a 4xx naming the field, the row (a JSON readout's index from
+  0, a CSV body's line, the header being line 1) and, in JSON, the vehicle. Concurrent JSON
+  requests are scored together (:class:`Batcher`).
+- ``GET /``, ``/vehicles/{id}``, ``/model``: the fleet page (:mod:`componentx.serving.pages`),
+  ``GET /v1/fleet`` its data as JSON.
+- ``GET /healthz`` (answers while a whole-fleet request scores: scoring runs in worker
+  threads) and ``GET /metrics`` (request counts and latencies, Prometheus' text format).
+
+Bound to 127.0.0.1 by default. On any other address a token is required (``--token`` or
+``COMPONENTX_TOKEN``): the API takes it as ``Authorization: Bearer``, the page as a cookie
+that ``/login?token=...`` sets once; compared in constant time. TLS is a reverse proxy's job.
+No request names a file: the pages and the API read only the bundle and the readouts folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from componentx.candidates.interface import PipelineData
+from componentx.data.layout import ID
+from componentx.data.readouts import readout_records
+from componentx.devices import resolve_device
+from componentx.errors import BundleError, DatasetError, UserError
+from componentx.serving import pages
+from componentx.serving.bundle import Bundle
+from componentx.serving.drift import bin_counts, drift_report, increments
+from componentx.serving.live import LiveBundle, LiveFleet, describe_source
+from componentx.serving.scoring import (
+    Specifications,
+    loaded_bundle,
+    score_arrays,
+    score_readouts,
+    specifications_of,
+)
+
+log = logging.getLogger(__name__)
+TOKEN_VARIABLE, COOKIE = "COMPONENTX_TOKEN", "componentx_token"
+OPEN_PATHS = ("/healthz", "/login", "/static/style.css")
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' data:; frame-ancestors 'none'; "
+                               "form-action 'self'; base-uri 'none'",
+    "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY"}
+READOUTS, SPECIFICATIONS = Path("readouts"), Path("specifications")  # a JSON body's parts
+INLINE_BYTES = 1 << 20  # a JSON body up to this size is parsed between requests, not aside
+
+
+@dataclass
+class ServeSettings:
+    """What ``componentx serve`` serves: the bundle folder, the fleet (a folder of readouts,
+    or the pipeline's holdout), the token, and the scoring engine and device."""
+
+    bundle: Path
+    readouts: Path | None = None
+    pipeline: PipelineData | None = None
+    token: str | None = None
+    engine: str = "auto"
+    device: str = "auto"
+    json_limit: int = 10 << 20
+    page_size: int = 50
+    scratch: Path | None = None
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class RequestProblem(Exception):
+    """A request the service refuses: its HTTP status and what to tell the caller."""
+
+    def __init__(self, status: int, detail: dict) -> None:
+        super().__init__(detail.get("error"))
+        self.status, self.detail = status, detail
+
+
+def problem(error: Exception, records: Any = None) -> RequestProblem:
+    """The 4xx (or 503) of an error scoring a request: a :class:`DatasetError` names the
+    field, the row and, for JSON readout ``records``, the row's vehicle where it has one."""
+    if isinstance(error, DatasetError):
+        row = error.line
+        detail: dict[str, Any] = {"error": f"{error.file}: {error.message}",
+                                  "field": error.column, "row": row}
+        if row is not None and str(error.file) == "readouts" and isinstance(records, list) \
+                and 0 <= row < len(records) and isinstance(records[row], dict) \
+                and ID in records[row]:
+            detail["vehicle_id"] = records[row][ID]
+        return RequestProblem(422, detail)
+    if isinstance(error, BundleError):
+        return RequestProblem(503, {"error": str(error)})
+    return RequestProblem(400, {"error": str(error)})
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """A JSON scoring request, checked against ``bundle``: its readouts sorted by vehicle
+    and time (:func:`~componentx.data.readouts.readout_records`) and, where the model uses
+    them, its vehicles' specifications (exactly its vehicles)."""
+
+    bundle: Bundle
+    ids: np.ndarray
+    times: np.ndarray
+    values: np.ndarray
+    specs: Specifications | None
+
+
+class Batcher:
+    """Requests that arrive while a batch is being scored wait, and are scored together in
+    the next (at most ``limit`` at once), by one call of ``score`` in a worker thread: a
+    burst of one-vehicle requests costs one model call per batch, not one per request.
+    ``score`` returns one answer per request, in order; an answer that is an exception is
+    raised to its request alone."""
+
+    def __init__(self, score: Any, limit: int = 64) -> None:
+        self.score, self.limit = score, limit
+        self.waiting: list[tuple[Any, asyncio.Future]] = []
+        self.worker: asyncio.Task | None = None
+
+    async def submit(self, item: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((item, future))
+        if self.worker is None:
+            self.worker = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            while self.waiting:
+                batch = self.waiting[:self.limit]
+                del self.waiting[:self.limit]
+                try:
+                    answers = await run_in_threadpool(self.score, [item for item, _ in batch])
+                except Exception as error:  # a bug: every request of the batch learns it
+                    answers = [error] * len(batch)
+                for (_, future), answer in zip(batch, answers, strict=True):
+                    if future.done():  # its client went away
+                        continue
+                    if isinstance(answer, Exception):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
+        finally:
+            self.worker = None
+
+
+@dataclass
+class Service:
+    """The state behind the app: the live bundle and fleet, and the request metrics."""
+
+    settings: ServeSettings
+    bundle: LiveBundle = field(init=False)
+    fleet: LiveFleet = field(init=False)
+
+    def __post_init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        settings = self.settings
+        self.device = resolve_device(settings.device)
+        self.bundle = LiveBundle(settings.bundle, settings.engine)
+        self.fleet = LiveFleet(self.bundle, settings.readouts, settings.pipeline, self.device)
+        self.source = describe_source(settings.readouts, settings.pipeline)
+        self.registry = CollectorRegistry()
+        self.requests = Counter("componentx_requests", "HTTP requests answered",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("componentx_request_seconds", "Time to answer a request",
+                                 ["route"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                                          5, 10, 30))
+
+    def authorised(self, headers: dict[str, str], cookies: dict[str, str]) -> bool:
+        token = self.settings.token
+        if token is None:
+            return True
+        given = headers.get("authorization", "")
+        offered = given[7:] if given.lower().startswith("bearer ") else cookies.get(COOKIE, "")
+        return hmac.compare_digest(offered.encode(), token.encode())
+
+    def _respond(self, bundle: Bundle, table: pa.Table, drift: dict | None,
+                 unknown: dict[str, int]) -> dict:
+        meta = bundle.meta
+        k = meta["num_classes"]
+        risk = next(c for c in table.column_names if c.startswith("risk_"))
+        columns = table.to_pydict()
+        vehicles = [{"vehicle_id": columns[ID][i], "time_step": columns["time_step"][i],
+                     "probabilities": [columns[f"prob_{c}"][i] for c in range(k)],
+                     "decision": columns["decision"][i], "risk": columns[risk][i],
+                     "expected_cost": [columns[f"expected_cost_{c}"][i] for c in range(k)]}
+                    for i in range(table.num_rows)]
+        return {"model": {"kind": meta["kind"], "title": meta["title"],
+                          "commit": meta["provenance"]["code"]["commit"]},
+                "risk": risk, "vehicles": vehicles, "unknown_categories": unknown,
+                "drift": drift}
+
+    def parse_json(self, body: bytes) -> ScoreRequest:
+        """A JSON scoring request's body (see the module), checked against the current
+        bundle; a problem is a :class:`RequestProblem`."""
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            raise RequestProblem(400, {"error": f"the body is not JSON ({error})"}) from None
+        if not isinstance(payload, dict) or "readouts" not in payload:
+            raise RequestProblem(400, {"error": "expected a JSON object with \"readouts\" (a "
+                                                "list of readouts) and, where the model uses "
+                                                "them, \"specifications\""})
+        extra = sorted(set(payload) - {"readouts", "specifications"})
+        if extra:
+            raise RequestProblem(400, {"error": f"unexpected member {extra[0]!r}",
+                                       "field": extra[0]})
+        bundle = self.bundle.current()
+        meta = bundle.meta
+        try:
+            ids, times, values = readout_records(payload["readouts"], meta["feature_columns"],
+                                                 READOUTS)
+            specs = None
+            if meta["spec_columns"]:
+                specs = specifications_of(spec_records(payload.get("specifications"),
+                                                       meta["spec_columns"]),
+                                          meta, SPECIFICATIONS, 0)
+                vehicles = np.unique(ids)
+                orphan = ~np.isin(specs.ids, vehicles)
+                if orphan.any():
+                    raise DatasetError(SPECIFICATIONS, f"vehicle {specs.ids[orphan][0]} has "
+                                       "specifications but no readouts", ID)
+                specs.codes_for(vehicles, READOUTS)  # and every vehicle has them
+        except UserError as error:
+            raise problem(error, payload["readouts"]) from None
+        return ScoreRequest(bundle, ids, times, values, specs)
+
+    def score_requests(self, requests: list[ScoreRequest]) -> list[dict | RequestProblem]:
+        """The answers to JSON requests, scored together in one call of the model (their
+        vehicles renumbered, so that two requests' vehicles never mix); a batch that fails
+        is scored request by request, so that a problem reaches only its own request."""
+        bundle = requests[0].bundle
+        if len(requests) > 1 and any(r.bundle is not bundle for r in requests):
+            return [self.score_requests([r])[0] for r in requests]
+        own = [np.unique(r.ids, return_inverse=True) for r in requests]
+        counts = [len(vehicles) for vehicles, _ in own]
+        first = np.cumsum([0, *counts])
+        specs = None
+        if bundle.meta["spec_columns"]:
+            specs = Specifications(SPECIFICATIONS, np.arange(first[-1]),
+                                   np.concatenate([r.specs.codes for r in requests]), {})
+        try:
+            scored = score_arrays(READOUTS, specs, np.concatenate(
+                [keys + start for (_, keys), start in zip(own, first, strict=False)]),
+                np.concatenate([r.times for r in requests]),
+                np.concatenate([r.values for r in requests]), bundle, self.device)
+        except UserError as error:
+            if len(requests) == 1:
+                return [problem(error)]
+            return [self.score_requests([r])[0] for r in requests]
+        keys = scored.column(ID).to_numpy()
+        bounds = np.searchsorted(keys, first)
+        answers: list[dict | RequestProblem] = []
+        for i, request in enumerate(requests):
+            part = scored.slice(bounds[i], bounds[i + 1] - bounds[i])
+            part = part.set_column(0, ID, pa.array(own[i][0][keys[bounds[i]:bounds[i + 1]]
+                                                             - first[i]]))
+            reference = bundle.meta.get("drift_reference")
+            drift = drift_report(reference, bin_counts(increments(
+                request.values, request.times, request.ids), reference["edges"])) \
+                if reference else None
+            answers.append(self._respond(bundle, part, drift,
+                                         request.specs.unknown if request.specs else {}))
+        return answers
+
+    def score_csv(self, path: Path) -> dict:
+        """The answer to a CSV scoring request, its body in ``path`` (the specifications,
+        where the model uses them, as columns of the readouts)."""
+        try:
+            table, report = score_readouts(self.settings.bundle, path, None,
+                                           self.settings.engine, device=self.device,
+                                           scratch=path.parent)
+        except DatasetError as error:  # named as the caller knows it: the body
+            raise problem(DatasetError("body" if error.file == str(path) else error.file,
+                                       error.message.replace(str(path), "the body"),
+                                       error.column, error.line)) from None
+        except UserError as error:
+            raise problem(error) from None
+        return self._respond(loaded_bundle(self.settings.bundle, self.settings.engine), table,
+                             report.drift, report.unknown_categories)
+
+
+def spec_records(records: Any, columns: list[str]) -> pa.Table:
+    """Specifications given as records (vehicle_id and each specification column)."""
+    source = Path("specifications")
+    if not isinstance(records, list) or not records:
+        raise DatasetError(source, f"this model uses the specifications {columns}: give "
+                           "them as a list of objects")
+    wanted = {ID, *columns}
+    for row, record in enumerate(records):
+        if not isinstance(record, dict) or record.keys() != wanted:
+            keys = set(record) if isinstance(record, dict) else set()
+            missing, extra = sorted(wanted - keys), sorted(keys - wanted)
+            name = (missing or extra or [ID])[0]
+            raise DatasetError(source, f"{'missing' if missing else 'unexpected'} field "
+                               f"{name!r}", name, row)
+        if not isinstance(record[ID], int) or isinstance(record[ID], bool):
+            raise DatasetError(source, f"value {record[ID]!r} is not an integer", ID, row)
+    return pa.table({ID: pa.array([r[ID] for r in records], pa.int64()),
+                     **{c: pa.array([None if r[c] is None else str(r[c]) for r in records],
+                                    pa.string()) for c in columns}})
+
+
+def _json_response(content: Any, status: int = 200) -> Any:
+    from starlette.responses import Response
+
+    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status,
+                    media_type="application/json")
+
+
+def create_app(settings: ServeSettings) -> Any:
+    """The Starlette app of :class:`ServeSettings`."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, RedirectResponse, Response
+    from starlette.routing import Route
+
+    service = Service(settings)
+    service.fleet.refresh()
+    batcher = Batcher(service.score_requests)
+    scratch = settings.scratch or Path(tempfile.gettempdir())
+
+    async def healthz(request: Request) -> Response:
+        return _json_response({"status": "ok", "model": service.bundle.current().meta["kind"],
+                               "bundle_loads": service.bundle.loads})
+
+    async def metrics(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def style(request: Request) -> Response:
+        return Response(pages.STYLE, media_type="text/css")
+
+    async def login(request: Request) -> Response:
+        token = request.query_params.get("token", "")
+        if settings.token is None:
+            return RedirectResponse("/", 303)
+        if not hmac.compare_digest(token.encode(), settings.token.encode()):
+            return HTMLResponse(pages.message_page("Not signed in", "That token is not "
+                                                   "this server's."), 401)
+        response = RedirectResponse("/", 303)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
+        return response
+
+    def snapshot_or_page() -> Any:
+        service.fleet.refresh()
+        snapshot = service.fleet.snapshot
+        if snapshot is not None:
+            return snapshot
+        if service.fleet.error:
+            return HTMLResponse(pages.message_page("The fleet could not be scored",
+                                                   service.fleet.error), 503)
+        if settings.readouts is None and settings.pipeline is None:
+            return HTMLResponse(pages.message_page(
+                "No fleet", "Start the server with --readouts DIR (a folder of readouts) "
+                "to see a fleet here; POST /v1/score scores readouts."))
+        return HTMLResponse(pages.message_page("Scoring the fleet", "Reload in a moment."),
+                            503, headers={"retry-after": "2"})
+
+    def page_number(request: Request) -> int:
+        try:
+            return int(request.query_params.get("page", "1"))
+        except ValueError:
+            raise RequestProblem(400, {"error": "page must be a number",
+                                       "field": "page"}) from None
+
+    async def fleet_page(request: Request) -> Response:
+        snapshot = snapshot_or_page()
+        if isinstance(snapshot, Response):
+            return snapshot
+        return HTMLResponse(pages.fleet_page(snapshot, service.source,
+                                             request.query_params.get("q", "").strip(),
+                                             page_number(request), settings.page_size))
+
+    async def fleet_json(request: Request) -> Response:
+        snapshot = snapshot_or_page()
+        if isinstance(snapshot, Response):
+            return _json_response({"error": "the fleet is not scored yet"}, 503)
+        query = request.query_params.get("q", "").strip()
+        rows = [r for r in snapshot.summary if str(r["vehicle_id"]).startswith(query)]
+        first = (max(page_number(request), 1) - 1) * settings.page_size
+        return _json_response({"vehicles": len(rows), "counts": snapshot.counts,
+                               "expected_cost": snapshot.expected_cost,
+                               "expected_cost_always_0": snapshot.expected_cost_always_0,
+                               "drift": snapshot.drift,
+                               "rows": rows[first:first + settings.page_size]})
+
+    def vehicle_html(snapshot: Any, vehicle: int) -> str:
+        rows = snapshot.vehicle_rows(vehicle)
+        meta = snapshot.bundle.meta
+        latest = rows[-1:]
+        windows = snapshot.readouts.windows(latest, meta["window_size"])
+        target = np.maximum(snapshot.decisions[latest], 1)
+        found = snapshot.bundle.model.attributions(windows, target, service.device)
+        features = None if found is None else (found[0], found[1][0])
+        vocabularies = meta["spec_vocabularies"]
+        codes = snapshot.readouts.codes[rows[-1]]
+        specs = {name: (vocabularies[name][code - 1] if code > 0 else "(not seen in training)")
+                 for name, code in zip(meta["spec_columns"], codes, strict=True)}
+        chart = pages.risk_chart(snapshot.readouts.times[rows], snapshot.risk[rows],
+                                 snapshot.alarm[rows], meta.get("alarm"), "risk")
+        return pages.vehicle_page(snapshot, vehicle, specs, features, chart)
+
+    async def vehicle_page(request: Request) -> Response:
+        snapshot = snapshot_or_page()
+        if isinstance(snapshot, Response):
+            return snapshot
+        vehicle = request.path_params["vehicle"]
+        try:
+            body = await run_in_threadpool(vehicle_html, snapshot, vehicle)
+        except KeyError:
+            return HTMLResponse(pages.message_page("No such vehicle", f"Vehicle {vehicle} is "
+                                                   "not in this fleet."), 404)
+        return HTMLResponse(body)
+
+    async def model_page(request: Request) -> Response:
+        bundle = service.bundle.current()
+        card = (Path(bundle.folder) / "model_card.md").read_text()
+        return HTMLResponse(pages.model_page(bundle.meta, card))
+
+    async def score(request: Request) -> Response:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "application/json":
+            body, size = bytearray(), 0
+            async for chunk in request.stream():  # to its end, so that the client hears why
+                size += len(chunk)
+                if size <= settings.json_limit:
+                    body += chunk
+            if size > settings.json_limit:
+                raise RequestProblem(413, {"error": f"a JSON body is at most "
+                                                    f"{settings.json_limit:,} bytes: send "
+                                                    "larger batches as CSV (text/csv)"})
+            if len(body) <= INLINE_BYTES:
+                parsed = service.parse_json(bytes(body))
+            else:
+                parsed = await run_in_threadpool(service.parse_json, bytes(body))
+            return _json_response(await batcher.submit(parsed))
+        if kind in ("text/csv", "application/csv"):
+            with tempfile.TemporaryDirectory(dir=scratch, prefix="componentx-score-") as tmp:
+                path = Path(tmp) / "body.csv"
+                with path.open("wb") as handle:
+                    async for chunk in request.stream():
+                        handle.write(chunk)
+                return _json_response(await run_in_threadpool(service.score_csv, path))
+        raise RequestProblem(415, {"error": "send readouts as application/json or text/csv"})
+
+    async def refused(request: Request, error: RequestProblem) -> Response:
+        return _json_response(error.detail, error.status)
+
+    routes = [Route("/healthz", healthz), Route("/metrics", metrics),
+              Route("/static/style.css", style), Route("/login", login),
+              Route("/", fleet_page), Route("/vehicles/{vehicle:int}", vehicle_page),
+              Route("/model", model_page), Route("/v1/fleet", fleet_json),
+              Route("/v1/score", score, methods=["POST"])]
+    app = Starlette(routes=routes, exception_handlers={RequestProblem: refused})
+    return Guard(app, service)
+
+
+class Guard:
+    """The ASGI layer every request passes: the token, the security headers, the metrics."""
+
+    def __init__(self, app: Any, service: Service) -> None:
+        self.app, self.service = app, service
+
+    def _route(self, path: str) -> str:
+        if path.startswith("/vehicles/"):
+            return "/vehicles/{vehicle}"
+        known = ("/healthz", "/metrics", "/static/style.css", "/login", "/", "/model",
+                 "/v1/fleet", "/v1/score")
+        return path if path in known else "other"
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from starlette.datastructures import MutableHeaders
+        from starlette.requests import HTTPConnection
+
+        start, status = time.perf_counter(), [500]
+        path = scope["path"]
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        try:
+            connection = HTTPConnection(scope)
+            if path not in OPEN_PATHS and not self.service.authorised(
+                    dict(connection.headers), dict(connection.cookies)):
+                api = path.startswith("/v1/") or path == "/metrics"
+                body = (orjson.dumps({"error": "unauthorised: send Authorization: Bearer "
+                                               "<token>"}) if api else
+                        pages.message_page("Sign in", "Open /login?token=... once with this "
+                                           "server's token.").encode())
+                await send_with_headers({"type": "http.response.start", "status": 401,
+                                         "headers": [(b"content-type", b"application/json"
+                                                      if api else b"text/html; charset=utf-8"),
+                                                     (b"www-authenticate", b"Bearer")]})
+                await send_with_headers({"type": "http.response.body", "body": body})
+                return
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            route = self._route(path)
+            self.service.requests.labels(route, scope["method"], str(status[0])).inc()
+            self.service.latency.labels(route).observe(time.perf_counter() - start)
+
+
+def serve(settings: ServeSettings, host: str, port: int) -> None:
+    """Run the app with uvicorn on ``host``:``port``; refuse a non-loopback address without a
+    token."""
+    import uvicorn
+
+    if not is_loopback(host) and not settings.token:
+        raise UserError(f"--host {host} is not a loopback address: give a token (--token, or "
+                        f"the environment variable {TOKEN_VARIABLE}) so that only those who "
+                        "hold it can score or see the fleet")
+    app = create_app(settings)
+    log.info("serving %s on http://%s:%d (%s)", settings.bundle, host, port,
+             describe_source(settings.readouts, settings.pipeline))
+    uvicorn.run(app, host=host, port=port, workers=1, log_level="warning",
+                access_log=False, loop="asyncio")
