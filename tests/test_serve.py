@@ -153,6 +153,41 @@ def test_the_api_scores_what_predict_scores_for_every_test_vehicle(project, serv
     assert len(one["vehicles"][0]["expected_cost"]) == len(columns)
 
 
+def test_concurrent_requests_are_scored_together_and_as_each_alone(project, server):
+    """A burst of one-vehicle requests, two of them for the same vehicle id with different
+    readouts: each gets the answer it gets alone, and some were scored in one batch."""
+    vehicles = pd.read_csv(project / "fleet-csv" / "test_specifications.csv")[
+        "vehicle_id"].tolist()[:15]
+    bodies = [json.dumps(vehicle_payload(project, v)).encode() for v in vehicles]
+    bodies.append(json.dumps(vehicle_payload(project, vehicles[0], scale=1.5)).encode())
+    alone = [request(f"{server.url}/v1/score", body)[1] for body in bodies]
+    together: dict[int, object] = {}
+    start = threading.Barrier(len(bodies))
+
+    def send(i: int) -> None:
+        start.wait()
+        together[i] = request(f"{server.url}/v1/score", bodies[i])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, expected in enumerate(alone):
+        status, answer = together[i]
+        assert status == 200, answer
+        got, want = answer["vehicles"][0], expected["vehicles"][0]
+        assert got["vehicle_id"] == want["vehicle_id"] and got["decision"] == want["decision"]
+        assert np.abs(np.subtract(got["probabilities"], want["probabilities"])).max() <= 1e-6
+    assert alone[0]["vehicles"][0]["probabilities"] != alone[-1]["vehicles"][0][
+        "probabilities"]  # the same id, other readouts: another answer, kept apart
+    metrics = request(f"{server.url}/metrics")[1]
+    batches = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
+               if line.startswith("componentx_score_batch_requests")}
+    assert batches["componentx_score_batch_requests_count"] > batches[
+        'componentx_score_batch_requests_bucket{le="1.0"}'], batches
+
+
 def malformed(project: Path) -> list[tuple[str, bytes, str, int, str]]:
     """(name, body, content type, status, what the answer says)."""
     good = vehicle_payload(project, int(pd.read_csv(

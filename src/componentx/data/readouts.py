@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import operator
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -234,18 +235,21 @@ def readout_features(path: Path, features: list[str] | None, against: str = "the
     return features
 
 
-def readout_blocks(block: Block, features: list[str], extra_column: str | None = None
-                   ) -> Iterator[pa.RecordBatch]:
+def readout_blocks(block: Block, features: list[str], extra_column: str | None = None,
+                   carried: tuple[str, ...] = ()) -> Iterator[pa.RecordBatch]:
     """Typed, checked record batches of a readouts file's ``block`` (its header checked with
-    :func:`readout_features`), each with its rows' file lines (``LINE``)."""
+    :func:`readout_features`), each with its rows' file lines (``LINE``), and the
+    ``carried`` columns as text before them."""
     header = read_header(block.path)
-    types = {ID: pa.int64(), TIME: pa.float64(), **{c: pa.float64() for c in features}}
+    types = {ID: pa.int64(), TIME: pa.float64(), **{c: pa.float64() for c in features},
+             **{c: pa.string() for c in carried}}
     if extra_column is not None:
         types[extra_column] = pa.float64()
     offset = 0
+    numeric = [ID, TIME, *features, *([extra_column] if extra_column else [])]
     for batch in typed_blocks(block, header, types):
-        batch = batch.select([ID, TIME, *features, *([extra_column] if extra_column else [])])
-        check_readout_block(block.path, batch, block.first_line + offset)
+        batch = batch.select([*numeric, *carried])
+        check_readout_block(block.path, batch.select(numeric), block.first_line + offset)
         lines = pa.array(np.arange(offset, offset + batch.num_rows) + block.first_line)
         yield pa.RecordBatch.from_arrays([*batch.columns, lines],
                                          names=[*batch.schema.names, LINE])
@@ -275,11 +279,17 @@ def sort_readouts(path: Path, table: pa.Table) -> pa.Table:
 
 
 def split_block(block: Block, features: list[str], buckets: int, prefix: Path,
-                extra_column: str | None = None) -> None:
+                extra_column: str | None = None, carried: tuple[str, ...] = ()) -> None:
     """Parse and check one block of a readouts file; its rows go, with their file lines, to
-    ``{prefix}-{bucket}.arrow`` per vehicle bucket (:func:`~componentx.compute.bucket_of`)
-    (a task)."""
-    table = pa.Table.from_batches(list(readout_blocks(block, features, extra_column)))
+    ``{prefix}-{bucket}.arrow`` per vehicle bucket (:func:`~componentx.compute.bucket_of`),
+    and the distinct rows of vehicle_id and the ``carried`` columns to
+    ``{prefix}-carried.arrow`` (a task)."""
+    table = pa.Table.from_batches(list(readout_blocks(block, features, extra_column,
+                                                      carried)))
+    if carried:
+        feather.write_feather(table.group_by([ID, *carried], use_threads=False).aggregate([]),
+                              f"{prefix}-carried.arrow", compression="uncompressed")
+        table = table.drop_columns(list(carried))
     which = bucket_of(table.column(ID).to_numpy(), buckets)
     for bucket in np.unique(which):
         feather.write_feather(table.filter(pa.array(which == bucket)),
@@ -308,20 +318,26 @@ BLOCK_BYTES = 64 << 20  # CSV bytes parsed per task
 
 
 def split_into_buckets(client: object, path: Path, features: list[str], buckets: int,
-                       parts: Path, extra_column: str | None = None) -> None:
+                       parts: Path, extra_column: str | None = None,
+                       carried: tuple[str, ...] = ()) -> pa.Table | None:
     """Parse and check a readouts file in byte-range blocks (on ``client``'s cluster, or
     here), every row into its vehicle bucket's parts in the folder ``parts``
     (:func:`bucket_parts`): first the lines of each block are counted, so that errors and
-    duplicates name the file's lines."""
+    duplicates name the file's lines. Returns the distinct rows of vehicle_id and the
+    ``carried`` columns (text), where there are any."""
     ranges = line_blocks(path, BLOCK_BYTES)
     counts = map_tasks(client, count_lines, [(path, *r) for r in ranges], f"{path.name} lines")
     firsts = 2 + np.cumsum([0, *counts[:-1]])
     parts.mkdir(parents=True, exist_ok=True)
     map_tasks(client, split_block, [
         (Block(path, start, end, int(first)), features, buckets, parts / f"{i:05d}",
-         extra_column) for i, ((start, end), first) in enumerate(zip(ranges, firsts,
-                                                                     strict=True))],
-        f"{path.name} blocks")
+         extra_column, carried) for i, ((start, end), first) in enumerate(zip(
+             ranges, firsts, strict=True))], f"{path.name} blocks")
+    if not carried:
+        return None
+    empty = pa.schema([(ID, pa.int64()), *[(c, pa.string()) for c in carried]]).empty_table()
+    return pa.concat_tables([empty, *(feather.read_table(part) for part in
+                                      sorted(parts.glob("*-carried.arrow")))])
 
 
 def _first_bad(source: Path, records: list[dict], names: list[str], allowed: set[type],
@@ -352,24 +368,27 @@ def readout_records(records: Any, features: list[str], source: Path
             detail = f"missing field {missing[0]!r}" if missing else \
                 f"unexpected field {extra[0]!r}"
             raise DatasetError(source, detail, (missing or extra)[0], row)
-    ids = [record[ID] for record in records]
+    ids = list(map(operator.itemgetter(ID), records))
     if not set(map(type, ids)) <= {int}:  # no booleans, no fractions
         raise _first_bad(source, records, [ID], {int}, "an integer")
-    times = [record[TIME] for record in records]
+    times = list(map(operator.itemgetter(TIME), records))
     if not set(map(type, times)) <= {int, float}:
         raise _first_bad(source, records, [TIME], {int, float}, "a number")
-    flat = [record[name] for record in records for name in features]
-    if not set(map(type, flat)) <= {int, float, type(None)}:
+    # tuples, made in C (time_step last, so that one feature still makes a tuple)
+    rows = list(map(operator.itemgetter(*features, TIME), records))
+    if not set(map(type, itertools.chain.from_iterable(rows))) <= {int, float, type(None)}:
         raise _first_bad(source, records, features, {int, float, type(None)},
                          "a number or null")
     try:
-        values = np.array(flat, dtype=np.float64).reshape(len(records), len(features))
+        values = np.array(rows, dtype=np.float64).reshape(len(records), -1)[:, :-1]
         ids_array, times_array = np.array(ids, dtype=np.int64), np.array(times, np.float64)
     except OverflowError:
         raise DatasetError(source, "a number is out of range") from None
-    infinite = np.flatnonzero(np.isinf(values).any(axis=0))[:1]  # the first such column
-    check_readout_block(source, pa.record_batch(
-        [ids_array, times_array, *values.T[infinite]],
-        names=[ID, TIME, *(features[j] for j in infinite)]), 0)
+    if not (np.isfinite(times_array).all() and (times_array >= 0).all()
+            and not np.isinf(values).any()):  # the file's checks name the problem
+        infinite = np.flatnonzero(np.isinf(values).any(axis=0))[:1]  # the first such column
+        check_readout_block(source, pa.record_batch(
+            [ids_array, times_array, *values.T[infinite]],
+            names=[ID, TIME, *(features[j] for j in infinite)]), 0)
     order = readout_order(source, ids_array, times_array, np.arange(len(records)))
     return ids_array[order], times_array[order], values[order]

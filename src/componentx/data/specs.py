@@ -39,16 +39,12 @@ def encode(vocabulary: Mapping[str, list[str]], values: Mapping[str, Sequence]
     codes = np.zeros((rows, len(columns)), dtype=np.int64)
     unknown = {}
     for j, column in enumerate(columns):
-        given = list(values[column])
-        present = np.array([v is not None and v == v for v in given], dtype=bool)
-        text = np.array([str(v) for v in given], dtype=str) if given else np.zeros(0, str)
-        known = np.asarray(vocabulary[column], dtype=str)  # sorted, as vocabularies() sorts
-        position = np.searchsorted(known, text)
-        found = present & (position < len(known)) & (
-            known[np.minimum(position, max(len(known) - 1, 0))] == text if len(known)
-            else False)
-        codes[:, j] = np.where(found, position + 1, 0)
-        unknown[column] = int((present & ~found).sum())
+        code_of = {category: code for code, category in enumerate(vocabulary[column], 1)}
+        codes[:, j] = [0 if v is None or v != v else code_of.get(str(v), -1)
+                       for v in values[column]]
+        unseen = codes[:, j] < 0  # present, never seen in training
+        unknown[column] = int(unseen.sum())
+        codes[unseen, j] = 0
     return codes, unknown
 
 

@@ -24,6 +24,8 @@ from componentx.data.features import transform_features
 BINS = 10  # deciles of the train increments
 FLAG = 0.25  # PSI above FLAG: the feature has shifted
 FLOOR = 1e-4  # share given to an empty bin, so the logarithm stays finite
+CHUNK_ROWS = 1024  # rows binned at once: small temporaries, fast on a whole fleet
+BLOCK_ROWS = 8192  # readouts whose increments are taken at once
 MIN_INCREMENTS = 200  # fewer leave a decile bin empty by chance: nothing is flagged
 
 
@@ -37,34 +39,47 @@ def increments(values: np.ndarray, times: np.ndarray, vehicles: np.ndarray) -> n
     return rates[1:][vehicles[1:] == vehicles[:-1]]
 
 
-def reference_edges(sample: np.ndarray) -> list[list[float]]:
-    """Inner bin edges per feature (columns of ``sample``, missing values ignored): the
-    distinct deciles; a constant or empty feature has none (one bin)."""
+def reference_edges(sample: np.ndarray) -> list[list[float | None]]:
+    """Inner bin edges per feature (columns of ``sample``, missing values ignored): its
+    distinct deciles, padded with None (no edge) to ``BINS - 1``; a constant or empty
+    feature has none (one bin)."""
     edges = []
     for column in np.asarray(sample, dtype=float).T:
         observed = column[~np.isnan(column)]
-        quantiles = np.quantile(observed, np.linspace(0, 1, BINS + 1)[1:-1]) if len(
+        quantiles = np.unique(np.quantile(observed, np.linspace(0, 1, BINS + 1)[1:-1])) if len(
             observed) else np.zeros(0)
-        edges.append(np.unique(quantiles).tolist())
+        edges.append([*quantiles.tolist(), *[None] * (BINS - 1 - len(quantiles))])
     return edges
 
 
-def bin_counts(values: np.ndarray, edges: list[list[float]]) -> np.ndarray:
-    """Per feature (row), the rows of ``values`` (rows, features) in each bin of
-    ``edges``, then the missing ones: (features, BINS + 1) int64, a feature with fewer edges
-    leaving its last value bins empty."""
+def bin_counts(values: np.ndarray, edges: list[list[float | None]]) -> np.ndarray:
+    """Per feature (row), the rows of ``values`` (rows, features) in each bin of ``edges``
+    (:func:`reference_edges`), then the missing ones: (features, BINS + 1) int64, a feature
+    with fewer edges leaving its last value bins empty."""
     values = np.asarray(values, dtype=float)
-    inner = np.full((len(edges), BINS - 1), np.inf)  # unused edges never passed
-    for j, feature_edges in enumerate(edges):
-        inner[j, :len(feature_edges)] = feature_edges
+    inner = np.asarray(edges, dtype=float)  # (features, BINS - 1), NaN: no edge, never passed
+    offsets = np.arange(len(edges)) * (BINS + 1)  # feature j's bins from j * (BINS + 1) on
+    counts = np.zeros(len(edges) * (BINS + 1), dtype=np.int64)
+    for start in range(0, len(values), CHUNK_ROWS):
+        chunk = values[start:start + CHUNK_ROWS]
+        binned = np.zeros(chunk.shape, dtype=np.intp)
+        for k in range(BINS - 1):  # side="right": the bin is the count of edges at or below
+            binned += inner[:, k] <= chunk
+        binned[np.isnan(chunk)] = BINS  # the last column
+        binned += offsets
+        counts += np.bincount(binned.ravel(), minlength=len(counts))
+    return counts.reshape(len(edges), BINS + 1)
+
+
+def increment_counts(values: np.ndarray, times: np.ndarray, vehicles: np.ndarray,
+                     edges: list[list[float | None]]) -> np.ndarray:
+    """:func:`bin_counts` of the :func:`increments` of readouts sorted by vehicle and time,
+    ``BLOCK_ROWS`` readouts at a time (each block with the readout before it): small
+    temporaries, the same counts."""
     counts = np.zeros((len(edges), BINS + 1), dtype=np.int64)
-    for start in range(0, len(values), 4096):  # bounded memory on a whole fleet
-        chunk = values[start:start + 4096]
-        missing = np.isnan(chunk)
-        binned = (inner[None, :, :] <= chunk[:, :, None]).sum(axis=2)  # side="right"
-        binned[missing] = BINS  # the last column
-        flat = binned + np.arange(len(edges)) * (BINS + 1)
-        counts += np.bincount(flat.ravel(), minlength=counts.size).reshape(counts.shape)
+    for start in range(0, len(values), BLOCK_ROWS):
+        rows = slice(max(start - 1, 0), start + BLOCK_ROWS)
+        counts += bin_counts(increments(values[rows], times[rows], vehicles[rows]), edges)
     return counts
 
 
@@ -97,7 +112,8 @@ def drift_report(reference_meta: dict, counts: np.ndarray) -> dict:
     seen = int(np.asarray(counts)[0].sum()) if len(counts) else 0
     order = np.argsort(-shifts, kind="stable")
     names = reference_meta["features"]
-    ranked = {names[j]: round(float(shifts[j]), 4) for j in order}
+    ranked = dict(zip([names[j] for j in order], np.round(shifts[order], 4).tolist(),
+                      strict=True))
     return {"increments": seen, "threshold": FLAG, "psi": ranked,
             "flagged": [names[j] for j in order if shifts[j] > FLAG]
             if seen >= MIN_INCREMENTS else [], "min_increments": MIN_INCREMENTS}

@@ -35,8 +35,13 @@ from componentx.decisions.alarms import Fleet, alarm_state
 from componentx.decisions.rules import decide
 from componentx.errors import BundleError, UserError
 from componentx.serving.bundle import Bundle
-from componentx.serving.drift import bin_counts, drift_report, increments
-from componentx.serving.scoring import read_specifications
+from componentx.serving.drift import drift_report, increment_counts
+from componentx.serving.scoring import (
+    carried_columns,
+    carried_specifications,
+    loaded_bundle,
+    read_specifications,
+)
 
 log = logging.getLogger(__name__)
 TRIAGE = ("act now", "watch", "fine")
@@ -45,12 +50,14 @@ TRIAGE = ("act now", "watch", "fine")
 class LiveBundle:
     """The served bundle: loaded once as data, loaded again when its ``bundle.json`` changes
     (export and promote write the folder anew), swapped whole; while a folder is being
-    replaced, or holds a bundle that cannot be read, the one loaded before keeps serving."""
+    replaced, or holds a bundle that cannot be read, the one loaded before keeps serving.
+    The copy is :func:`~componentx.serving.scoring.loaded_bundle`'s, which scoring a CSV
+    body uses too."""
 
     def __init__(self, folder: Path, engine: str = "auto") -> None:
         self.folder, self.engine = Path(folder), engine
         self.lock = threading.Lock()
-        self.bundle = Bundle.load(self.folder, engine)
+        self.bundle = loaded_bundle(self.folder, engine)
         self.stamp = self._stamp()
         self.loads = 1
 
@@ -68,7 +75,7 @@ class LiveBundle:
         with self.lock:
             if stamp != self.stamp:
                 try:
-                    self.bundle = Bundle.load(self.folder, self.engine)
+                    self.bundle = loaded_bundle(self.folder, self.engine)
                     self.loads += 1
                     log.info("reloaded %s (%s)", self.folder, self.bundle.meta["kind"])
                 except (UserError, OSError) as error:
@@ -107,11 +114,13 @@ def folder_readouts(folder: Path, meta: dict) -> FleetReadouts:
                         f"one *specifications*.csv), found {names}")
     path = found["readouts"][0]
     specs_file = found["specifications"][0] if found["specifications"] else None
-    specs = read_specifications(specs_file, meta, path)
-    features = readout_features(path, meta["feature_columns"], "the model's", None,
-                                () if specs_file else tuple(meta["spec_columns"]))
-    table = sort_readouts(path, pa.Table.from_batches(list(readout_blocks(Block.whole(path),
-                                                                          features))))
+    specs = read_specifications(specs_file, meta)
+    carried = carried_columns(specs_file, meta, path)
+    features = readout_features(path, meta["feature_columns"], "the model's", None, carried)
+    table = sort_readouts(path, pa.Table.from_batches(list(readout_blocks(
+        Block.whole(path), features, carried=carried))))
+    if carried:
+        specs = carried_specifications(table.select([ID, *carried]), meta, path)
     vehicles = table.column(ID).to_numpy()
     codes = (specs.codes_for(vehicles, path) if specs is not None
              else np.zeros((len(vehicles), 0), dtype=np.int64))
@@ -204,8 +213,8 @@ def score_fleet(bundle: Bundle, readouts: FleetReadouts, device: str = "cpu") ->
     return FleetSnapshot(
         readouts, probs, decisions, risk, state, summary, counts,
         float(sum(row["expected_cost"] for row in summary)), float(expected[last, 0].sum()),
-        drift_report(reference, bin_counts(increments(readouts.values, readouts.times,
-                                                      readouts.vehicles), reference["edges"]))
+        drift_report(reference, increment_counts(readouts.values, readouts.times,
+                                                 readouts.vehicles, reference["edges"]))
         if reference else None, bundle, time.time())
 
 

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,11 +29,7 @@ from componentx.candidates.interface import Readouts, Windows
 from componentx.compute import dask_client, map_tasks
 from componentx.data.layout import ID, TIME
 from componentx.data.readouts import (
-    NULL_VALUES,
-    Block,
     bucket_parts,
-    first_line,
-    locate_bad_value,
     read_header,
     read_table,
     readout_features,
@@ -45,7 +42,7 @@ from componentx.decisions.rules import decide, risk_column
 from componentx.devices import resolve_device
 from componentx.errors import DatasetError, UserError
 from componentx.serving.bundle import Bundle
-from componentx.serving.drift import bin_counts, drift_report, increments
+from componentx.serving.drift import drift_report, increment_counts
 
 log = logging.getLogger(__name__)
 SERVING = {"workers": 1, "memory_per_worker": "auto"}  # here, unless a cluster is named
@@ -101,47 +98,46 @@ class Specifications:
         return self.codes[position]
 
 
-def read_specifications(path: Path | None, meta: dict, readouts: Path
-                        ) -> Specifications | None:
+def read_specifications(path: Path | None, meta: dict) -> Specifications | None:
     """The specifications file checked against the bundle: its columns, missing or repeated
     vehicle ids; coded with the bundle's vocabularies (:mod:`componentx.data.specs`), where a
-    category never seen in training is counted and coded 0. Without a file, the readouts
-    file's own columns of those names (:func:`specifications_in_readouts`)."""
+    category never seen in training is counted and coded 0. None where the bundle uses no
+    specifications, or the readouts carry them (``path`` None, see :func:`carried_columns`)."""
     columns = meta["spec_columns"]
-    if not columns:
+    if not columns or path is None:
         return None
-    if path is None:
-        if all(c in read_header(readouts) for c in columns):
-            return specifications_in_readouts(readouts, meta)
-        missing = next(c for c in columns if c not in read_header(readouts))
-        raise DatasetError(readouts, f"this model uses the specifications {columns}: give "
-                           "them with --specifications SPECS.csv, or as columns of the "
-                           "readouts (one value per vehicle)", missing, 1)
     header = read_header(path)
     missing = [c for c in (ID, *columns) if c not in header]
     extra = [c for c in header if c not in (ID, *columns)]
     if missing or extra:
         raise DatasetError(path, f"columns differ from the model's: missing {missing}, "
                            f"unexpected {extra}", (missing or extra)[0], 1)
-    return specifications_of(read_table(path, {ID: pa.int64(),
-                                               **{c: pa.string() for c in columns}}),
-                             meta, Path(path), 2)
+    return specifications_of(read_table(path, {ID: pa.int64(), **{
+        c: pa.string() for c in columns}}).to_pydict(), meta, Path(path), 2)
 
 
-def specifications_in_readouts(readouts: Path, meta: dict) -> Specifications:
-    """Specifications carried as columns of the readouts file, one value per vehicle (on
-    each of its readouts, or on some and missing on the others)."""
+def carried_columns(specifications: Path | None, meta: dict, readouts: Path
+                    ) -> tuple[str, ...]:
+    """The specification columns that the readouts file carries: the bundle's, where it uses
+    specifications and no file gives them (then the readouts must hold them, one value per
+    vehicle; see :func:`carried_specifications`)."""
     columns = meta["spec_columns"]
-    try:
-        table = pacsv.read_csv(readouts, convert_options=pacsv.ConvertOptions(
-            include_columns=[ID, *columns], strings_can_be_null=True, null_values=NULL_VALUES,
-            column_types={ID: pa.int64(), **{c: pa.string() for c in columns}}))
-    except pa.ArrowInvalid:
-        raise locate_bad_value(Block.whole(readouts), ID, True) from None
-    ids = table.column(ID)
-    if ids.null_count:
-        raise DatasetError(readouts, "missing value (NaN or empty) is not allowed", ID,
-                           first_line(ids.is_null().to_numpy(zero_copy_only=False)))
+    if specifications is not None or not columns:
+        return ()
+    header = read_header(readouts)
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DatasetError(readouts, f"this model uses the specifications {columns}: give "
+                           "them with --specifications SPECS.csv, or as columns of the "
+                           "readouts (one value per vehicle)", missing[0], 1)
+    return tuple(columns)
+
+
+def carried_specifications(table: pa.Table, meta: dict, readouts: Path) -> Specifications:
+    """Specifications carried as columns of a readouts file (``table``: vehicle_id and those
+    columns as text, rows of the file in any number): one value per vehicle, on each of its
+    readouts or on some and missing on the others."""
+    columns = meta["spec_columns"]
     per_vehicle = table.group_by(ID, use_threads=False).aggregate(
         [(c, "count_distinct") for c in columns] + [(c, "first") for c in columns])
     for column in columns:
@@ -150,27 +146,26 @@ def specifications_in_readouts(readouts: Path, meta: dict) -> Specifications:
             vehicle = per_vehicle.column(ID)[int(np.flatnonzero(many)[0])]
             raise DatasetError(readouts, f"vehicle {vehicle} has more than one value of the "
                                "specification", column)
-    return specifications_of(pa.table({ID: per_vehicle.column(ID), **{
-        c: per_vehicle.column(f"{c}_first") for c in columns}}), meta, readouts, 2)
+    return specifications_of({ID: per_vehicle.column(ID).to_pylist(), **{
+        c: per_vehicle.column(f"{c}_first").to_pylist() for c in columns}}, meta, readouts, 2)
 
 
-def specifications_of(table: pa.Table, meta: dict, source: Path, first: int
+def specifications_of(columns: Mapping[str, Sequence], meta: dict, source: Path, first: int
                       ) -> Specifications:
-    """Specifications from a table (vehicle_id int64, the bundle's columns as strings) read
-    from ``source``, its first row being line ``first`` there: no missing or repeated vehicle
-    id; coded with the bundle's vocabularies."""
-    ids = table.column(ID)
-    if ids.null_count:
-        raise DatasetError(source, "missing vehicle_id", ID,
-                           first_line(ids.is_null().to_numpy(zero_copy_only=False)) - 2 + first)
-    ids = ids.to_numpy()
+    """Specifications from columns (vehicle_id: integers, None where missing; the bundle's
+    columns: text or None) read from ``source``, its first row being line ``first`` there:
+    no missing or repeated vehicle id; coded with the bundle's vocabularies."""
+    ids = list(columns[ID])
+    if None in ids:
+        raise DatasetError(source, "missing vehicle_id", ID, ids.index(None) + first)
+    ids = np.asarray(ids, dtype=np.int64)
     order = np.argsort(ids, kind="stable")
     repeated = np.flatnonzero(ids[order][1:] == ids[order][:-1])
     if repeated.size:
         row = int(order[repeated[0] + 1])
         raise DatasetError(source, f"vehicle {ids[row]} appears more than once", ID,
                            row + first)
-    codes, unknown = encode(meta["spec_vocabularies"], table.to_pydict())
+    codes, unknown = encode(meta["spec_vocabularies"], columns)
     return Specifications(source, ids[order], codes[order], unknown)
 
 
@@ -179,13 +174,14 @@ def _buckets(path: Path, memory_mb: float) -> int:
 
 
 def loaded_bundle(bundle: Path, engine: str) -> Bundle:
-    """A process's bundle, loaded once for all its buckets (and again when it is written
-    anew)."""
-    return _cached_bundle(bundle, engine, (bundle / "bundle.json").stat().st_mtime_ns)
+    """A process's bundle, loaded once for all its buckets and requests (and again when it
+    is written anew)."""
+    written = (Path(bundle) / "bundle.json").stat()
+    return _cached_bundle(Path(bundle), engine, (written.st_mtime_ns, written.st_ino))
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_bundle(bundle: Path, engine: str, written: int) -> Bundle:
+def _cached_bundle(bundle: Path, engine: str, written: tuple[int, int]) -> Bundle:
     return Bundle.load(bundle, engine)
 
 
@@ -206,8 +202,7 @@ def score_bucket(bundle: Path, engine: str, device: str, readouts: Path, parts: 
     scored = score_arrays(readouts, specs, ids, times, values, model, device, at_rows,
                           at_table)
     reference = meta.get("drift_reference")
-    counts = bin_counts(increments(values, times, ids), reference["edges"]) if reference \
-        else None
+    counts = increment_counts(values, times, ids, reference["edges"]) if reference else None
     return scored, len(ids), np.unique(ids), counts
 
 
@@ -256,15 +251,19 @@ def score_readouts(bundle: Path, readouts: Path, specifications: Path | None,
     meta = loaded_bundle(bundle, engine).meta  # a bundle that cannot score stops here
     device = resolve_device(device)
     at_column, at_table = _at(at, readouts)
-    specs = read_specifications(Path(specifications) if specifications else None, meta,
-                                readouts)
+    specifications = Path(specifications) if specifications else None
+    specs = read_specifications(specifications, meta)
+    carried = carried_columns(specifications, meta, readouts)
     features = readout_features(readouts, meta["feature_columns"], "the model's", at_column,
-                                () if specifications else tuple(meta["spec_columns"]))
-    report = ScoringReport(buckets=_buckets(readouts, memory_mb),
-                           unknown_categories=specs.unknown if specs else {})
+                                carried)
+    report = ScoringReport(buckets=_buckets(readouts, memory_mb))
     with tempfile.TemporaryDirectory(dir=scratch) as tmp, \
             dask_client(SERVING, report.buckets) as client:
-        split_into_buckets(client, readouts, features, report.buckets, Path(tmp), at_column)
+        carried_table = split_into_buckets(client, readouts, features, report.buckets,
+                                           Path(tmp), at_column, carried)
+        if carried:
+            specs = carried_specifications(carried_table, meta, readouts)
+        report.unknown_categories = specs.unknown if specs else {}
         results = map_tasks(client, score_bucket, [
             (bundle, engine, device, readouts, bucket_parts(Path(tmp), bucket), specs,
              at_column, at_table) for bucket in range(report.buckets)], "scoring")

@@ -44,7 +44,7 @@ from componentx.devices import resolve_device
 from componentx.errors import BundleError, DatasetError, UserError
 from componentx.serving import pages
 from componentx.serving.bundle import Bundle
-from componentx.serving.drift import bin_counts, drift_report, increments
+from componentx.serving.drift import drift_report, increment_counts
 from componentx.serving.live import LiveBundle, LiveFleet, describe_source
 from componentx.serving.scoring import (
     Specifications,
@@ -192,6 +192,9 @@ class Service:
                                  ["route"], registry=self.registry,
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                                           5, 10, 30))
+        self.batches = Histogram("componentx_score_batch_requests", "JSON scoring requests "
+                                 "scored together in one call of the model",
+                                 registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64))
 
     def authorised(self, headers: dict[str, str], cookies: dict[str, str]) -> bool:
         token = self.settings.token
@@ -243,22 +246,24 @@ class Service:
                                                        meta["spec_columns"]),
                                           meta, SPECIFICATIONS, 0)
                 vehicles = np.unique(ids)
-                orphan = ~np.isin(specs.ids, vehicles)
-                if orphan.any():
-                    raise DatasetError(SPECIFICATIONS, f"vehicle {specs.ids[orphan][0]} has "
-                                       "specifications but no readouts", ID)
-                specs.codes_for(vehicles, READOUTS)  # and every vehicle has them
+                if not np.array_equal(specs.ids, vehicles):
+                    orphan = np.setdiff1d(specs.ids, vehicles)
+                    if orphan.size:
+                        raise DatasetError(SPECIFICATIONS, f"vehicle {orphan[0]} has "
+                                           "specifications but no readouts", ID)
+                    specs.codes_for(vehicles, READOUTS)  # names a vehicle without them
         except UserError as error:
             raise problem(error, payload["readouts"]) from None
         return ScoreRequest(bundle, ids, times, values, specs)
 
     def score_requests(self, requests: list[ScoreRequest]) -> list[dict | RequestProblem]:
         """The answers to JSON requests, scored together in one call of the model (their
-        vehicles renumbered, so that two requests' vehicles never mix); a batch that fails
-        is scored request by request, so that a problem reaches only its own request."""
+        vehicles renumbered, so that two requests' vehicles never mix), each by the bundle
+        it was checked against."""
         bundle = requests[0].bundle
-        if len(requests) > 1 and any(r.bundle is not bundle for r in requests):
+        if any(r.bundle is not bundle for r in requests):  # reloaded while they waited
             return [self.score_requests([r])[0] for r in requests]
+        self.batches.observe(len(requests))
         own = [np.unique(r.ids, return_inverse=True) for r in requests]
         counts = [len(vehicles) for vehicles, _ in own]
         first = np.cumsum([0, *counts])
@@ -271,10 +276,8 @@ class Service:
                 [keys + start for (_, keys), start in zip(own, first, strict=False)]),
                 np.concatenate([r.times for r in requests]),
                 np.concatenate([r.values for r in requests]), bundle, self.device)
-        except UserError as error:
-            if len(requests) == 1:
-                return [problem(error)]
-            return [self.score_requests([r])[0] for r in requests]
+        except UserError as error:  # the bundle's, not a request's: all were checked
+            return [problem(error)] * len(requests)
         keys = scored.column(ID).to_numpy()
         bounds = np.searchsorted(keys, first)
         answers: list[dict | RequestProblem] = []
@@ -283,8 +286,8 @@ class Service:
             part = part.set_column(0, ID, pa.array(own[i][0][keys[bounds[i]:bounds[i + 1]]
                                                              - first[i]]))
             reference = bundle.meta.get("drift_reference")
-            drift = drift_report(reference, bin_counts(increments(
-                request.values, request.times, request.ids), reference["edges"])) \
+            drift = drift_report(reference, increment_counts(
+                request.values, request.times, request.ids, reference["edges"])) \
                 if reference else None
             answers.append(self._respond(bundle, part, drift,
                                          request.specs.unknown if request.specs else {}))
@@ -307,8 +310,9 @@ class Service:
                              report.drift, report.unknown_categories)
 
 
-def spec_records(records: Any, columns: list[str]) -> pa.Table:
-    """Specifications given as records (vehicle_id and each specification column)."""
+def spec_records(records: Any, columns: list[str]) -> dict[str, list]:
+    """Specifications given as records (vehicle_id and each specification column), as
+    columns for :func:`~componentx.serving.scoring.specifications_of`."""
     source = Path("specifications")
     if not isinstance(records, list) or not records:
         raise DatasetError(source, f"this model uses the specifications {columns}: give "
@@ -323,9 +327,8 @@ def spec_records(records: Any, columns: list[str]) -> pa.Table:
                                f"{name!r}", name, row)
         if not isinstance(record[ID], int) or isinstance(record[ID], bool):
             raise DatasetError(source, f"value {record[ID]!r} is not an integer", ID, row)
-    return pa.table({ID: pa.array([r[ID] for r in records], pa.int64()),
-                     **{c: pa.array([None if r[c] is None else str(r[c]) for r in records],
-                                    pa.string()) for c in columns}})
+    return {ID: [r[ID] for r in records],
+            **{c: [None if r[c] is None else str(r[c]) for r in records] for c in columns}}
 
 
 def _json_response(content: Any, status: int = 200) -> Any:
