@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ENV, TINY, dvc, make_repo, sh
+from conftest import ENV, ROOT, TINY, dvc, make_repo, sh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -142,15 +142,21 @@ def test_the_api_scores_what_predict_scores_for_every_test_vehicle(project, serv
     assert [v["decision"] for v in served] == predicted["decision"].tolist()
     risk = answer["risk"]
     assert np.abs(np.array([v["risk"] for v in served]) - predicted[risk]).max() <= 1e-6
-    # one vehicle as JSON: the same numbers
-    vehicle = int(predicted["vehicle_id"].iloc[3])
-    status, one = request(f"{server.url}/v1/score",
-                          json.dumps(vehicle_payload(project, vehicle)).encode())
-    assert status == 200, one
-    assert one["vehicles"][0]["decision"] == predicted["decision"].iloc[3]
-    assert np.abs(np.array(one["vehicles"][0]["probabilities"])
-                  - predicted[columns].iloc[3].to_numpy()).max() <= 1e-6
-    assert len(one["vehicles"][0]["expected_cost"]) == len(columns)
+    costs = [c for c in predicted.columns if c.startswith("expected_cost_")]
+    assert np.abs(np.array([v["expected_cost"] for v in served])
+                  - predicted[costs].to_numpy()).max() <= 1e-6
+    # every test vehicle as JSON records: the same numbers
+    readouts = pd.read_csv(raw / "test_operational_readouts.csv")
+    specs = pd.read_csv(raw / "test_specifications.csv")
+    status, records = request(f"{server.url}/v1/score", json.dumps(
+        {"readouts": json.loads(readouts.to_json(orient="records")),
+         "specifications": json.loads(specs.to_json(orient="records"))}).encode())
+    assert status == 200, records
+    as_json = records["vehicles"]
+    assert [v["vehicle_id"] for v in as_json] == predicted["vehicle_id"].tolist()
+    assert [v["decision"] for v in as_json] == predicted["decision"].tolist()
+    assert np.abs(np.array([v["probabilities"] for v in as_json])
+                  - predicted[columns].to_numpy()).max() <= 1e-6
 
 
 def test_concurrent_requests_are_scored_together_and_as_each_alone(project, server):
@@ -222,6 +228,12 @@ def malformed(project: Path) -> list[tuple[str, bytes, str, int, str]]:
          422, "uses the specifications"),
         ("a specification missing", edited(lambda p: p["specifications"][0].pop(spec)),
          "application/json", 422, f"missing field '{spec}'"),
+        ("a vehicle id beyond 64 bits", edited(
+            lambda p: p["specifications"][0].__setitem__("vehicle_id", 2**63)),
+         "application/json", 422, "is not a 64-bit integer"),
+        ("a specification that is an object", edited(
+            lambda p: p["specifications"][0].__setitem__(spec, {"a": 1})),
+         "application/json", 422, "is not text, a number or null"),
         ("specifications of another vehicle", edited(
             lambda p: p["specifications"].append({**p["specifications"][0],
                                                   "vehicle_id": 10**9})),
@@ -238,7 +250,7 @@ def malformed(project: Path) -> list[tuple[str, bytes, str, int, str]]:
 def test_malformed_requests_get_a_4xx_naming_the_problem_and_the_server_goes_on(project,
                                                                                  server):
     cases = malformed(project)
-    assert len(cases) >= 10
+    assert len(cases) >= 16
     for name, body, kind, status, says in cases:
         got, answer = request(f"{server.url}/v1/score", body, kind)
         assert got == status, (name, got, answer)
@@ -246,11 +258,20 @@ def test_malformed_requests_get_a_4xx_naming_the_problem_and_the_server_goes_on(
         if got == 422 and "row" in answer and answer["row"] is not None \
                 and name not in ("specifications of another vehicle",):
             assert answer.get("field"), (name, answer)
-    # the row and the vehicle of a bad value are named
+    # the row and the vehicle of a bad value are named, in JSON and in a CSV body
     bad = cases[3][1]
     got, answer = request(f"{server.url}/v1/score", bad)
     assert answer["row"] == 2 and answer["vehicle_id"] == json.loads(bad)["readouts"][2][
         "vehicle_id"]
+    got, answer = request(f"{server.url}/v1/score", next(c[1] for c in cases
+                                                         if c[0] == "infinite value in a CSV"),
+                          "text/csv")
+    lines = (project / "fleet-csv" / "test_with_specs.csv").read_text().splitlines()
+    assert answer["row"] >= 2 and answer["vehicle_id"] == int(lines[answer["row"] - 1]
+                                                              .split(",")[0])
+    # a page of another site (DNS rebinding) does not reach an unguarded server
+    got, answer = request(f"{server.url}/v1/fleet", headers={"Host": "evil.example"})
+    assert got == 421 and "evil.example" in answer["error"]
     for path, status in (("/vehicles/999999999", 404), ("/static/../../etc/passwd", 404),
                          ("/vehicles/..%2f..%2fetc%2fpasswd", 404), ("/nowhere", 404),
                          ("/?page=x", 400)):
@@ -298,7 +319,8 @@ def test_any_other_address_needs_a_token(project):
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1
     assert "not a loopback address: give a token" in refused.stderr
-    guarded = Server(project, "--readouts", "week", env={"COMPONENTX_TOKEN": "s3cret"})
+    guarded = Server(project, "--readouts", "week", "--host", "0.0.0.0",
+                     env={"COMPONENTX_TOKEN": "s3cret"})
     try:
         url = guarded.url
         assert request(f"{url}/v1/fleet")[0] == 401
@@ -308,7 +330,11 @@ def test_any_other_address_needs_a_token(project):
         assert request(f"{url}/healthz")[0] == 200
         assert guarded.fleet(token="s3cret")["vehicles"] > 0
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
-        with opener.open(f"{url}/login?token=s3cret") as response:  # the cookie, once
+        with opener.open(f"{url}/login") as response:  # the form
+            assert 'name="token"' in response.read().decode()
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            opener.open(f"{url}/login", data=b"token=wrong")
+        with opener.open(f"{url}/login", data=b"token=s3cret") as response:  # the cookie
             assert response.status == 200 and "vehicles" in response.read().decode()
         with opener.open(f"{url}/model") as response:
             assert "Model card" in response.read().decode()
@@ -319,16 +345,28 @@ def test_any_other_address_needs_a_token(project):
 def test_the_bundle_is_reloaded_when_exported_anew(project, tmp_path):
     served = tmp_path / "bundle"
     shutil.copytree(project / "models/bundles/gbdt", served)
-    running = Server(project, "--bundle", str(served))
+    running = Server(project, "--bundle", str(served))  # the pipeline's fleet holdout
     try:
         assert request(f"{running.url}/healthz")[1]["model"] == "gbdt"
+        holdout = pd.read_parquet(project / "data" / "fleet" / "trajectories.parquet")
+        fleet = running.fleet()
+        assert fleet["vehicles"] == holdout["vehicle_id"].nunique()
+        vehicle = fleet["rows"][0]["vehicle_id"]
+        page = request(f"{running.url}/vehicles/{vehicle}")[1]
+        assert '<table id="features">' in page  # the GBDT's contributions
         replacement = tmp_path / ".bundle.new"
         shutil.copytree(project / "models/bundles/rocket", replacement)
         old = tmp_path / ".bundle.old"
         served.rename(old)
         replacement.rename(served)  # as export and promote replace a folder
+        assert request(f"{running.url}/v1/fleet")[0] == 200  # the reload, then the rescoring
         health = request(f"{running.url}/healthz")[1]
         assert health["model"] == "rocket" and health["bundle_loads"] == 2
+        deadline = time.time() + 120
+        while "has no per-input attributions" not in request(
+                f"{running.url}/vehicles/{vehicle}")[1]:
+            assert time.time() < deadline, "the fleet was not rescored with the new bundle"
+            time.sleep(0.5)
     finally:
         running.stop()
 
@@ -351,18 +389,25 @@ def test_the_fleet_page_in_headless_chromium(project, server, tmp_path):
                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    ranked = server.fleet()["rows"]
+    server.fleet()  # scored
+    out = tmp_path / "week.csv"
+    sh(project, sys.executable, "-m", "componentx", "predict", "--readouts",
+       "week/readouts.csv", "--specifications", "week/specifications.csv", "--out", str(out))
+    predicted = pd.read_csv(out)
+    risk = next(c for c in predicted.columns if c.startswith("risk_"))
+    riskiest = int(predicted.sort_values([risk, "vehicle_id"], ascending=[False, True])[
+        "vehicle_id"].iloc[0])
     browser = webdriver.Chrome(service=DriverService(driver), options=options)
-    shots = Path(os.environ.get("COMPONENTX_SCREENSHOTS", tmp_path / "screenshots"))
+    shots = Path(os.environ.get("COMPONENTX_SCREENSHOTS", ROOT / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
     try:
         browser.set_window_size(1280, 1000)
         browser.get(f"{server.url}/")
         links = browser.find_elements(By.CSS_SELECTOR, "#fleet a.vehicle")
-        assert links and links[0].text == str(ranked[0]["vehicle_id"])
+        assert links and links[0].text == str(riskiest)
         browser.save_screenshot(str(shots / "fleet.png"))
         links[0].click()
-        assert browser.current_url.endswith(f"/vehicles/{ranked[0]['vehicle_id']}")
+        assert browser.current_url.endswith(f"/vehicles/{riskiest}")
         chart = browser.find_element(By.CSS_SELECTOR, "#trajectory svg")
         assert chart.size["width"] > 300 and chart.find_elements(By.CSS_SELECTOR, "path")
         browser.save_screenshot(str(shots / "vehicle.png"))
@@ -382,26 +427,26 @@ def test_the_fleet_page_in_headless_chromium(project, server, tmp_path):
     assert all((shots / name).stat().st_size > 10_000 for name in ("fleet.png", "vehicle.png"))
 
 
-def test_strings_from_files_are_escaped_on_the_pages():
-    """A category, a feature name and a model description that hold markup are shown as
-    text, never run."""
-    from types import SimpleNamespace
-
+def test_strings_from_files_are_escaped_on_the_pages(project):
+    """A category, a feature name, a model title and a fleet error that hold markup are shown
+    as text, never run (the project's real bundle, its title replaced)."""
     from componentx.serving import pages
+    from componentx.serving.bundle import Bundle
     from componentx.serving.live import FleetReadouts, FleetSnapshot
 
     evil = "<script>alert(1)</script>"
-    meta = {"kind": "gbdt", "title": evil, "class_windows": [6, 12, 24, 48], "risk_class": 1,
-            "alarm": None}
+    bundle = Bundle.load(project / "models" / "bundle", "auto")
+    bundle.meta["title"] = evil
     readouts = FleetReadouts(np.zeros((2, 1)), np.array([1.0, 2.0]), np.array([7, 7]),
                              np.zeros((2, 0), dtype=np.int64))
-    snapshot = FleetSnapshot(readouts, np.full((2, 5), 0.2), np.array([0, 1]),
-                             np.array([0.1, 0.8]), np.array([False, False]),
+    snapshot = FleetSnapshot(readouts, np.array([0, 1]), np.array([0.1, 0.8]),
+                             np.array([False, False]),
                              [{"vehicle_id": 7, "time_step": 2.0, "risk": 0.8, "decision": 1,
                                "expected_cost": 3.0, "triage": "watch", "readouts": 2}],
                              {"act now": 0, "watch": 1, "fine": 0}, 3.0, 9.0,
-                             {"psi": {evil: 0.9}, "flagged": [evil], "threshold": 0.25},
-                             SimpleNamespace(meta=meta), 0.0)
-    rendered = pages.fleet_page(snapshot, evil, evil, 1, 50) + pages.vehicle_page(
-        snapshot, 7, {"Spec_0": evil}, ([evil], np.array([0.5])), "<svg></svg>")
+                             {"psi": {evil: 0.9}, "flagged": [evil], "threshold": 0.25,
+                              "increments": 300, "min_increments": 200}, bundle)
+    rendered = pages.fleet_page(snapshot, evil, evil, 1, 50, evil) + pages.vehicle_page(
+        snapshot, 7, {"Spec_0": evil}, ([evil], np.array([0.5]), 1), "<svg></svg>") + \
+        pages.vehicle_page(snapshot, 7, {}, evil, "<svg></svg>")
     assert evil not in rendered and "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered

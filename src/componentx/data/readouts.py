@@ -256,17 +256,18 @@ def readout_blocks(block: Block, features: list[str], extra_column: str | None =
         offset += batch.num_rows
 
 
-def readout_order(path: Path, ids: np.ndarray, times: np.ndarray, lines: np.ndarray
-                  ) -> np.ndarray:
+def readout_order(path: Path, ids: np.ndarray, times: np.ndarray, lines: np.ndarray,
+                  unit: str = "line") -> np.ndarray:
     """The permutation sorting readouts by (vehicle_id, time_step), ties kept in line
-    order; a repeated (vehicle_id, time_step) is an error naming both lines."""
+    order; a repeated (vehicle_id, time_step) is an error naming both ``lines`` (each a
+    ``unit`` of ``path``: a line of a file, a record of a list)."""
     order = np.lexsort((lines, times, ids))
     ids, times = ids[order], times[order]
     same = np.flatnonzero((ids[1:] == ids[:-1]) & (times[1:] == times[:-1]))
     if same.size:
         first, second = lines[order[same[0]]], lines[order[same[0] + 1]]
         raise DatasetError(path, f"duplicate readout (vehicle_id, time_step) = ({ids[same[0]]}, "
-                           f"{times[same[0]]}), also on line {first}", TIME, int(second))
+                           f"{times[same[0]]}), also on {unit} {first}", TIME, int(second))
     return order
 
 
@@ -390,5 +391,5 @@ def readout_records(records: Any, features: list[str], source: Path
         check_readout_block(source, pa.record_batch(
             [ids_array, times_array, *values.T[infinite]],
             names=[ID, TIME, *(features[j] for j in infinite)]), 0)
-    order = readout_order(source, ids_array, times_array, np.arange(len(records)))
+    order = readout_order(source, ids_array, times_array, np.arange(len(records)), "record")
     return ids_array[order], times_array[order], values[order]

@@ -85,7 +85,8 @@ def increment_counts(values: np.ndarray, times: np.ndarray, vehicles: np.ndarray
 
 def reference(chunks: Iterable[np.ndarray], sample: np.ndarray, features: list[str]) -> dict:
     """A bundle's drift reference: the edges from ``sample`` (increments, features), the
-    counts (:func:`bin_counts`) over every chunk of increments."""
+    counts (:func:`bin_counts`) over every chunk of increments, one chunk in memory at a
+    time."""
     edges = reference_edges(sample)
     total = sum((bin_counts(chunk, edges) for chunk in chunks),
                 np.zeros((len(edges), BINS + 1), dtype=np.int64))

@@ -74,11 +74,14 @@ def alarm_settings(fleet: dict, name: str, settings: dict) -> dict | None:
 
 def drift_reference(windows: Path, features: list[str], sample_rows: int = 100_000) -> dict:
     """The drift reference of the train readouts' increments (:mod:`componentx.serving.drift`),
-    bucket by bucket: the bin edges from every n-th increment, the counts from all."""
-    values = [increments(*readout_arrays(windows, "train", b))
-              for b in range(buckets_of(windows))]
-    step = max(1, sum(len(v) for v in values) // sample_rows)
-    return reference(values, np.concatenate([v[::step] for v in values]), features)
+    bucket by bucket: the bin edges from every n-th increment, then the counts of all."""
+    buckets = range(buckets_of(windows))
+    rows = sum(len(readout_arrays(windows, "train", b)[1]) for b in buckets)
+    step = max(1, rows // sample_rows)
+    sample = np.concatenate([increments(*readout_arrays(windows, "train", b))[::step]
+                             for b in buckets])
+    return reference((increments(*readout_arrays(windows, "train", b)) for b in buckets),
+                     sample, features)
 
 
 def write_bundles(out: Path, params: dict, ingested: Path, windows: Path, gate: dict,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,12 +150,11 @@ def holdout_readouts(data: PipelineData) -> FleetReadouts:
 
 @dataclass
 class FleetSnapshot:
-    """A fleet scored by one bundle: per readout the probabilities, decision, risk and
-    alarm state; per vehicle (``summary``, riskiest first) its latest readout's; the fleet's
-    expected cost against always deciding 0; drift against the bundle's reference."""
+    """A fleet scored by one bundle: per readout the decision, risk and alarm state; per
+    vehicle (``summary``, riskiest first) its latest readout's; the fleet's expected cost
+    against always deciding 0; drift against the bundle's reference."""
 
     readouts: FleetReadouts
-    probabilities: np.ndarray
     decisions: np.ndarray
     risk: np.ndarray
     alarm: np.ndarray
@@ -166,13 +164,21 @@ class FleetSnapshot:
     expected_cost_always_0: float
     drift: dict | None
     bundle: Bundle
-    scored_at: float
 
     def vehicle_rows(self, vehicle: int) -> np.ndarray:
+        """The rows of ``vehicle``'s readouts; KeyError for a vehicle not in the fleet."""
         rows = np.flatnonzero(self.readouts.vehicles == vehicle)
         if not len(rows):
             raise KeyError(vehicle)
         return rows
+
+    def search(self, query: str, page: int, size: int) -> tuple[list[dict], int, int, int]:
+        """The vehicles whose id starts with ``query``, page ``page`` of ``size`` (clamped to
+        the pages there are): those rows, how many matched, the page and the page count."""
+        rows = [row for row in self.summary if str(row["vehicle_id"]).startswith(query)]
+        pages = max(1, -(-len(rows) // size))
+        page = min(max(page, 1), pages)
+        return rows[(page - 1) * size: page * size], len(rows), page, pages
 
 
 def triage(alarm_on: bool, decision: int, risk: float, alarm: dict | None) -> str:
@@ -207,15 +213,15 @@ def score_fleet(bundle: Bundle, readouts: FleetReadouts, device: str = "cpu") ->
                 "triage": triage(bool(state[i]), int(decisions[i]), float(risk[i]), alarm),
                 "readouts": int(i - start + 1)}
                for start, i in zip(starts, last, strict=True)]
-    summary.sort(key=lambda row: (TRIAGE.index(row["triage"]), -row["risk"], row["vehicle_id"]))
+    summary.sort(key=lambda row: (-row["risk"], row["vehicle_id"]))
     counts = {name: sum(row["triage"] == name for row in summary) for name in TRIAGE}
     reference = meta.get("drift_reference")
     return FleetSnapshot(
-        readouts, probs, decisions, risk, state, summary, counts,
+        readouts, decisions, risk, state, summary, counts,
         float(sum(row["expected_cost"] for row in summary)), float(expected[last, 0].sum()),
         drift_report(reference, increment_counts(readouts.values, readouts.times,
                                                  readouts.vehicles, reference["edges"]))
-        if reference else None, bundle, time.time())
+        if reference else None, bundle)
 
 
 class LiveFleet:
@@ -232,10 +238,15 @@ class LiveFleet:
         self.lock = threading.Lock()
         self.worker: threading.Thread | None = None
 
-    def _source_key(self) -> tuple:
-        files = () if self.folder is None else tuple(
-            (p.name, p.stat().st_mtime_ns, p.stat().st_size)
-            for p in sorted(Path(self.folder).glob("*.csv")))
+    def _source_key(self) -> tuple | None:
+        """What the snapshot depends on: the folder's files and the bundle; None while a
+        file is being replaced."""
+        try:
+            files = () if self.folder is None else tuple(
+                (p.name, stat.st_mtime_ns, stat.st_size)
+                for p in sorted(Path(self.folder).glob("*.csv")) for stat in [p.stat()])
+        except OSError:
+            return None
         return files, id(self.bundle.current())
 
     def refresh(self, wait: bool = False) -> None:
@@ -245,7 +256,8 @@ class LiveFleet:
             return
         key = self._source_key()
         with self.lock:
-            if key != self.key and (self.worker is None or not self.worker.is_alive()):
+            idle = self.worker is None or not self.worker.is_alive()
+            if key is not None and key != self.key and idle:
                 self.key = key
                 self.worker = threading.Thread(target=self._score, name="componentx-fleet",
                                                daemon=True)
@@ -264,12 +276,17 @@ class LiveFleet:
             log.warning("the fleet could not be scored: %s", error)
             self.error = str(error)
             return
+        except Exception as error:  # a bug: said on the page and logged, never silent
+            log.exception("the fleet could not be scored")
+            self.error = f"{type(error).__name__}: {error}"
+            return
         self.snapshot, self.error = snapshot, None
         log.info("scored the fleet: %d vehicles, %d readouts", len(snapshot.summary),
                  len(readouts.vehicles))
 
 
 def describe_source(folder: Path | None, data: PipelineData | None) -> str:
+    """What the fleet page shows, in words."""
     if folder is not None:
         return f"the readouts in {os.fspath(folder)}"
     if data is not None:

@@ -32,8 +32,9 @@ td.number { text-align: right; font-variant-numeric: tabular-nums; }
 .act-now { background: #c0392b; color: #fff; }
 .watch { background: #f5b041; color: #1d2733; }
 .fine { background: #d5f5e3; color: #1d2733; }
-.drift { background: #fff4e5; border: 1px solid #f5b041; border-radius: 6px;
-         padding: 8px 12px; margin: 12px 0; }
+.drift { border: 1px solid #d5d8dc; border-radius: 6px; padding: 8px 12px; margin: 12px 0; }
+.drift.flagged { background: #fff4e5; border-color: #f5b041; }
+.drift table { width: auto; margin-top: 6px; }
 .note { color: #5d6d7e; }
 form { margin: 8px 0 12px; }
 nav.pages a { margin-right: 10px; }
@@ -52,7 +53,16 @@ def page(title: str, body: str) -> str:
 
 
 def message_page(title: str, text: str) -> str:
+    """A page that says one thing: why there is nothing else to show."""
     return page(title, f"<h2>{html.escape(title)}</h2><p>{html.escape(text)}</p>")
+
+
+def login_page() -> str:
+    """The form that sends the server's token once (POST, so that it stays out of URLs and
+    logs); the cookie it sets then carries it."""
+    return page("Sign in", "<h2>Sign in</h2><form method=\"post\" action=\"/login\"><label>"
+                "Token <input name=\"token\" type=\"password\" autocomplete=\"off\"></label> "
+                "<button>Sign in</button></form>")
 
 
 def _badge(triage: str) -> str:
@@ -60,27 +70,32 @@ def _badge(triage: str) -> str:
 
 
 def _drift_note(drift: dict | None) -> str:
-    if not drift or not drift["flagged"]:
+    """The readouts' drift: the features flagged, and every feature's PSI folded away."""
+    if not drift:
         return ""
-    shown = ", ".join(f"{html.escape(name)} ({drift['psi'][name]:.2f})"
-                      for name in drift["flagged"][:8])
-    return (f"<div class=\"drift\"><b>Drift:</b> {len(drift['flagged'])} of "
-            f"{len(drift['psi'])} features run differently than in training (the PSI of their "
-            f"increments above "
-            f"{drift['threshold']}): {shown}</div>")
+    flagged = drift["flagged"]
+    shown = ", ".join(f"{html.escape(name)} ({drift['psi'][name]:.2f})" for name in flagged[:8])
+    headline = (f"<b>Drift:</b> {len(flagged)} of {len(drift['psi'])} features run differently "
+                f"than in training (the PSI of their increments above {drift['threshold']}): "
+                f"{shown}" if flagged else
+                f"No drift flagged over {drift['increments']:,} increments"
+                + ("" if drift["increments"] >= drift["min_increments"] else
+                   f" (too few to judge: {drift['min_increments']} or more are)"))
+    table = "".join(f"<tr><td>{html.escape(name)}</td><td class=\"number\">{value:.3f}</td></tr>"
+                    for name, value in drift["psi"].items())
+    return (f"<div class=\"drift{' flagged' if flagged else ''}\" id=\"drift\">{headline}"
+            "<details><summary>each feature's PSI</summary><table><tbody>"
+            f"{table}</tbody></table></details></div>")
 
 
 def fleet_page(snapshot: FleetSnapshot, source: str, query: str, page_number: int,
-               page_size: int) -> str:
-    """Vehicles ranked by triage then risk, counts per triage, the fleet's expected cost
-    against always deciding 0, drift; searchable by vehicle, a page at a time."""
+               page_size: int, error: str | None = None) -> str:
+    """Vehicles ranked by risk with their triage, counts per triage, the fleet's expected
+    cost against always deciding 0, drift; searchable by vehicle, a page at a time; ``error``:
+    why the readouts could not be scored anew (this snapshot is then the last one that
+    could)."""
     meta = snapshot.bundle.meta
-    rows = snapshot.summary
-    if query:
-        rows = [row for row in rows if str(row["vehicle_id"]).startswith(query)]
-    pages = max(1, -(-len(rows) // page_size))
-    page_number = min(max(page_number, 1), pages)
-    shown = rows[(page_number - 1) * page_size: page_number * page_size]
+    shown, _, page_number, pages = snapshot.search(query, page_number, page_size)
     risk = html.escape(risk_title(meta["class_windows"], meta["risk_class"]))
     cards = "".join(f"<div class=\"card\">{_badge(name)}<b>{snapshot.counts[name]:,}</b>"
                     "vehicles</div>" for name in TRIAGE)
@@ -91,6 +106,8 @@ def fleet_page(snapshot: FleetSnapshot, source: str, query: str, page_number: in
     body = [f"<h2>{len(snapshot.summary):,} vehicles</h2>",
             f"<p class=\"note\">{html.escape(source)}, scored by the "
             f"{html.escape(meta['title'])} ({html.escape(meta['kind'])}).</p>",
+            f"<p class=\"drift flagged\">The readouts changed but could not be scored "
+            f"({html.escape(error)}); shown: the last ones that could.</p>" if error else "",
             f"<div class=\"cards\">{cards}</div>", _drift_note(snapshot.drift),
             "<form method=\"get\" action=\"/\"><label>Vehicle <input name=\"q\" "
             f"value=\"{html.escape(query)}\" inputmode=\"numeric\"></label> "
@@ -149,9 +166,11 @@ def risk_chart(times: np.ndarray, risk: np.ndarray, state: np.ndarray, alarm: di
 
 
 def vehicle_page(snapshot: FleetSnapshot, vehicle: int, specs: dict[str, str],
-                 features: tuple[list[str], np.ndarray] | None, chart: str) -> str:
+                 features: tuple[list[str], np.ndarray, int] | str | None, chart: str) -> str:
     """One vehicle: its risk over time with the alarm, when the alarm would have fired, its
-    specifications, and the inputs behind its latest prediction where the model has them."""
+    specifications, and the inputs behind its latest prediction where the model has them
+    (``features``: names, contributions and the class they are towards; or why there are
+    none)."""
     meta = snapshot.bundle.meta
     rows = snapshot.vehicle_rows(vehicle)
     summary = next(row for row in snapshot.summary if row["vehicle_id"] == vehicle)
@@ -179,13 +198,17 @@ def vehicle_page(snapshot: FleetSnapshot, vehicle: int, specs: dict[str, str],
             for name, value in specs.items()) + "</tbody></table>")
     body.append("<h3>Behind the latest prediction</h3>")
     if features is None:
-        body.append(f"<p class=\"note\">The {html.escape(meta['title'])} has no per-input "
-                    "attributions.</p>")
+        body.append(f"<p class=\"note\" id=\"features\">The {html.escape(meta['title'])} has "
+                    "no per-input attributions.</p>")
+    elif isinstance(features, str):
+        body.append(f"<p class=\"note\" id=\"features\">{html.escape(features)}</p>")
     else:
-        names, values = features
+        names, values, target = features
         order = np.argsort(-np.abs(values))[:10]
-        body.append("<table id=\"features\"><thead><tr><th>input</th><th>contribution to "
-                    "the decided class</th></tr></thead><tbody>" + "".join(
+        towards = ("the decided class" if target == summary["decision"] else
+                   f"class {target}, the first failure class (the decision is 0)")
+        body.append(f"<table id=\"features\"><thead><tr><th>input</th><th>contribution to "
+                    f"{towards} ({target})</th></tr></thead><tbody>" + "".join(
                         f"<tr><td>{html.escape(names[j])}</td><td class=\"number\">"
                         f"{values[j]:+.4f}</td></tr>" for j in order) + "</tbody></table>")
     return page(f"vehicle {vehicle}", "".join(body))

@@ -1,11 +1,12 @@
 """Score new readouts with a shipped bundle (``componentx predict``).
 
 The readouts file goes through the checks of ingest (:mod:`componentx.data.readouts`:
-columns and their order against the bundle's, numbers, inf, ids and times, duplicate
-readouts), read in typed blocks. A file
-larger than ``memory_mb`` is first split by vehicle into temporary parquet buckets, each then
-scored on its own, so memory stays bounded. Each vehicle is scored with the window ending at
-its last readout, or at the times ``--at`` gives, by the bundle's candidate
+columns against the bundle's, by name, numbers, inf, ids and times, duplicate readouts), read
+in typed blocks; the specifications come from their own file or ride along as columns of the
+readouts. A file larger than ``memory_mb`` is first split by vehicle into temporary buckets,
+each then scored on its own, so memory stays bounded; the readouts' drift against training
+is counted on the way (:mod:`componentx.serving.drift`). Each vehicle is scored with the
+window ending at its last readout, or at the times ``--at`` gives, by the bundle's candidate
 (:class:`~componentx.serving.bundle.Bundle`): a sequence model with ONNX Runtime unless
 ``--engine torch``, never importing torch.
 """
@@ -189,8 +190,9 @@ def score_bucket(bundle: Path, engine: str, device: str, readouts: Path, parts: 
                  specs: Specifications | None, at_column: str | None,
                  at_table: pa.Table | None) -> tuple[pa.Table, int, np.ndarray, np.ndarray | None]:
     """The decisions of one vehicle bucket of a readouts file, from its parts (a task).
-    Returns them, the bucket's readout count, its vehicles and its readouts binned for drift
-    (:func:`~componentx.serving.drift.bin_counts`, where the bundle has a reference)."""
+    Returns them, the bucket's readout count, its vehicles and its increments binned for
+    drift (:func:`~componentx.serving.drift.increment_counts`, where the bundle has a
+    reference)."""
     model = loaded_bundle(bundle, engine)
     meta = model.meta
     table = sorted_bucket(readouts, parts, meta["feature_columns"], at_column)

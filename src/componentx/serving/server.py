@@ -17,21 +17,26 @@ on Starlette and uvicorn.
 
 Bound to 127.0.0.1 by default. On any other address a token is required (``--token`` or
 ``COMPONENTX_TOKEN``): the API takes it as ``Authorization: Bearer``, the page as a cookie
-that ``/login?token=...`` sets once; compared in constant time. TLS is a reverse proxy's job.
+that the form at ``/login`` sets once; compared in constant time. Unguarded (loopback), it
+answers only requests addressed to the loopback (the Host header), so no other site's page
+can reach it through DNS rebinding. TLS is a reverse proxy's job.
 No request names a file: the pages and the API read only the bundle and the readouts folder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import hmac
 import ipaddress
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import numpy as np
 import orjson
@@ -40,6 +45,7 @@ import pyarrow as pa
 from componentx.candidates.interface import PipelineData
 from componentx.data.layout import ID
 from componentx.data.readouts import readout_records
+from componentx.decisions.rules import risk_column
 from componentx.devices import resolve_device
 from componentx.errors import BundleError, DatasetError, UserError
 from componentx.serving import pages
@@ -84,6 +90,7 @@ class ServeSettings:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or name) is this machine's loopback."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -98,21 +105,37 @@ class RequestProblem(Exception):
         self.status, self.detail = status, detail
 
 
-def problem(error: Exception, records: Any = None) -> RequestProblem:
+def problem(error: Exception, records: dict[str, Any] | None = None) -> RequestProblem:
     """The 4xx (or 503) of an error scoring a request: a :class:`DatasetError` names the
-    field, the row and, for JSON readout ``records``, the row's vehicle where it has one."""
+    field, the row and, where the row's vehicle can be read from the request's JSON
+    ``records`` (per part: "readouts", "specifications"), the vehicle."""
     if isinstance(error, DatasetError):
         row = error.line
         detail: dict[str, Any] = {"error": f"{error.file}: {error.message}",
                                   "field": error.column, "row": row}
-        if row is not None and str(error.file) == "readouts" and isinstance(records, list) \
-                and 0 <= row < len(records) and isinstance(records[row], dict) \
-                and ID in records[row]:
-            detail["vehicle_id"] = records[row][ID]
+        given = (records or {}).get(str(error.file))
+        if row is not None and isinstance(given, list) and 0 <= row < len(given) \
+                and isinstance(given[row], dict) and ID in given[row]:
+            detail["vehicle_id"] = given[row][ID]
         return RequestProblem(422, detail)
     if isinstance(error, BundleError):
         return RequestProblem(503, {"error": str(error)})
     return RequestProblem(400, {"error": str(error)})
+
+
+def vehicle_on_line(path: Path, line: int) -> int | None:
+    """The vehicle_id on ``line`` of a CSV file (the header being line 1), where it reads
+    as one: for an error's answer, so the file is read only that far."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+        rows = csv.reader(handle)
+        header = next(rows, [])
+        for number, row in enumerate(rows, start=2):
+            if number == line:
+                try:
+                    return int(row[header.index(ID)])
+                except (ValueError, IndexError):
+                    return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -135,7 +158,7 @@ class Batcher:
     ``score`` returns one answer per request, in order; an answer that is an exception is
     raised to its request alone."""
 
-    def __init__(self, score: Any, limit: int = 64) -> None:
+    def __init__(self, score: Callable[[list], list], limit: int = 64) -> None:
         self.score, self.limit = score, limit
         self.waiting: list[tuple[Any, asyncio.Future]] = []
         self.worker: asyncio.Task | None = None
@@ -197,6 +220,8 @@ class Service:
                                  registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64))
 
     def authorised(self, headers: dict[str, str], cookies: dict[str, str]) -> bool:
+        """Whether a request carries the token (``Authorization: Bearer`` or the cookie),
+        compared in constant time; every request is, without a token."""
         token = self.settings.token
         if token is None:
             return True
@@ -208,7 +233,7 @@ class Service:
                  unknown: dict[str, int]) -> dict:
         meta = bundle.meta
         k = meta["num_classes"]
-        risk = next(c for c in table.column_names if c.startswith("risk_"))
+        risk = risk_column(meta["class_windows"], meta["risk_class"])
         columns = table.to_pydict()
         vehicles = [{"vehicle_id": columns[ID][i], "time_step": columns["time_step"][i],
                      "probabilities": [columns[f"prob_{c}"][i] for c in range(k)],
@@ -253,7 +278,7 @@ class Service:
                                            "specifications but no readouts", ID)
                     specs.codes_for(vehicles, READOUTS)  # names a vehicle without them
         except UserError as error:
-            raise problem(error, payload["readouts"]) from None
+            raise problem(error, payload) from None
         return ScoreRequest(bundle, ids, times, values, specs)
 
     def score_requests(self, requests: list[ScoreRequest]) -> list[dict | RequestProblem]:
@@ -295,38 +320,51 @@ class Service:
 
     def score_csv(self, path: Path) -> dict:
         """The answer to a CSV scoring request, its body in ``path`` (the specifications,
-        where the model uses them, as columns of the readouts)."""
+        where the model uses them, as columns of the readouts), scored by the bundle loaded
+        now; a bundle replaced meanwhile is a 503 to send again."""
+        bundle = self.bundle.current()
         try:
-            table, report = score_readouts(self.settings.bundle, path, None,
-                                           self.settings.engine, device=self.device,
-                                           scratch=path.parent)
+            table, report = score_readouts(bundle.folder, path, None, self.settings.engine,
+                                           device=self.device, scratch=path.parent)
+            if loaded_bundle(bundle.folder, self.settings.engine) is not bundle:
+                raise RequestProblem(503, {"error": "the bundle was replaced while this "
+                                                    "request was scored: send it again"})
         except DatasetError as error:  # named as the caller knows it: the body
-            raise problem(DatasetError("body" if error.file == str(path) else error.file,
-                                       error.message.replace(str(path), "the body"),
-                                       error.column, error.line)) from None
-        except UserError as error:
-            raise problem(error) from None
-        return self._respond(loaded_bundle(self.settings.bundle, self.settings.engine), table,
-                             report.drift, report.unknown_categories)
+            answer = problem(DatasetError("body" if error.file == str(path) else error.file,
+                                          error.message.replace(str(path), "the body"),
+                                          error.column, error.line))
+            if error.file == str(path) and error.line:
+                answer.detail["vehicle_id"] = vehicle_on_line(path, error.line)
+            raise answer from None
+        except (UserError, OSError) as error:
+            raise RequestProblem(503 if isinstance(error, (BundleError, OSError)) else 400, {
+                "error": str(error).replace(str(path), "the body")}) from None
+        return self._respond(bundle, table, report.drift, report.unknown_categories)
 
 
 def spec_records(records: Any, columns: list[str]) -> dict[str, list]:
-    """Specifications given as records (vehicle_id and each specification column), as
-    columns for :func:`~componentx.serving.scoring.specifications_of`."""
-    source = Path("specifications")
+    """Specifications given as records (vehicle_id and each specification column: text,
+    a number or null), as columns for
+    :func:`~componentx.serving.scoring.specifications_of`."""
     if not isinstance(records, list) or not records:
-        raise DatasetError(source, f"this model uses the specifications {columns}: give "
-                           "them as a list of objects")
+        raise DatasetError(SPECIFICATIONS, f"this model uses the specifications {columns}: "
+                           "give them as a list of objects")
     wanted = {ID, *columns}
     for row, record in enumerate(records):
         if not isinstance(record, dict) or record.keys() != wanted:
             keys = set(record) if isinstance(record, dict) else set()
             missing, extra = sorted(wanted - keys), sorted(keys - wanted)
             name = (missing or extra or [ID])[0]
-            raise DatasetError(source, f"{'missing' if missing else 'unexpected'} field "
-                               f"{name!r}", name, row)
-        if not isinstance(record[ID], int) or isinstance(record[ID], bool):
-            raise DatasetError(source, f"value {record[ID]!r} is not an integer", ID, row)
+            raise DatasetError(SPECIFICATIONS, f"{'missing' if missing else 'unexpected'} "
+                               f"field {name!r}", name, row)
+        if type(record[ID]) is not int or not -2**63 <= record[ID] < 2**63:
+            raise DatasetError(SPECIFICATIONS, f"value {record[ID]!r} is not a 64-bit "
+                               "integer", ID, row)
+        bad = next((c for c in columns if type(record[c]) not in (str, int, float,
+                                                                  type(None))), None)
+        if bad is not None:
+            raise DatasetError(SPECIFICATIONS, f"value {record[bad]!r} is not text, a number "
+                               "or null", bad, row)
     return {ID: [r[ID] for r in records],
             **{c: [None if r[c] is None else str(r[c]) for r in records] for c in columns}}
 
@@ -338,7 +376,7 @@ def _json_response(content: Any, status: int = 200) -> Any:
                     media_type="application/json")
 
 
-def create_app(settings: ServeSettings) -> Any:
+def create_app(settings: ServeSettings) -> Guard:
     """The Starlette app of :class:`ServeSettings`."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -352,7 +390,8 @@ def create_app(settings: ServeSettings) -> Any:
     scratch = settings.scratch or Path(tempfile.gettempdir())
 
     async def healthz(request: Request) -> Response:
-        return _json_response({"status": "ok", "model": service.bundle.current().meta["kind"],
+        served = service.bundle.bundle  # the one loaded: a reload never holds this answer up
+        return _json_response({"status": "ok", "model": served.meta["kind"],
                                "bundle_loads": service.bundle.loads})
 
     async def metrics(request: Request) -> Response:
@@ -364,9 +403,11 @@ def create_app(settings: ServeSettings) -> Any:
         return Response(pages.STYLE, media_type="text/css")
 
     async def login(request: Request) -> Response:
-        token = request.query_params.get("token", "")
         if settings.token is None:
             return RedirectResponse("/", 303)
+        if request.method == "GET":
+            return HTMLResponse(pages.login_page())
+        token = parse_qs((await request.body()).decode("utf-8", "replace")).get("token", [""])[0]
         if not hmac.compare_digest(token.encode(), settings.token.encode()):
             return HTMLResponse(pages.message_page("Not signed in", "That token is not "
                                                    "this server's."), 401)
@@ -375,20 +416,25 @@ def create_app(settings: ServeSettings) -> Any:
                             secure=request.url.scheme == "https")
         return response
 
-    def snapshot_or_page() -> Any:
+    def fleet_state() -> tuple[Any, int, str, str]:
+        """The fleet's snapshot, or (None, status, title, why there is none)."""
         service.fleet.refresh()
-        snapshot = service.fleet.snapshot
+        if service.fleet.snapshot is not None:
+            return service.fleet.snapshot, 200, "", ""
+        if service.fleet.error:
+            return None, 503, "The fleet could not be scored", service.fleet.error
+        if settings.readouts is None and settings.pipeline is None:
+            return None, 404, "No fleet", ("Start the server with --readouts DIR (a folder of "
+                                           "readouts) to see a fleet here; POST /v1/score "
+                                           "scores readouts.")
+        return None, 503, "Scoring the fleet", "Reload in a moment."
+
+    def snapshot_or_page() -> Any:
+        snapshot, status, title, why = fleet_state()
         if snapshot is not None:
             return snapshot
-        if service.fleet.error:
-            return HTMLResponse(pages.message_page("The fleet could not be scored",
-                                                   service.fleet.error), 503)
-        if settings.readouts is None and settings.pipeline is None:
-            return HTMLResponse(pages.message_page(
-                "No fleet", "Start the server with --readouts DIR (a folder of readouts) "
-                "to see a fleet here; POST /v1/score scores readouts."))
-        return HTMLResponse(pages.message_page("Scoring the fleet", "Reload in a moment."),
-                            503, headers={"retry-after": "2"})
+        return HTMLResponse(pages.message_page(title, why), 200 if status == 404 else status,
+                            headers={"retry-after": "2"} if status == 503 else None)
 
     def page_number(request: Request) -> int:
         try:
@@ -403,29 +449,32 @@ def create_app(settings: ServeSettings) -> Any:
             return snapshot
         return HTMLResponse(pages.fleet_page(snapshot, service.source,
                                              request.query_params.get("q", "").strip(),
-                                             page_number(request), settings.page_size))
+                                             page_number(request), settings.page_size,
+                                             service.fleet.error))
 
     async def fleet_json(request: Request) -> Response:
-        snapshot = snapshot_or_page()
-        if isinstance(snapshot, Response):
-            return _json_response({"error": "the fleet is not scored yet"}, 503)
-        query = request.query_params.get("q", "").strip()
-        rows = [r for r in snapshot.summary if str(r["vehicle_id"]).startswith(query)]
-        first = (max(page_number(request), 1) - 1) * settings.page_size
-        return _json_response({"vehicles": len(rows), "counts": snapshot.counts,
+        snapshot, status, title, why = fleet_state()
+        if snapshot is None:
+            return _json_response({"error": f"{title}: {why}"}, status)
+        rows, matched, page, pages_count = snapshot.search(
+            request.query_params.get("q", "").strip(), page_number(request), settings.page_size)
+        return _json_response({"vehicles": matched, "page": page, "pages": pages_count,
+                               "counts": snapshot.counts,
                                "expected_cost": snapshot.expected_cost,
                                "expected_cost_always_0": snapshot.expected_cost_always_0,
-                               "drift": snapshot.drift,
-                               "rows": rows[first:first + settings.page_size]})
+                               "drift": snapshot.drift, "error": service.fleet.error,
+                               "rows": rows})
 
-    def vehicle_html(snapshot: Any, vehicle: int) -> str:
-        rows = snapshot.vehicle_rows(vehicle)
+    def vehicle_html(snapshot: Any, vehicle: int, rows: np.ndarray) -> str:
         meta = snapshot.bundle.meta
         latest = rows[-1:]
         windows = snapshot.readouts.windows(latest, meta["window_size"])
-        target = np.maximum(snapshot.decisions[latest], 1)
-        found = snapshot.bundle.model.attributions(windows, target, service.device)
-        features = None if found is None else (found[0], found[1][0])
+        target = np.maximum(snapshot.decisions[latest], 1)  # the decision, or a failure
+        try:
+            found = snapshot.bundle.model.attributions(windows, target, service.device)
+            features = None if found is None else (found[0], found[1][0], int(target[0]))
+        except (UserError, OSError) as error:  # its folder replaced since it was loaded
+            features = f"The attributions could not be computed now ({error})."
         vocabularies = meta["spec_vocabularies"]
         codes = snapshot.readouts.codes[rows[-1]]
         specs = {name: (vocabularies[name][code - 1] if code > 0 else "(not seen in training)")
@@ -440,15 +489,18 @@ def create_app(settings: ServeSettings) -> Any:
             return snapshot
         vehicle = request.path_params["vehicle"]
         try:
-            body = await run_in_threadpool(vehicle_html, snapshot, vehicle)
+            rows = snapshot.vehicle_rows(vehicle)
         except KeyError:
             return HTMLResponse(pages.message_page("No such vehicle", f"Vehicle {vehicle} is "
                                                    "not in this fleet."), 404)
-        return HTMLResponse(body)
+        return HTMLResponse(await run_in_threadpool(vehicle_html, snapshot, vehicle, rows))
 
     async def model_page(request: Request) -> Response:
         bundle = service.bundle.current()
-        card = (Path(bundle.folder) / "model_card.md").read_text()
+        try:
+            card = (Path(bundle.folder) / "model_card.md").read_text()
+        except OSError:  # the folder is being replaced: the card of the one loaded is gone
+            card = "The model card is being replaced with the bundle; reload in a moment."
         return HTMLResponse(pages.model_page(bundle.meta, card))
 
     async def score(request: Request) -> Response:
@@ -481,7 +533,7 @@ def create_app(settings: ServeSettings) -> Any:
         return _json_response(error.detail, error.status)
 
     routes = [Route("/healthz", healthz), Route("/metrics", metrics),
-              Route("/static/style.css", style), Route("/login", login),
+              Route("/static/style.css", style), Route("/login", login, methods=["GET", "POST"]),
               Route("/", fleet_page), Route("/vehicles/{vehicle:int}", vehicle_page),
               Route("/model", model_page), Route("/v1/fleet", fleet_json),
               Route("/v1/score", score, methods=["POST"])]
@@ -522,13 +574,21 @@ class Guard:
 
         try:
             connection = HTTPConnection(scope)
+            host = connection.headers.get("host", "").rsplit(":", 1)[0].strip("[]")
+            if self.service.settings.token is None and not is_loopback(host):
+                # unguarded means loopback only: no other site's page (DNS rebinding) gets in
+                await send_with_headers({"type": "http.response.start", "status": 421,
+                                         "headers": [(b"content-type", b"application/json")]})
+                await send_with_headers({"type": "http.response.body", "body": orjson.dumps(
+                    {"error": f"this server answers requests for 127.0.0.1 or localhost, "
+                              f"not {host!r}"})})
+                return
             if path not in OPEN_PATHS and not self.service.authorised(
                     dict(connection.headers), dict(connection.cookies)):
                 api = path.startswith("/v1/") or path == "/metrics"
                 body = (orjson.dumps({"error": "unauthorised: send Authorization: Bearer "
                                                "<token>"}) if api else
-                        pages.message_page("Sign in", "Open /login?token=... once with this "
-                                           "server's token.").encode())
+                        pages.login_page().encode())
                 await send_with_headers({"type": "http.response.start", "status": 401,
                                          "headers": [(b"content-type", b"application/json"
                                                       if api else b"text/html; charset=utf-8"),
