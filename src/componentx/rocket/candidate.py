@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from componentx.candidates.interface import Candidate, FitData, Windows
-from componentx.data.features import FeatureStats, window_input_batches
+from componentx.data.features import FeatureStats
 from componentx.errors import BundleError
-from componentx.rocket.kernels import CHUNK
+from componentx.rocket.kernels import CHUNK, read_saved, window_scores
 from componentx.rocket.model import FittedRocket, fit_rocket
 
 log = logging.getLogger(__name__)
@@ -43,14 +43,8 @@ class MiniRocket(Candidate):
         return self
 
     def logits(self, windows: Windows, device: str = "cpu") -> np.ndarray:
-        readouts = windows.readouts
-        parts = [self.model.logits(x, windows.length[start:start + CHUNK],
-                                   windows.specs[start:start + CHUNK])
-                 for start, x in zip(range(0, len(windows), CHUNK), window_input_batches(
-                     readouts.values, readouts.times, readouts.vehicles, windows.end_row,
-                     windows.length, windows.ref_time, self.stats, self.size, CHUNK),
-                     strict=True)]
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.model.intercept)))
+        return window_scores(windows, self.stats, self.size, CHUNK, self.model.logits,
+                             len(self.model.intercept))
 
     def save(self, folder: Path) -> None:
         np.savez(folder / ARRAYS, **self.model.to_arrays())
@@ -64,18 +58,13 @@ class MiniRocket(Candidate):
 
     @classmethod
     def load(cls, folder: Path, engine: str = "auto") -> MiniRocket:
-        """Read ``rocket.npz`` as plain arrays (``allow_pickle=False``): a file that holds
-        anything else is refused (:class:`BundleError`)."""
-        if engine != "auto":
-            raise BundleError(f"{folder} is a MiniRocket model (numpy): --engine {engine} does "
-                              "not apply (use auto)")
+        """Read ``rocket.npz`` as plain arrays (:func:`read_saved`)."""
+        meta, arrays = read_saved(folder, META, ARRAYS, "MiniRocket", engine)
         try:
-            meta = json.loads((Path(folder) / META).read_text())
-            with np.load(Path(folder) / ARRAYS, allow_pickle=False) as arrays:
-                model = FittedRocket.from_arrays({name: arrays[name] for name in arrays.files},
-                                                 meta["spec_cardinalities"], meta["head"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise BundleError(f"{folder}: the kernel model cannot be read ({error})") from None
+            model = FittedRocket.from_arrays(arrays, meta["spec_cardinalities"], meta["head"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise BundleError(f"{folder}: the MiniRocket model cannot be read ({error})"
+                              ) from None
         candidate = cls({})
         candidate.model, candidate.size = model, meta["size"]
         candidate.stats = FeatureStats(**meta["stats"])

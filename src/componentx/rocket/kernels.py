@@ -9,9 +9,16 @@ pattern), and an empty window is all zeros.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from componentx.candidates.interface import Windows
+from componentx.data.features import FeatureStats, window_input_batches
+from componentx.errors import BundleError
 
 MIN_LENGTH = 9  # steps MiniRocket's kernels (length 9) need
 CHUNK = 4096  # windows transformed at a time
@@ -36,6 +43,36 @@ class Kernels:
         dtypes = (np.int32, np.int32, np.int32, np.int32, np.float32)
         return cls(tuple(np.ascontiguousarray(arrays[f"kernels_{i}"], dtype=dtype)
                          for i, dtype in enumerate(dtypes)))
+
+
+def window_scores(windows: Windows, stats: FeatureStats, size: int, chunk: int,
+                  score: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+                  classes: int) -> np.ndarray:
+    """``score(x, lengths, specs)`` of the windows' model inputs
+    (:func:`~componentx.data.features.window_input_batches`), ``chunk`` windows at a time:
+    (windows, classes)."""
+    readouts = windows.readouts
+    parts = [score(x, windows.length[start:start + chunk], windows.specs[start:start + chunk])
+             for start, x in zip(range(0, len(windows), chunk), window_input_batches(
+                 readouts.values, readouts.times, readouts.vehicles, windows.end_row,
+                 windows.length, windows.ref_time, stats, size, chunk), strict=True)]
+    return np.concatenate(parts) if parts else np.zeros((0, classes))
+
+
+def read_saved(folder: Path, meta: str, arrays: str, what: str, engine: str
+               ) -> tuple[dict, dict[str, np.ndarray]]:
+    """A saved kernel model's ``meta`` (JSON) and ``arrays`` (npz read as plain arrays,
+    ``allow_pickle=False``): a file that holds anything else, or an ``engine`` other than
+    auto, is refused (:class:`~componentx.errors.BundleError`)."""
+    if engine != "auto":
+        raise BundleError(f"{folder} is a {what} model (numpy): --engine {engine} does not "
+                          "apply (use auto)")
+    try:
+        with np.load(Path(folder) / arrays, allow_pickle=False) as saved:
+            return (json.loads((Path(folder) / meta).read_text()),
+                    {name: saved[name] for name in saved.files})
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise BundleError(f"{folder}: the {what} model cannot be read ({error})") from None
 
 
 def real_steps(x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from componentx.candidates.interface import Candidate, FitData, Windows
-from componentx.data.features import FeatureStats, window_input_batches
+from componentx.data.features import FeatureStats
 from componentx.decisions.priors import class_weights, training_priors
-from componentx.errors import BundleError, UserError
+from componentx.errors import UserError
 from componentx.rocket.head import LinearHead, fit_head
+from componentx.rocket.kernels import read_saved, window_scores
 from componentx.rocket.model import KERNEL_SAMPLE, RIDGE_WINDOWS, kernel_sample, one_hot
 
 log = logging.getLogger(__name__)
@@ -110,14 +111,10 @@ class MultiRocket(Candidate):
         return self
 
     def logits(self, windows: Windows, device: str = "cpu") -> np.ndarray:
-        readouts = windows.readouts
-        parts = [self.head.scores(self._features(x, windows.length[start:start + CHUNK],
-                                                 windows.specs[start:start + CHUNK]))
-                 for start, x in zip(range(0, len(windows), CHUNK), window_input_batches(
-                     readouts.values, readouts.times, readouts.vehicles, windows.end_row,
-                     windows.length, windows.ref_time, self.stats, self.size, CHUNK),
-                     strict=True)]
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.head.intercept)))
+        return window_scores(windows, self.stats, self.size, CHUNK,
+                             lambda x, lengths, specs: self.head.scores(
+                                 self._features(x, lengths, specs)),
+                             len(self.head.intercept))
 
     def save(self, folder: Path) -> None:
         arrays = {"mean": self.head.mean, "scale": self.head.scale, "coef": self.head.coef,
@@ -137,18 +134,8 @@ class MultiRocket(Candidate):
 
     @classmethod
     def load(cls, folder: Path, engine: str = "auto") -> MultiRocket:
-        """Read ``multirocket.npz`` as plain arrays (``allow_pickle=False``): a file that
-        holds anything else is refused (:class:`BundleError`)."""
-        if engine != "auto":
-            raise BundleError(f"{folder} is a MultiRocket model (numpy): --engine {engine} "
-                              "does not apply (use auto)")
-        try:
-            meta = json.loads((Path(folder) / META).read_text())
-            with np.load(Path(folder) / ARRAYS, allow_pickle=False) as saved:
-                arrays = {name: saved[name] for name in saved.files}
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise BundleError(f"{folder}: the MultiRocket model cannot be read ({error})"
-                              ) from None
+        """Read ``multirocket.npz`` as plain arrays (:func:`read_saved`)."""
+        meta, arrays = read_saved(folder, META, ARRAYS, "MultiRocket", engine)
         model = cls({})
         model.kernels, model.seed, model.size = meta["kernels"], meta["seed"], meta["size"]
         model.channels = meta["channels"]
