@@ -44,7 +44,7 @@ class MiniRocket(Candidate):
 
     def logits(self, windows: Windows, device: str = "cpu") -> np.ndarray:
         return window_scores(windows, self.stats, self.size, CHUNK, self.model.logits,
-                             len(self.model.intercept))
+                             len(self.model.head.intercept))
 
     def save(self, folder: Path) -> None:
         np.savez(folder / ARRAYS, **self.model.to_arrays())
