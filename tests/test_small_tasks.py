@@ -91,8 +91,9 @@ def test_defaults_learn_small_tasks_and_ship_the_best_candidate(tmp_path, task):
                     for name, frame in right.items()}
     assert reaches_best[gate["ship"]], (gate["ship"], accuracy)
     assert not all(reaches_best.values()), accuracy
-    # Levels, not counters: the GBDT used window statistics.
-    assert json.loads((repo / "models/candidates/gbdt/gbdt.json").read_text())["window_stats"]
+    # Levels, not counters: every fold's GBDT used window statistics.
+    folds = sorted((repo / "models/candidates/gbdt").glob("fold*/gbdt.json"))
+    assert len(folds) == 5 and all(json.loads(f.read_text())["window_stats"] for f in folds)
     # Every candidate's bundle, its cross-validation's fold models together, scores the test
     # readouts exactly as its stage did.
     for candidate in BUILTIN:
