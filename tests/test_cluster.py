@@ -85,6 +85,33 @@ def test_buckets_and_a_local_cluster_give_the_same_outputs(runs):
             many / f"metrics/{name}.json").read_text(), name
 
 
+@pytest.mark.parametrize("hard", [False, True])
+def test_a_window_set_of_many_buckets_opens_under_a_low_file_limit(runs, hard):
+    """Three buckets hold six files open; the soft limit leaves room for three: the window set
+    raises it, or says which hard limit stops it."""
+    specs = DatasetSummary.load(runs["many"] / "data/ingested/schema.json").spec_columns
+    code = ("import os, resource, sys\n"
+            "from componentx.data.window_set import load_window_set\n"
+            "from componentx.errors import UserError\n"
+            "room = len(os.listdir('/dev/fd')) + 3\n"
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, (room, room if {hard} else "
+            "resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+            "try:\n"
+            "    found = load_window_set(*[f'data/{f}' for f in ('windows', 'inputs', "
+            f"'ingested')], 'train', {specs!r}, {TINY['window']['size']})\n"
+            "except UserError as error:\n"
+            "    sys.exit(str(error))\n"
+            "print(len(found))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=runs["many"], env=ENV,
+                            capture_output=True, text=True)
+    if hard:
+        assert result.returncode == 1
+        assert "over this machine's hard limit" in result.stderr, result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert int(result.stdout) > 0
+
+
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory) -> tuple[str, list[subprocess.Popen]]:
     """A Dask scheduler and two workers, started as separate processes on loopback."""

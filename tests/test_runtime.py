@@ -52,6 +52,39 @@ def test_leftovers_of_a_killed_writer_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+@pytest.mark.parametrize("outcome", ["killed", "failed"])
+def test_a_writer_stopped_inside_the_swap_loses_no_output(tmp_path, outcome):
+    """The writer dies (SIGKILL) or its rename fails just as the new output would be renamed
+    in: the old output survives, whole, for the next writer."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("old")
+    stop = {"killed": "os.kill(os.getpid(), signal.SIGKILL)",
+            "failed": "raise OSError(28, 'No space left on device')"}[outcome]
+    code = ("import os, signal\n"
+            "from componentx.runtime import atomic_dir\n"
+            "real = os.replace\n"
+            "def replace(src, dst):\n"
+            "    if os.path.basename(src).startswith('.out.') and 'previous' not in str(src):\n"
+            f"        {stop}\n"
+            "    real(src, dst)\n"
+            "os.replace = replace\n"
+            "with atomic_dir('out') as tmp:\n"
+            "    (tmp / 'a.txt').write_text('new')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode != 0
+    if outcome == "failed":
+        assert (target / "a.txt").read_text() == "old"
+    with pytest.raises(RuntimeError), atomic_dir(target):
+        raise RuntimeError("the next writer fails too")
+    assert (target / "a.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_a_stage_refuses_to_start_while_another_process_writes_its_outputs(tmp_path):
     """A process holding the stage's lock (as the workers of a killed run would): the stage
     stops with one line, and starts once the holder is gone."""

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -24,9 +25,17 @@ log = logging.getLogger("componentx")
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
+def _previous(target: Path) -> Path:
+    """Where :func:`atomic_dir` keeps ``target``'s old content while it swaps the new in."""
+    return target.parent / f".{target.name}.previous"
+
+
 def _remove_leftovers(target: Path) -> None:
     """Temporary files or folders of ``target`` that a killed writer left behind (a stage is
-    the only writer of its outputs: it holds their lock)."""
+    the only writer of its outputs: it holds their lock). A writer killed in the middle of
+    :func:`atomic_dir`'s swap left the old output aside: it is put back first."""
+    if not target.exists() and _previous(target).exists():
+        os.replace(_previous(target), target)
     for leftover in target.parent.glob(f".{target.name}.*"):
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
@@ -36,7 +45,11 @@ def _remove_leftovers(target: Path) -> None:
 
 @contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target`` that replaces it only on success."""
+    """Yield a temporary folder beside ``target`` that replaces it only on success.
+
+    The old ``target`` is renamed aside, the new one renamed in, then the old one deleted: at
+    every instant one of them is whole, and a writer killed between the two renames leaves
+    the old one aside, where the next writer (or a failure here) puts it back."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(target)
@@ -44,11 +57,14 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         if target.exists():
-            shutil.rmtree(target)
+            os.replace(target, _previous(target))
         os.replace(tmp, target)
+        shutil.rmtree(_previous(target), ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+        if not target.exists() and _previous(target).exists():
+            os.replace(_previous(target), target)
 
 
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:
@@ -70,6 +86,20 @@ def atomic_write_bytes(target: str | Path, data: bytes) -> None:
 
 def atomic_write_json(target: str | Path, payload: Any) -> None:
     atomic_write_bytes(target, (json.dumps(payload, indent=2) + "\n").encode())
+
+
+def allow_open_files(count: int, what: str) -> None:
+    """Raise this process's soft limit on open files to hold ``count`` more than it has open
+    now (up to the hard limit, which only an administrator raises): a window set keeps two
+    files per bucket open, over the usual soft limit of 1,024 at a few hundred buckets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = count + len(os.listdir("/dev/fd")) + 64  # 64 for libraries and sockets
+    if needed <= soft:
+        return
+    if hard != resource.RLIM_INFINITY and needed > hard:
+        raise UserError(f"{what} needs {needed} open files, over this machine's hard limit "
+                        f"of {hard} (ulimit -Hn): raise it, or use fewer buckets")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def setup_logging() -> None:

@@ -18,6 +18,7 @@ from componentx.data.features import AGE_SCALE, HISTORY_CHANNELS, FeatureStats
 from componentx.data.layout import bucket_file
 from componentx.data.specs import vehicle_codes
 from componentx.data.windowing import buckets_of, read_window_index
+from componentx.runtime import allow_open_files
 
 
 class NpyRows:
@@ -118,6 +119,7 @@ def load_window_set(windows: Path, inputs: Path, ingested: Path, splits: str | S
     ``specs_split`` (the fleet holdout's vehicles are train vehicles)."""
     splits = [splits] if isinstance(splits, str) else list(splits)
     buckets = buckets_of(windows)
+    allow_open_files(2 * buckets * len(splits), f"the window set of {', '.join(splits)}")
     sources, times, indexes, specs = [], [], [], []
     for number, split in enumerate(splits):
         index = read_window_index(windows, split)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
@@ -134,6 +136,15 @@ def vehicle_groups(vehicles: np.ndarray | None, n: int) -> np.ndarray:
     return rank[inverse.ravel()]
 
 
+def resampled_vehicles(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """``n_boot`` bootstrap resamples of ``n`` vehicles (0 .. n-1, drawn with replacement),
+    one (n,) array at a time: an interval's memory grows with the vehicles, not with
+    resamples × vehicles."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield rng.integers(0, n, size=n)
+
+
 def paired_interval(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0,
                     level: float = 0.95, reduce: str = "sum",
                     vehicles: np.ndarray | None = None) -> dict:
@@ -149,9 +160,8 @@ def paired_interval(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int 
         raise ValueError(f"paired comparison needs the same vehicles, got {a.shape} and {b.shape}")
     difference = a - b
     per_vehicle = np.bincount(vehicle_groups(vehicles, len(a)), weights=difference)
-    sample = np.random.default_rng(seed).integers(0, len(per_vehicle),
-                                                  size=(n_boot, len(per_vehicle)))
-    resampled = per_vehicle[sample].sum(axis=1)
+    resampled = np.array([per_vehicle[drawn].sum()
+                          for drawn in resampled_vehicles(len(per_vehicle), n_boot, seed)])
     if reduce == "mean":
         resampled = resampled / len(a)
     tail = (1 - level) / 2 * 100
@@ -170,13 +180,11 @@ def bootstrap_intervals(y: np.ndarray, pred: np.ndarray, cost_matrix: np.ndarray
     k = len(cost_matrix)
     groups = vehicle_groups(vehicles, len(y))
     n = int(groups.max()) + 1 if len(groups) else 0
-    sample = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    cell = np.asarray(y) * k + np.asarray(pred)
     # each window counts as often as its vehicle was drawn
-    drawn = (np.arange(n_boot)[:, None] * n + sample).ravel()
-    times = np.bincount(drawn, minlength=n_boot * n).reshape(n_boot, n)[:, groups]
-    flat = (np.arange(n_boot)[:, None] * k * k + (y * k + pred)[None, :]).ravel()
-    counts = np.bincount(flat, weights=times.ravel(), minlength=n_boot * k * k
-                         ).reshape(n_boot, k, k)
+    counts = np.stack([np.bincount(cell, weights=np.bincount(drawn, minlength=n)[groups],
+                                   minlength=k * k).reshape(k, k)
+                       for drawn in resampled_vehicles(n, n_boot, seed)])
     costs = (counts * cost_matrix).sum(axis=(1, 2))
     macro_f1 = _f1_from_confusion(counts)[2].mean(axis=1)
     tail = (1 - level) / 2 * 100
