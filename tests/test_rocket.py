@@ -71,7 +71,7 @@ def test_short_windows_repeat_their_first_readout_and_empty_ones_are_zeros():
 
 def test_the_head_gives_probabilities_and_the_files_give_the_same_logits(tmp_path):
     train, test = shapes(0, 90), shapes(1, 60)
-    model, priors = fit_rocket(train, 3, [3], SETTINGS)
+    model, priors = fit_rocket(train, 3, [3], SETTINGS, tmp_path)
     logits = window_logits(model, test)
     assert logits.shape == (60, 3) and priors.shape == (3,)
     probs = softmax(logits)
@@ -89,7 +89,7 @@ def saved_candidate(folder):
     """A MiniRocket candidate saved in ``folder`` (4 inputs: 3 features and the age)."""
     from componentx.data.features import FeatureStats
 
-    model, priors = fit_rocket(window_set(0, 100), 5, [3], SETTINGS)
+    model, priors = fit_rocket(window_set(0, 100), 5, [3], SETTINGS, folder.parent / "work")
     candidate = MiniRocket({})
     candidate.model, candidate.train_priors, candidate.size = model, priors, 8
     candidate.stats = FeatureStats("cumulative", ["a", "b"], [], ["a", "b"], [10, 10],
@@ -117,11 +117,11 @@ def test_a_file_that_needs_pickle_is_refused(tmp_path):
         MiniRocket.load(tmp_path / "rocket")
 
 
-def test_a_single_class_is_a_clear_error():
+def test_a_single_class_is_a_clear_error(tmp_path):
     windows = window_set(0, 50)
     windows.labels[:] = 0
     with pytest.raises(UserError, match="single class"):
-        fit_rocket(windows, 5, [3], SETTINGS)
+        fit_rocket(windows, 5, [3], SETTINGS, tmp_path)
 
 
 def test_the_ridge_head_chooses_the_standard_pipeline_s_penalty_and_predictions():
@@ -160,6 +160,37 @@ def test_the_head_is_ridge_up_to_as_many_windows_as_features_then_logistic():
     assert head.calibration("temperature") == "temperature"
     assert fit_head(x[:30], y[:30], None, 4, settings).calibration("temperature") == \
         "bias_temperature"
+
+
+@pytest.mark.parametrize(("classes", "spill_bytes"), [(2, 0), (4, 0), (4, 2**30)])
+def test_the_logistic_head_read_block_by_block_is_scikit_learn_s(tmp_path, classes,
+                                                                 spill_bytes):
+    """More rows than a block, on disk (spilled past 0 bytes) or in memory: the head reaches
+    the fit of scikit-learn's LogisticRegression with the same objective (weights of mean 1,
+    C = 1 / (l2 * windows)) on the same standardised features."""
+    from sklearn.linear_model import LogisticRegression
+
+    from componentx.data.window_set import spilled_rows
+    from componentx.rocket.head import READ_ROWS
+
+    rng = np.random.default_rng(classes)
+    n, d, l2 = READ_ROWS + 1500, 30, 1e-3
+    y = rng.integers(0, classes, n)
+    x = (rng.normal(size=(n, d)) + 2 * rng.normal(size=d)).astype(np.float32)
+    x[:, :3] += (y[:, None] * rng.uniform(0.2, 0.5, 3)).astype(np.float32)
+    class_weights = rng.uniform(0.5, 3.0, classes)
+    chunks = np.array_split(x, 7)
+    with spilled_rows(tmp_path / "features.npy", n, iter(chunks), spill_bytes) as features:
+        assert isinstance(features, np.ndarray) == (spill_bytes > 0)
+        ours = fit_head(features, y, class_weights, classes, {"l2": l2, "max_iter": 500})
+    assert list(tmp_path.iterdir()) == []
+    weights = class_weights[y] * n / class_weights[y].sum()
+    standardised = (x - x.mean(axis=0, dtype=np.float64)) / x.std(axis=0, dtype=np.float64)
+    theirs = LogisticRegression(C=1 / (l2 * n), max_iter=500, tol=1e-6).fit(
+        standardised, y, sample_weight=weights)
+    probs = softmax(ours.scores(x))
+    np.testing.assert_allclose(probs, theirs.predict_proba(standardised), atol=2e-3)
+    assert (probs.argmax(axis=1) == theirs.predict(standardised)).mean() > 0.99
 
 
 def test_multirocket_reads_real_readouts_only_and_its_files_give_the_same_scores(tmp_path):

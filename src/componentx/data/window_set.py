@@ -8,7 +8,8 @@ torch batches, :mod:`componentx.sequence.dataset`) and the kernel transforms
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ class NpyRows:
             raise ValueError(f"{path}: a Fortran-ordered array cannot be read by rows")
         self.shape, self.dtype = shape, np.dtype(dtype)
         self.row_bytes = self.dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
-        self.fd = os.open(path, os.O_RDONLY)
+        self.path, self.fd = Path(path), os.open(path, os.O_RDONLY)
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         start, stop, _ = rows.indices(self.shape[0])
@@ -47,6 +48,45 @@ class NpyRows:
     def __del__(self) -> None:
         if hasattr(self, "fd"):
             os.close(self.fd)
+
+
+SPILL_BYTES = 256 * 2**20  # rows kept in memory up to this size, beyond it on disk
+
+
+@contextmanager
+def spilled_rows(path: Path, rows: int, chunks: Iterable[np.ndarray],
+                 spill_bytes: int = SPILL_BYTES) -> Iterator[np.ndarray | NpyRows]:
+    """Row chunks (each (rows_in_chunk, ...), of one dtype and row shape), ``rows`` rows in
+    all, as one array: in memory up to ``spill_bytes``, else written one chunk after the
+    other into a ``.npy`` file at ``path``, yielded as :class:`NpyRows` (read a range of rows
+    at a time) and deleted afterwards. Either way its memory is at most ``spill_bytes`` and
+    a chunk, whatever the rows."""
+    kept, written, handle = [], 0, None
+    try:
+        for chunk in chunks:
+            kept.append(chunk)
+            written += len(chunk)
+            if handle is None and sum(c.nbytes for c in kept) > spill_bytes:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                handle = Path(path).open("wb")
+                np.lib.format.write_array_header_1_0(handle, {
+                    "descr": np.lib.format.dtype_to_descr(kept[0].dtype),
+                    "fortran_order": False, "shape": (rows, *kept[0].shape[1:])})
+            if handle is not None:
+                for part in kept:
+                    handle.write(np.ascontiguousarray(part, dtype=kept[0].dtype).tobytes())
+                kept = []
+        if written != rows or rows == 0:
+            raise ValueError(f"{path}: {written} rows written where {rows} were announced")
+        if handle is None:
+            yield np.concatenate(kept)
+        else:
+            handle.close()
+            yield NpyRows(path)
+    finally:
+        if handle is not None:
+            handle.close()
+            Path(path).unlink(missing_ok=True)
 
 
 class WindowSet:

@@ -37,7 +37,7 @@ class MiniRocket(Candidate):
         self.stats, self.size = FeatureStats.load(data.data.stats), data.data.size
         self.model, self.train_priors = fit_rocket(data.fit.window_set(), data.num_classes,
                                                    data.data.spec_cardinalities(),
-                                                   self.settings)
+                                                   self.settings, data.work)
         log.info("rocket: %d kernel features, %d windows fitted on",
                  self.model.kernels.n_features, len(data.fit))
         return self

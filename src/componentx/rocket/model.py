@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from componentx.data.window_set import WindowSet
+from componentx.data.window_set import WindowSet, spilled_rows
 from componentx.decisions.priors import class_weights, training_priors
 from componentx.errors import UserError
 from componentx.rocket.head import LinearHead, fit_head
@@ -85,11 +86,12 @@ def kernel_sample(windows: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(windows, KERNEL_SAMPLE, replace=False))
 
 
-def fit_rocket(windows: WindowSet, num_classes: int, cards: list[int], settings: dict
-               ) -> tuple[FittedRocket, np.ndarray]:
+def fit_rocket(windows: WindowSet, num_classes: int, cards: list[int], settings: dict,
+               work: Path) -> tuple[FittedRocket, np.ndarray]:
     """Fit the kernels (on :func:`kernel_sample`) and the head on ``windows`` (``settings``
-    is ``params.rocket``), transformed :data:`CHUNK` windows at a time. Also returns the
-    priors the head was trained under (class weights included)."""
+    is ``params.rocket``), transformed :data:`CHUNK` windows at a time into a file in
+    ``work`` that the head reads back a block at a time. Also returns the priors the head was
+    trained under (class weights included)."""
     labels = windows.labels
     if len(np.unique(labels)) < 2:
         raise UserError("rocket: the windows it is fitted on hold a single class")
@@ -98,12 +100,12 @@ def fit_rocket(windows: WindowSet, num_classes: int, cards: list[int], settings:
     kernels = fit_kernels(windows.arrays(sample), windows.length[sample],
                           kernel_features(settings["kernels"], n), settings["seed"])
     unfitted = FittedRocket(kernels, cards, None)
-    features = np.concatenate([
-        unfitted.features(windows.arrays(rows), windows.length[rows], windows.specs[rows])
-        for rows in np.array_split(np.arange(n), max(1, -(-n // CHUNK)))])
     weights = class_weights(settings["class_weights"], labels, num_classes,
                             "rocket.class_weights")
-    head = fit_head(features, labels, weights, num_classes, settings)
+    with spilled_rows(work / "features.npy", n, (
+            unfitted.features(windows.arrays(rows), windows.length[rows], windows.specs[rows])
+            for rows in np.array_split(np.arange(n), max(1, -(-n // CHUNK))))) as features:
+        head = fit_head(features, labels, weights, num_classes, settings)
     log.info("rocket: %d features, %d windows, %s head (penalty %.3g)", features.shape[1], n,
              head.kind, head.alpha)
     return (FittedRocket(kernels, cards, head),

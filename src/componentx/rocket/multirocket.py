@@ -24,6 +24,7 @@ import numpy as np
 
 from componentx.candidates.interface import Candidate, FitData, Windows
 from componentx.data.features import FeatureStats
+from componentx.data.window_set import spilled_rows
 from componentx.decisions.priors import class_weights, training_priors
 from componentx.errors import UserError
 from componentx.rocket.head import LinearHead, fit_head
@@ -100,10 +101,10 @@ class MultiRocket(Candidate):
             edge_padded(windows.arrays(sample), windows.length[sample]))
         weights = class_weights(self.settings["class_weights"], labels, k,
                                 "multirocket.class_weights")
-        features = np.concatenate([
-            self._features(windows.arrays(rows), windows.length[rows], windows.specs[rows])
-            for rows in np.array_split(np.arange(n), max(1, -(-n // CHUNK)))])
-        self.head = fit_head(features, labels, weights, k, self.settings)
+        with spilled_rows(data.work / "features.npy", n, (
+                self._features(windows.arrays(rows), windows.length[rows], windows.specs[rows])
+                for rows in np.array_split(np.arange(n), max(1, -(-n // CHUNK))))) as features:
+            self.head = fit_head(features, labels, weights, k, self.settings)
         self.train_priors = training_priors(labels, weights, False, k)
         log.info("multirocket: %d features, %d windows fitted on (kernels' biases from %d), "
                  "%s head (penalty %.3g)", features.shape[1], n, min(n, KERNEL_SAMPLE),
