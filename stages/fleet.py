@@ -23,7 +23,7 @@ def main() -> None:
     params = load_params()
     data = PipelineData(params["window"]["size"])
     view = fleet_view(candidate_bundles(params, CandidateFolders(), data), data, LABELS,
-                      params["fleet"], params["compute"]["device"])
+                      params["fleet"], params["compute"]["device"], params["compute"])
     with atomic_dir(OUT) as out, atomic_dir(PLOTS) as plots:
         if view is None:
             reason = ("no fleet holdout: it needs train time-to-event (train_tte.csv) and "

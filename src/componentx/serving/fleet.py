@@ -5,16 +5,19 @@ picks go into the bundles."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from componentx.candidates.folders import CandidateFolders
-from componentx.candidates.interface import PipelineData
+from componentx.candidates.interface import Candidate, PipelineData, Windows
 from componentx.candidates.registry import load_candidate
+from componentx.compute import dask_client
 from componentx.decisions.alarms import Fleet, fleet_report
 from componentx.decisions.calibration import Calibrator
 from componentx.decisions.rules import risk_window
@@ -36,16 +39,34 @@ class FleetView:
     lead_times: dict[str, np.ndarray]
 
 
-def holdout_risks(bundles: dict[str, Bundle], data: PipelineData, device: str
-                  ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def holdout_risks(bundles: dict[str, Bundle], data: PipelineData, device: str,
+                  client: Any = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """The holdout's windows (one per readout) and each bundle's risk (at its
     ``risk_class``) at them, scored bucket by bucket as ``componentx predict`` scores: the
-    same candidate, features and calibration."""
+    same candidate, features and calibration; on ``client``'s cluster, each task reading the
+    candidate from its folder (:func:`bucket_risk`)."""
     holdout = data.labelled("fleet")
-    risks = {name: holdout.gather(lambda windows, bundle=bundle: bundle.risk(
-        bundle.probabilities(windows, device)), description=f"fleet, {name}")
-        for name, bundle in bundles.items()}
+    risks = {name: holdout.gather(bucket_risk, (
+        name, bundle.folder, bundle.meta, bundle.calibrator.to_dict(), device), client,
+        f"fleet, {name}") for name, bundle in bundles.items()}
     return holdout.index, risks
+
+
+def bucket_risk(windows: Windows, name: str, folder: Path, meta: dict, calibration: dict,
+                device: str) -> np.ndarray:
+    """One bucket's risks (windows,) by candidate ``name`` fitted in ``folder``, with the
+    bundle's ``meta`` and ``calibration`` (a task: what travels is the folder's path and
+    these small dicts, never a model; each process reads a candidate once)."""
+    written = Path(folder).stat()
+    bundle = Bundle(Path(folder), meta, _fitted(name, Path(folder), (written.st_ino,
+                                                                      written.st_mtime_ns)),
+                    Calibrator.from_dict(calibration))
+    return bundle.risk(bundle.probabilities(windows, device))
+
+
+@functools.lru_cache(maxsize=8)
+def _fitted(name: str, folder: Path, written: tuple[int, int]) -> Candidate:
+    return load_candidate(name, folder)
 
 
 def candidate_bundles(params: dict, folders: CandidateFolders, data: PipelineData
@@ -65,13 +86,17 @@ def candidate_bundles(params: dict, folders: CandidateFolders, data: PipelineDat
 
 
 def fleet_view(models: dict[str, Bundle], data: PipelineData, labels: Path, settings: dict,
-               device: str = "auto") -> FleetView | None:
+               device: str = "auto", compute: dict | None = None) -> FleetView | None:
     """The fleet view of the holdout (None when there is none) by ``models``
-    (:func:`candidate_bundles`); ``settings`` is ``params.fleet``, whose ``horizon: auto``
-    is the window of their risk (:func:`~componentx.decisions.rules.risk_window`)."""
-    if data.labelled("fleet").index.empty:
+    (:func:`candidate_bundles`), scored on the Dask cluster of ``compute``
+    (``params.compute``; None: in this process); ``settings`` is ``params.fleet``, whose
+    ``horizon: auto`` is the window of their risk
+    (:func:`~componentx.decisions.rules.risk_window`)."""
+    holdout = data.labelled("fleet")
+    if holdout.index.empty:
         return None
-    index, risks = holdout_risks(models, data, resolve_device(device))
+    with dask_client(compute or {"workers": 1}, len(holdout.groups())) as client:
+        index, risks = holdout_risks(models, data, resolve_device(device), client)
     references = pd.concat([pd.read_parquet(path)
                             for path in sorted((labels / "fleet").glob("*.parquet"))])
     per_vehicle = references.groupby("vehicle_id", sort=True)[["repaired", "end"]].first()
