@@ -87,17 +87,18 @@ def test_buckets_and_a_local_cluster_give_the_same_outputs(runs):
 
 @pytest.mark.parametrize("hard", [False, True])
 def test_a_window_set_of_many_buckets_opens_under_a_low_file_limit(runs, hard):
-    """Three buckets hold six files open; the soft limit leaves room for three: the window set
+    """Three buckets hold six files open; the soft limit leaves room for two: the window set
     raises it, or says which hard limit stops it."""
     specs = DatasetSummary.load(runs["many"] / "data/ingested/schema.json").spec_columns
     code = ("import os, resource, sys\n"
+            "from pathlib import Path\n"
             "from componentx.data.window_set import load_window_set\n"
             "from componentx.errors import UserError\n"
-            "room = len(os.listdir('/dev/fd')) + 3\n"
+            "room = len(os.listdir('/dev/fd')) + 1  # the listing's own, and one more\n"
             f"resource.setrlimit(resource.RLIMIT_NOFILE, (room, room if {hard} else "
             "resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
             "try:\n"
-            "    found = load_window_set(*[f'data/{f}' for f in ('windows', 'inputs', "
+            "    found = load_window_set(*[Path('data', f) for f in ('windows', 'inputs', "
             f"'ingested')], 'train', {specs!r}, {TINY['window']['size']})\n"
             "except UserError as error:\n"
             "    sys.exit(str(error))\n"

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -251,6 +252,20 @@ def test_buckets_give_the_same_decisions(bundle, files, tmp_path):
     split, report = run(bundle, files, tmp_path, memory_mb=files[0].stat().st_size / 4 / 2**20)
     assert report.buckets >= 4
     pd.testing.assert_frame_equal(whole, split)
+
+
+def test_a_scoring_task_carries_the_specifications_of_its_bucket_only():
+    from componentx.compute import bucket_of
+    from componentx.serving.scoring import Specifications
+
+    ids = np.sort(np.random.default_rng(0).choice(10**6, 500, replace=False))
+    specs = Specifications(Path("specs.csv"), ids, np.arange(500)[:, None] * [1, 2], {})
+    parts = specs.by_bucket(7)
+    assert len(parts) == 7 and sum(len(p.ids) for p in parts) == 500
+    for number, part in enumerate(parts):
+        assert (bucket_of(part.ids, 7) == number).all() and (np.diff(part.ids) > 0).all()
+        np.testing.assert_array_equal(part.codes_for(part.ids, Path("r.csv")),
+                                      specs.codes_for(part.ids, Path("r.csv")))
 
 
 def on_lines(change):

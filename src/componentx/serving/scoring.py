@@ -14,6 +14,7 @@ window ending at its last readout, or at the times ``--at`` gives, by the bundle
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from componentx.candidates.interface import Readouts, Windows
-from componentx.compute import dask_client, map_tasks
+from componentx.compute import bucket_of, dask_client, map_tasks
 from componentx.data.layout import ID, TIME
 from componentx.data.readouts import (
     bucket_parts,
@@ -97,6 +98,15 @@ class Specifications:
             raise DatasetError(self.path, f"vehicle {missing[0]} has readouts in {readouts} but "
                                f"no specifications ({missing.size} such vehicles)", ID)
         return self.codes[position]
+
+    def by_bucket(self, buckets: int) -> list[Specifications]:
+        """The vehicles of each vehicle bucket (:func:`~componentx.compute.bucket_of`), in
+        id order: what the scoring task of that bucket needs, and no more."""
+        of = bucket_of(self.ids, buckets)
+        order = np.argsort(of, kind="stable")
+        bounds = np.searchsorted(of[order], np.arange(buckets + 1))
+        return [Specifications(self.path, self.ids[order[a:b]], self.codes[order[a:b]],
+                               self.unknown) for a, b in itertools.pairwise(bounds)]
 
 
 def read_specifications(path: Path | None, meta: dict) -> Specifications | None:
@@ -266,9 +276,11 @@ def score_readouts(bundle: Path, readouts: Path, specifications: Path | None,
         if carried:
             specs = carried_specifications(carried_table, meta, readouts)
         report.unknown_categories = specs.unknown if specs else {}
+        bucket_specs = specs.by_bucket(report.buckets) if specs else [None] * report.buckets
         results = map_tasks(client, score_bucket, [
-            (bundle, engine, device, readouts, bucket_parts(Path(tmp), bucket), specs,
-             at_column, at_table) for bucket in range(report.buckets)], "scoring")
+            (bundle, engine, device, readouts, bucket_parts(Path(tmp), bucket),
+             bucket_specs[bucket], at_column, at_table) for bucket in range(report.buckets)],
+            "scoring")
     parts, counts, seen, binned = zip(*results, strict=True)
     report.readouts, report.vehicles = sum(counts), sum(len(v) for v in seen)
     if meta.get("drift_reference"):
