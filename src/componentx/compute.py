@@ -72,6 +72,14 @@ def bucket_of(vehicle_ids: np.ndarray, buckets: int) -> np.ndarray:
     return stat_group(vehicle_ids) % buckets
 
 
+def positions_by_bucket(vehicle_ids: np.ndarray, buckets: int) -> list[np.ndarray]:
+    """The positions of ``vehicle_ids`` in each bucket (:func:`bucket_of`), each in their
+    order: the part of a table keyed by vehicle that one bucket's task needs."""
+    of = bucket_of(vehicle_ids, buckets)
+    order = np.argsort(of, kind="stable")
+    return np.split(order, np.searchsorted(of[order], np.arange(1, buckets)))
+
+
 def resolve_buckets(setting: int | str, readout_bytes: int) -> int:
     """``compute.buckets``, or with ``auto`` about ``BUCKET_BYTES`` of readouts CSV each."""
     if setting != "auto":

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from componentx.compute import dask_client, keyed_uniform, map_tasks
+from componentx.compute import dask_client, keyed_uniform, map_tasks, positions_by_bucket
 from componentx.data.layout import SPLITS, DatasetSummary, bucket_file
 from componentx.errors import ParamsError
 
@@ -153,10 +153,11 @@ def fleet_references(vehicle_ids: np.ndarray, times: np.ndarray, tte: pd.DataFra
 
 def label_bucket(ingested: Path, split: str, bucket: int, out: Path, settings: dict,
                  windows: np.ndarray | None, held: np.ndarray, num_classes: int
-                 ) -> tuple[np.ndarray, pd.DataFrame]:
+                 ) -> tuple[np.ndarray, tuple[int, int, int]]:
     """The labels of one bucket of a split into ``out/{split}/{bucket}.parquet`` (and, for
-    train, the fleet holdout's references into ``out/fleet/{bucket}.parquet``) (a task).
-    Returns the class counts and the holdout's references."""
+    train, the fleet holdout's references into ``out/fleet/{bucket}.parquet``) (a task;
+    ``held``: the holdout's vehicles of this bucket, or more). Returns the class counts and
+    the holdout's vehicles, repaired vehicles and references in the bucket."""
     readouts = pd.read_parquet(bucket_file(ingested / "readouts", split, bucket),
                                columns=["vehicle_id", "time_step"])
     ids, times = readouts["vehicle_id"].to_numpy(), readouts["time_step"].to_numpy()
@@ -176,8 +177,9 @@ def label_bucket(ingested: Path, split: str, bucket: int, out: Path, settings: d
         if name == split or split == "train":
             bucket_file(out, name, bucket).parent.mkdir(parents=True, exist_ok=True)
             table.to_parquet(bucket_file(out, name, bucket), index=False)
+    repaired = held_out.groupby("vehicle_id")["repaired"].first()
     return (np.bincount(frame["class_label"].to_numpy(np.int64), minlength=num_classes),
-            held_out[["vehicle_id", "repaired"]])
+            (len(repaired), int(repaired.sum()), len(held_out)))
 
 
 def label_splits(ingested: Path, out: Path, settings: dict, fleet: dict, compute: dict
@@ -194,20 +196,18 @@ def label_splits(ingested: Path, out: Path, settings: dict, fleet: dict, compute
         held = holdout_vehicles(pd.read_parquet(ingested / "train_tte.parquet"),
                                 fleet["holdout"], fleet["seed"])
     distribution: dict = {}
-    fleet_rows = []
+    held_by_bucket = [held[rows] for rows in positions_by_bucket(held, summary.buckets)]
     with dask_client(compute, summary.buckets) as client:
         for split in SPLITS:
             results = map_tasks(client, label_bucket, [
-                (ingested, split, bucket, out, settings, windows, held, summary.num_classes)
-                for bucket in range(summary.buckets)], f"{split} labels")
+                (ingested, split, bucket, out, settings, windows, held_by_bucket[bucket],
+                 summary.num_classes) for bucket in range(summary.buckets)], f"{split} labels")
             counts = np.sum([r[0] for r in results], axis=0)
             distribution[split] = {f"class_{c}": int(n) for c, n in enumerate(counts)}
             log.info("%s labels: %d, classes %s", split, counts.sum(), distribution[split])
-            fleet_rows += [r[1] for r in results] if split == "train" else []
-    references = pd.concat(fleet_rows) if fleet_rows else pd.DataFrame(
-        {"vehicle_id": [], "repaired": []})
-    repaired = references.groupby("vehicle_id")["repaired"].first()
-    distribution["fleet"] = {"vehicles": len(repaired), "repaired": int(repaired.sum()),
-                             "readouts": len(references)}
+            if split == "train":
+                holdout = np.sum([r[1] for r in results], axis=0, dtype=np.int64)
+    distribution["fleet"] = dict(zip(("vehicles", "repaired", "readouts"),
+                                     (int(n) for n in holdout), strict=True))
     log.info("fleet holdout: %s (no model sees them)", distribution["fleet"])
     return distribution

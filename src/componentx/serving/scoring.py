@@ -14,7 +14,6 @@ window ending at its last readout, or at the times ``--at`` gives, by the bundle
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import math
 import os
@@ -28,7 +27,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from componentx.candidates.interface import Readouts, Windows
-from componentx.compute import bucket_of, dask_client, map_tasks
+from componentx.compute import dask_client, map_tasks, positions_by_bucket
 from componentx.data.layout import ID, TIME
 from componentx.data.readouts import (
     bucket_parts,
@@ -102,11 +101,8 @@ class Specifications:
     def by_bucket(self, buckets: int) -> list[Specifications]:
         """The vehicles of each vehicle bucket (:func:`~componentx.compute.bucket_of`), in
         id order: what the scoring task of that bucket needs, and no more."""
-        of = bucket_of(self.ids, buckets)
-        order = np.argsort(of, kind="stable")
-        bounds = np.searchsorted(of[order], np.arange(buckets + 1))
-        return [Specifications(self.path, self.ids[order[a:b]], self.codes[order[a:b]],
-                               self.unknown) for a, b in itertools.pairwise(bounds)]
+        return [Specifications(self.path, self.ids[rows], self.codes[rows], self.unknown)
+                for rows in positions_by_bucket(self.ids, buckets)]
 
 
 def read_specifications(path: Path | None, meta: dict) -> Specifications | None:
