@@ -10,10 +10,8 @@ has it, with that readout's time, so rates stay exact across gaps.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +21,7 @@ import pandas as pd
 
 from componentx.compute import map_tasks
 from componentx.data.features import signed_log1p
-from componentx.data.specs import vehicle_codes
-from componentx.data.windowing import buckets_of, gather_rows, read_window_index, readout_arrays
+from componentx.data.windowing import buckets_of, gather_rows, readout_arrays
 
 log = logging.getLogger(__name__)
 
@@ -179,63 +176,13 @@ def bucket_steps(windows: Path, bucket: int) -> tuple[int, int]:
 
 
 def use_window_stats(setting: bool | str, windows: Path, client: object) -> bool:
-    """``baseline.window_stats``; with ``auto``, on when the train readouts of the windowing
+    """``gbdt.window_stats``; with ``auto``, on when the train readouts of the windowing
     stage's ``windows`` folder are not cumulative (levels, where a window's shape matters)."""
     if setting != "auto":
         return bool(setting)
     counts = map_tasks(client, bucket_steps, [(windows, b) for b in range(buckets_of(windows))],
                        "readout steps")
     cumulative = is_cumulative(*np.sum(counts, axis=0))
-    log.info("baseline.window_stats auto: the readouts look %s, window statistics %s",
+    log.info("gbdt.window_stats auto: the readouts look %s, window statistics %s",
              "cumulative" if cumulative else "like levels", "off" if cumulative else "on")
     return not cumulative
-
-
-def bucket_features(windows: Path, ingested: Path, split: str, bucket: int,
-                    spec_columns: list[str], k: int, window_stats: bool,
-                    specs_split: str | None) -> pd.DataFrame:
-    """:func:`summary_features` of one bucket's windows of a split, with their positions in
-    the split's window index (``position``) (a task)."""
-    index = read_window_index(windows, split)
-    mine = np.flatnonzero(index["bucket"].to_numpy() == bucket)
-    index = index.iloc[mine].reset_index(drop=True)
-    codes = vehicle_codes(ingested, specs_split or split, spec_columns,
-                          index["vehicle_id"].to_numpy())
-    table = summary_features(*readout_arrays(windows, split, bucket), index,
-                             json.loads((windows / "features.json").read_text()), k, codes,
-                             spec_columns, window_stats)
-    return table.assign(position=mine)
-
-
-def write_bucket_features(windows: Path, ingested: Path, split: str, bucket: int,
-                          spec_columns: list[str], k: int, window_stats: bool,
-                          specs_split: str | None, folder: Path) -> list[str]:
-    """:func:`bucket_features` as float64 arrays in ``folder`` (``{bucket}.npy`` and
-    ``{bucket}.positions.npy``), so the stage gathers them bucket by bucket (a task).
-    Returns the feature names."""
-    table = bucket_features(windows, ingested, split, bucket, spec_columns, k, window_stats,
-                            specs_split)
-    np.save(folder / f"{bucket:04d}.positions.npy", table.pop("position").to_numpy())
-    np.save(folder / f"{bucket:04d}.npy", table.to_numpy(dtype=np.float64))
-    return list(table.columns)
-
-
-def split_features(windows: Path, ingested: Path, split: str, spec_columns: list[str], k: int,
-                   window_stats: bool, client: object, specs_split: str | None = None
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`summary_features` of a split of the windowing stage's ``windows`` folder, bucket
-    by bucket (on ``client``'s cluster, or here), gathered into one float64 table in the order
-    of its window index (a bucket at a time: no second copy); and that index. The
-    specifications come from ``specs_split`` (the fleet holdout's vehicles are train
-    vehicles)."""
-    index = read_window_index(windows, split)
-    buckets = buckets_of(windows)
-    with tempfile.TemporaryDirectory(prefix=".features-", dir=windows.parent) as tmp:
-        names = map_tasks(client, write_bucket_features, [
-            (windows, ingested, split, bucket, spec_columns, k, window_stats, specs_split,
-             Path(tmp)) for bucket in range(buckets)], f"{split} summary features")[0]
-        values = np.empty((len(index), len(names)))
-        for bucket in range(buckets):
-            values[np.load(Path(tmp) / f"{bucket:04d}.positions.npy")] = np.load(
-                Path(tmp) / f"{bucket:04d}.npy")
-    return pd.DataFrame(values, columns=names, copy=False), index
