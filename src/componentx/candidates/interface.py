@@ -97,7 +97,7 @@ class PipelineData:
         that bucket's readouts; the fleet holdout's vehicles are train vehicles."""
         values, times, vehicles = readout_arrays(self.windows, split, bucket)
         codes = vehicle_codes(self.ingested, "train" if split == "fleet" else split,
-                              self.summary.spec_columns, index["vehicle_id"].to_numpy())
+                              self.summary.spec_columns, index["vehicle_id"].to_numpy(), bucket)
         return Windows(Readouts(values, times, vehicles), index["end_row"].to_numpy(),
                        index["length"].to_numpy(), index["ref_time"].to_numpy(), codes)
 

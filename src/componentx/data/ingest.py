@@ -23,7 +23,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from componentx.compute import dask_client, keyed_hash, map_tasks, resolve_buckets
+from componentx.compute import (
+    dask_client,
+    keyed_hash,
+    map_tasks,
+    positions_by_bucket,
+    resolve_buckets,
+)
 from componentx.data import synthetic
 from componentx.data.labels import check_windows
 from componentx.data.layout import (
@@ -317,6 +323,11 @@ def _ingest_specifications(csv_dir: Path, split: str, vehicles: Vehicles,
                                     summary.spec_columns if split != "train" else None)
         summary.spec_columns = specs.column_names[1:]
         pq.write_table(specs, out_dir / f"{split}_specs.parquet")
+        for bucket, rows in enumerate(positions_by_bucket(specs.column(ID).to_numpy(),
+                                                          summary.buckets)):
+            bucket_file(out_dir / "specs", split, bucket).parent.mkdir(parents=True,
+                                                                        exist_ok=True)
+            pq.write_table(specs.take(rows), bucket_file(out_dir / "specs", split, bucket))
     elif path.exists():
         raise DatasetError(path, "specifications exist for this split but not for train")
 

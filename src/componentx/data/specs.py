@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from componentx.data.layout import ID
+from componentx.data.layout import ID, bucket_file
 
 
 def vocabularies(train: Mapping[str, Sequence], columns: Sequence[str]) -> dict[str, list[str]]:
@@ -65,14 +65,17 @@ def _vocabularies_of(path: Path, mtime_ns: int, size: int, columns: tuple[str, .
     return vocabularies(pq.read_table(path, columns=list(columns)).to_pydict(), columns)
 
 
-def vehicle_codes(ingested: Path, split: str, columns: Sequence[str], vehicles: np.ndarray
-                  ) -> np.ndarray:
+def vehicle_codes(ingested: Path, split: str, columns: Sequence[str], vehicles: np.ndarray,
+                  bucket: int | None = None) -> np.ndarray:
     """Codes (len(vehicles), columns) of the given vehicles of an ingested split (0 where a
-    vehicle has no specifications); only their rows are coded."""
+    vehicle has no specifications), all of vehicle bucket ``bucket`` where it is given (then
+    only that bucket's specifications are read); only their rows are coded."""
     codes = np.zeros((len(vehicles), len(columns)), dtype=np.int64)
     if not columns:
         return codes
-    table = pq.read_table(Path(ingested) / f"{split}_specs.parquet", columns=[ID, *columns])
+    path = (Path(ingested) / f"{split}_specs.parquet" if bucket is None
+            else bucket_file(Path(ingested) / "specs", split, bucket))
+    table = pq.read_table(path, columns=[ID, *columns])
     position = pd.Index(table.column(ID).to_numpy()).get_indexer(vehicles)
     found = position >= 0
     codes[found] = encode(train_vocabularies(ingested, columns),
