@@ -266,6 +266,9 @@ def test_a_scoring_task_carries_the_specifications_of_its_bucket_only():
         assert (bucket_of(part.ids, 7) == number).all() and (np.diff(part.ids) > 0).all()
         np.testing.assert_array_equal(part.codes_for(part.ids, Path("r.csv")),
                                       specs.codes_for(part.ids, Path("r.csv")))
+    empty = Specifications(Path("specs.csv"), ids[:0], np.zeros((0, 2), dtype=np.int64), {})
+    with pytest.raises(DatasetError, match=f"vehicle {ids[0]} has readouts .* no spec"):
+        empty.codes_for(ids[:1], Path("r.csv"))
 
 
 def on_lines(change):

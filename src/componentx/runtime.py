@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -86,20 +85,6 @@ def atomic_write_bytes(target: str | Path, data: bytes) -> None:
 
 def atomic_write_json(target: str | Path, payload: Any) -> None:
     atomic_write_bytes(target, (json.dumps(payload, indent=2) + "\n").encode())
-
-
-def allow_open_files(count: int, what: str) -> None:
-    """Raise this process's soft limit on open files to hold ``count`` more than it has open
-    now (up to the hard limit, which only an administrator raises): a window set keeps two
-    files per bucket open, over the usual soft limit of 1,024 at a few hundred buckets."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = count + len(os.listdir("/dev/fd")) + 64  # 64 for libraries and sockets
-    if needed <= soft:
-        return
-    if hard != resource.RLIM_INFINITY and needed > hard:
-        raise UserError(f"{what} needs {needed} open files, over this machine's hard limit "
-                        f"of {hard} (ulimit -Hn): raise it, or use fewer buckets")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def setup_logging() -> None:

@@ -7,6 +7,7 @@ torch batches, :mod:`componentx.sequence.dataset`) and the kernel transforms
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,13 +20,13 @@ from componentx.data.features import AGE_SCALE, HISTORY_CHANNELS, FeatureStats
 from componentx.data.layout import bucket_file
 from componentx.data.specs import vehicle_codes
 from componentx.data.windowing import buckets_of, read_window_index
-from componentx.runtime import allow_open_files
 
 
 class NpyRows:
     """A ``.npy`` file (rows first) read row range by row range with ``os.pread``: nothing is
     loaded or mapped whole, so a process's memory does not grow with the file (the page cache
-    holds what is read often)."""
+    holds what is read often). The file is opened for each read (about a microsecond), so a
+    window set of any number of buckets holds no file open."""
 
     def __init__(self, path: Path) -> None:
         with Path(path).open("rb") as handle:
@@ -37,17 +38,17 @@ class NpyRows:
             raise ValueError(f"{path}: a Fortran-ordered array cannot be read by rows")
         self.shape, self.dtype = shape, np.dtype(dtype)
         self.row_bytes = self.dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
-        self.path, self.fd = Path(path), os.open(path, os.O_RDONLY)
+        self.path = Path(path)
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         start, stop, _ = rows.indices(self.shape[0])
-        data = os.pread(self.fd, (stop - start) * self.row_bytes, self.offset
-                        + start * self.row_bytes)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            data = os.pread(fd, (stop - start) * self.row_bytes, self.offset
+                            + start * self.row_bytes)
+        finally:
+            os.close(fd)
         return np.frombuffer(data, self.dtype).reshape(stop - start, *self.shape[1:])
-
-    def __del__(self) -> None:
-        if hasattr(self, "fd"):
-            os.close(self.fd)
 
 
 SPILL_BYTES = 256 * 2**20  # rows kept in memory up to this size, beyond it on disk
@@ -57,29 +58,34 @@ SPILL_BYTES = 256 * 2**20  # rows kept in memory up to this size, beyond it on d
 def spilled_rows(path: Path, rows: int, chunks: Iterable[np.ndarray],
                  spill_bytes: int = SPILL_BYTES) -> Iterator[np.ndarray | NpyRows]:
     """Row chunks (each (rows_in_chunk, ...), of one dtype and row shape), ``rows`` rows in
-    all, as one array: in memory up to ``spill_bytes``, else written one chunk after the
-    other into a ``.npy`` file at ``path``, yielded as :class:`NpyRows` (read a range of rows
-    at a time) and deleted afterwards. Either way its memory is at most ``spill_bytes`` and
-    a chunk, whatever the rows."""
-    kept, written, handle = [], 0, None
+    all, as one array: in memory where it takes at most ``spill_bytes``, else written one
+    chunk after the other into a ``.npy`` file at ``path``, yielded as :class:`NpyRows`
+    (read a range of rows at a time) and deleted afterwards. Its memory is the smaller of the
+    array and a chunk, whatever the rows."""
+    out, written, handle = None, 0, None
     try:
         for chunk in chunks:
-            kept.append(chunk)
-            written += len(chunk)
-            if handle is None and sum(c.nbytes for c in kept) > spill_bytes:
+            if written == 0 and rows * chunk.dtype.itemsize * math.prod(chunk.shape[1:]
+                                                                        ) <= spill_bytes:
+                out = np.empty((rows, *chunk.shape[1:]), dtype=chunk.dtype)
+            elif written == 0:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 handle = Path(path).open("wb")
                 np.lib.format.write_array_header_1_0(handle, {
-                    "descr": np.lib.format.dtype_to_descr(kept[0].dtype),
-                    "fortran_order": False, "shape": (rows, *kept[0].shape[1:])})
-            if handle is not None:
-                for part in kept:
-                    handle.write(np.ascontiguousarray(part, dtype=kept[0].dtype).tobytes())
-                kept = []
+                    "descr": np.lib.format.dtype_to_descr(chunk.dtype), "fortran_order": False,
+                    "shape": (rows, *chunk.shape[1:])})
+                dtype = chunk.dtype
+            if written + len(chunk) > rows:
+                break
+            if out is not None:
+                out[written:written + len(chunk)] = chunk
+            else:
+                handle.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
+            written += len(chunk)
         if written != rows or rows == 0:
-            raise ValueError(f"{path}: {written} rows written where {rows} were announced")
-        if handle is None:
-            yield np.concatenate(kept)
+            raise ValueError(f"{path}: more or fewer rows than the {rows} announced")
+        if out is not None:
+            yield out
         else:
             handle.close()
             yield NpyRows(path)
@@ -159,7 +165,6 @@ def load_window_set(windows: Path, inputs: Path, ingested: Path, splits: str | S
     ``specs_split`` (the fleet holdout's vehicles are train vehicles)."""
     splits = [splits] if isinstance(splits, str) else list(splits)
     buckets = buckets_of(windows)
-    allow_open_files(2 * buckets * len(splits), f"the window set of {', '.join(splits)}")
     sources, times, indexes, specs = [], [], [], []
     for number, split in enumerate(splits):
         index = read_window_index(windows, split)

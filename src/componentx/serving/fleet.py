@@ -89,7 +89,8 @@ def fleet_view(models: dict[str, Bundle], data: PipelineData, labels: Path, sett
                device: str = "auto", compute: dict | None = None) -> FleetView | None:
     """The fleet view of the holdout (None when there is none) by ``models``
     (:func:`candidate_bundles`), scored on the Dask cluster of ``compute``
-    (``params.compute``; None: in this process); ``settings`` is ``params.fleet``, whose
+    (``params.compute``; None: one worker, or ``DASK_SCHEDULER_ADDRESS``'s cluster);
+    ``settings`` is ``params.fleet``, whose
     ``horizon: auto`` is the window of their risk
     (:func:`~componentx.decisions.rules.risk_window`)."""
     holdout = data.labelled("fleet")

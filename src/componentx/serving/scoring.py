@@ -90,8 +90,9 @@ class Specifications:
 
     def codes_for(self, vehicles: np.ndarray, readouts: Path) -> np.ndarray:
         position = np.searchsorted(self.ids, vehicles)
-        found = (position < len(self.ids)) & (self.ids[np.minimum(position, len(self.ids) - 1)]
-                                              == vehicles)
+        found = (position < len(self.ids)) & (
+            self.ids[np.minimum(position, len(self.ids) - 1)] == vehicles
+            if len(self.ids) else False)
         if not found.all():
             missing = vehicles[~found]
             raise DatasetError(self.path, f"vehicle {missing[0]} has readouts in {readouts} but "
