@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from componentx.runtime import atomic_dir, atomic_write_json
@@ -25,19 +29,21 @@ def test_atomic_json(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
 
+def python_code(code: str, folder: Path) -> subprocess.CompletedProcess:
+    """``code`` run by this Python in a process of its own, in ``folder``."""
+    return subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True,
+                          text=True)
+
+
 def test_a_tracking_option_without_its_package_is_one_clear_error(tmp_path):
     """mlflow made unimportable, as on a machine without the extra installed."""
-    import subprocess
-    import sys
-
     code = ("import sys; sys.modules['mlflow'] = None\n"
             "from componentx.tracking import Tracker\n"
             "settings = {'mlflow': True, 'mlflow_uri': 'mlruns', 'mlflow_experiment': 'x',\n"
             "            'tensorboard': False, 'tensorboard_dir': 'tb'}\n"
             "from componentx.runtime import run_stage\n"
             "run_stage(lambda: Tracker(settings, 'run', 'abc'))\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                            text=True)
+    result = python_code(code, tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == ("error: tracking.mlflow is true but mlflow is not "
                                      "installed: pip install -e .[mlflow] (or set "
@@ -56,8 +62,6 @@ def test_leftovers_of_a_killed_writer_are_removed(tmp_path):
 def test_a_writer_stopped_inside_the_swap_loses_no_output(tmp_path, outcome):
     """The writer dies (SIGKILL) or its rename fails just as the new output would be renamed
     in: the old output survives, whole, for the next writer."""
-    import subprocess
-    import sys
 
     target = tmp_path / "out"
     with atomic_dir(target) as tmp:
@@ -74,8 +78,7 @@ def test_a_writer_stopped_inside_the_swap_loses_no_output(tmp_path, outcome):
             "os.replace = replace\n"
             "with atomic_dir('out') as tmp:\n"
             "    (tmp / 'a.txt').write_text('new')\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                            text=True)
+    result = python_code(code, tmp_path)
     assert result.returncode != 0
     if outcome == "failed":
         assert (target / "a.txt").read_text() == "old"
@@ -88,8 +91,6 @@ def test_a_writer_stopped_inside_the_swap_loses_no_output(tmp_path, outcome):
 def test_a_stage_refuses_to_start_while_another_process_writes_its_outputs(tmp_path):
     """A process holding the stage's lock (as the workers of a killed run would): the stage
     stops with one line, and starts once the holder is gone."""
-    import subprocess
-    import sys
     import time
 
     from conftest import ROOT
