@@ -38,6 +38,7 @@ from componentx.serving.drift import drift_report, increment_counts
 from componentx.serving.scoring import (
     carried_columns,
     carried_specifications,
+    feature_values,
     loaded_bundle,
     read_specifications,
 )
@@ -123,9 +124,8 @@ def folder_readouts(folder: Path, meta: dict) -> FleetReadouts:
     vehicles = table.column(ID).to_numpy()
     codes = (specs.codes_for(vehicles, path) if specs is not None
              else np.zeros((len(vehicles), 0), dtype=np.int64))
-    values = np.column_stack([table.column(c).to_numpy(zero_copy_only=False)
-                              for c in meta["feature_columns"]])
-    return FleetReadouts(values, table.column(TIME).to_numpy(), vehicles, codes)
+    return FleetReadouts(feature_values(table, meta["feature_columns"]),
+                         table.column(TIME).to_numpy(), vehicles, codes)
 
 
 def holdout_readouts(data: PipelineData) -> FleetReadouts:

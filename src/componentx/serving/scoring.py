@@ -193,6 +193,12 @@ def _cached_bundle(bundle: Path, engine: str, written: tuple[int, int]) -> Bundl
     return Bundle.load(bundle, engine)
 
 
+def feature_values(table: pa.Table, columns: list[str]) -> np.ndarray:
+    """The readouts' ``columns`` of ``table`` as one (rows, len(columns)) array."""
+    return np.column_stack([table.column(c).to_numpy(zero_copy_only=False)
+                            for c in columns]).reshape(table.num_rows, -1)
+
+
 def score_bucket(bundle: Path, engine: str, device: str, readouts: Path, parts: list[Path],
                  specs: Specifications | None, at_column: str | None,
                  at_table: pa.Table | None) -> tuple[pa.Table, int, np.ndarray, np.ndarray | None]:
@@ -204,8 +210,7 @@ def score_bucket(bundle: Path, engine: str, device: str, readouts: Path, parts: 
     meta = model.meta
     table = sorted_bucket(readouts, parts, meta["feature_columns"], at_column)
     ids, times = table.column(ID).to_numpy(), table.column(TIME).to_numpy()
-    values = np.column_stack([table.column(c).to_numpy(zero_copy_only=False)
-                              for c in meta["feature_columns"]]).reshape(len(ids), -1)
+    values = feature_values(table, meta["feature_columns"])
     at_rows = None if at_column is None else np.nan_to_num(
         table.column(at_column).to_numpy(zero_copy_only=False)) != 0
     scored = score_arrays(readouts, specs, ids, times, values, model, device, at_rows,
