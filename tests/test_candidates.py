@@ -219,3 +219,37 @@ def test_a_candidate_that_declines_its_data_is_left_out_and_says_why(small_proje
     params["gate"]["candidates"] = ["multirocket"]
     fitted, declined = folders.fitted(params)
     assert fitted == [] and set(declined) == {"multirocket"}
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_cross_validated_a_fit_that_tunes_nothing_ships_its_refit_one_that_tunes_its_folds(
+        small_project, monkeypatch, tmp_path):
+    """MiniRocket (tunes nothing): out-of-fold logits from the fold models, the test logits
+    from the same fit on every selection window; the GBDT (tunes): its fold models."""
+    from componentx.candidates.folders import CandidateFolders
+    from componentx.candidates.interface import FoldEnsemble, PipelineData
+    from componentx.candidates.phase import ModelPhase, fit_candidate, score
+    from componentx.decisions.selection import plan_selection
+
+    monkeypatch.chdir(small_project)
+    params = yaml.safe_load((small_project / "params.yaml").read_text())
+    data = PipelineData(params["window"]["size"])
+    selection = plan_selection(data.windows, params["selection"])
+    folders = CandidateFolders(models=tmp_path / "models", logits=tmp_path / "logits",
+                               resume=tmp_path / "resume")
+    for name, shipped in (("rocket", "refit"), ("gbdt", "folds")):
+        fit_candidate(name, params, data, folders)
+        assert folders.fit_report(name)["shipped"] == shipped
+        ensemble = (folders.models / name / FoldEnsemble.META).is_file()
+        assert ensemble == (shipped == "folds")
+    with np.load(folders.logits / "rocket.npz") as saved:
+        selection_logits, test_logits = saved["selection"], saved["test"]
+    phase = ModelPhase("rocket", params, data, folders, live=False)
+    windows = data.labelled(selection.splits)
+    refit = phase.fit(windows, None, "again")
+    np.testing.assert_allclose(score(refit, data.labelled("test"), "cpu"), test_logits)
+    _, fitted_on, held = next(iter(selection.split_folds()))
+    fold = phase.fit(windows.subset(fitted_on), None, "fold")
+    np.testing.assert_allclose(score(fold, windows.subset(held), "cpu"),
+                               selection_logits[held])

@@ -16,7 +16,7 @@ from componentx.rocket.head import ABSENT_CLASS_LOGIT, ALPHAS, fit_head, fit_rid
 from componentx.rocket.kernels import MIN_LENGTH, fit_kernels, real_steps, transform
 from componentx.rocket.model import FittedRocket, fit_rocket
 
-SETTINGS = {"kernels": 168, "class_weights": "inverse", "seed": 0}
+SETTINGS = {"kernels": 168, "channels": "readouts", "class_weights": "inverse", "seed": 0}
 
 
 def left_padded(sequences, size, padding=0.0):
@@ -60,6 +60,26 @@ def test_padding_is_never_read():
     assert np.isfinite(features).all() and features.shape == (4, kernels.n_features)
 
 
+def test_readouts_are_convolved_and_the_history_and_age_only_set_beside():
+    """Model-input windows: 2 readouts, the 2 history channels, the age. With ``readouts``
+    the kernels read the first two alone; the last three count only at the last step."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 20, 5)).astype(np.float32)
+    lengths, specs = np.array([20, 20, 15, 9, 3, 20]), np.zeros((6, 1), dtype=np.int64)
+    kernels = fit_kernels(x[:, :, :2], lengths, 168, seed=0)
+    model = FittedRocket(kernels, "readouts", 2, [1], None)
+    features = model.features(x, lengths, specs)
+    assert features.shape == (6, kernels.n_features + 3 + 1)
+    np.testing.assert_array_equal(features[:, kernels.n_features:-1], x[:, -1, 2:])
+    ramps = x.copy()
+    ramps[:, :-1, 2:] = np.linspace(0, 50, 19)[None, :, None]  # history and age, not last
+    np.testing.assert_array_equal(model.features(ramps, lengths, specs), features)
+    everything = FittedRocket(fit_kernels(x, lengths, 168, seed=0), "inputs", 2, [1], None)
+    assert everything.features(x, lengths, specs).shape == (6, kernels.n_features + 1)
+    assert not np.array_equal(everything.features(ramps, lengths, specs),
+                              everything.features(x, lengths, specs))
+
+
 def test_short_windows_repeat_their_first_readout_and_empty_ones_are_zeros():
     x, _ = left_padded([np.arange(1, 4, dtype=np.float32)[:, None] * [1, -1]], 8)
     values, steps = real_steps(np.concatenate([x, np.zeros_like(x)]), np.array([3, 0]))
@@ -71,7 +91,7 @@ def test_short_windows_repeat_their_first_readout_and_empty_ones_are_zeros():
 
 def test_the_head_gives_probabilities_and_the_files_give_the_same_logits(tmp_path):
     train, test = shapes(0, 90), shapes(1, 60)
-    model, priors = fit_rocket(train, 3, [3], SETTINGS, tmp_path)
+    model, priors = fit_rocket(train, 3, 1, [3], SETTINGS, tmp_path)
     logits = window_logits(model, test)
     assert logits.shape == (60, 3) and priors.shape == (3,)
     probs = softmax(logits)
@@ -82,14 +102,15 @@ def test_the_head_gives_probabilities_and_the_files_give_the_same_logits(tmp_pat
     arrays = model.to_arrays()
     head = {"kind": model.head.kind, "alpha": model.head.alpha, "errors": model.head.errors}
     np.testing.assert_array_equal(window_logits(FittedRocket.from_arrays(
-        arrays, model.spec_cardinalities, head), test), logits)
+        arrays, model.channels, model.readouts, model.spec_cardinalities, head), test), logits)
 
 
 def saved_candidate(folder):
     """A MiniRocket candidate saved in ``folder`` (4 inputs: 3 features and the age)."""
     from componentx.data.features import FeatureStats
 
-    model, priors = fit_rocket(window_set(0, 100), 5, [3], SETTINGS, folder.parent / "work")
+    model, priors = fit_rocket(window_set(0, 100), 5, 1, [3], SETTINGS,
+                               folder.parent / "work")
     candidate = MiniRocket({})
     candidate.model, candidate.train_priors, candidate.size = model, priors, 8
     candidate.stats = FeatureStats("cumulative", ["a", "b"], [], ["a", "b"], [10, 10],
@@ -121,7 +142,7 @@ def test_a_single_class_is_a_clear_error(tmp_path):
     windows = window_set(0, 50)
     windows.labels[:] = 0
     with pytest.raises(UserError, match="single class"):
-        fit_rocket(windows, 5, [3], SETTINGS, tmp_path)
+        fit_rocket(windows, 5, 1, [3], SETTINGS, tmp_path)
 
 
 def test_the_ridge_head_chooses_the_standard_pipeline_s_penalty_and_predictions():
@@ -213,6 +234,7 @@ def test_multirocket_reads_real_readouts_only_and_its_files_give_the_same_scores
                                              "seed": 0}})
     train = shapes(0, 90, size=16)
     candidate.seed, candidate.size, candidate.channels, candidate.kernels = 0, 16, 2, 84
+    candidate.inputs, candidate.readouts = "inputs", 2
     candidate.spec_cardinalities = [3]
     candidate.stats = FeatureStats("cumulative", ["a"], [], ["a"], [1], [0.0], [1.0])
     everything = np.arange(len(train))

@@ -35,6 +35,7 @@ AUGMENTATIONS = ("jitter", "scaling", "time_warp", "crop", "mixup")
 DECISION_RULES = ("expected_cost", "argmax")
 CALIBRATIONS = ("temperature", "bias_temperature", "none")
 GBDT_LIBRARIES = ("lightgbm", "sklearn")
+KERNEL_CHANNELS = ("readouts", "inputs")  # rocket.channels: what the kernels convolve
 
 @dataclass(frozen=True)
 class Rule:
@@ -142,10 +143,12 @@ SCHEMA: dict[str, dict[str, Rule]] = {
                  "min_samples_leaf": either(choice("auto"), integer(1)),
                  "window_stats": either(choice("auto"), BOOL), "l2_regularization": NON_NEGATIVE,
                  "class_weights": choice("none", "inverse"), "seed": integer(0)},
-    "rocket": {"kernels": either(choice("auto"), integer(84)), "l2": POSITIVE,
+    "rocket": {"kernels": either(choice("auto"), integer(84)),
+               "channels": choice(*KERNEL_CHANNELS), "l2": POSITIVE,
                "max_iter": integer(1), "class_weights": choice("none", "inverse"),
                "seed": integer(0)},
     "multirocket": {"kernels": either(choice("auto"), integer(84)),
+                    "channels": choice(*KERNEL_CHANNELS),
                     "max_windows": integer(1), "l2": POSITIVE,
                     "max_iter": integer(1), "class_weights": choice("none", "inverse"),
                     "seed": integer(0)},

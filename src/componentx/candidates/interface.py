@@ -220,7 +220,8 @@ class Candidate(ABC):
     #: the params sections it reads (its fit's fingerprint)
     sections: ClassVar[tuple[str, ...]] = ()
     #: whether :meth:`fit` makes self-tuned choices on ``FitData.tune`` (else it gets all
-    #: its windows in ``fit`` and ``tune`` is None)
+    #: its windows in ``fit`` and ``tune`` is None, and cross-validated, it ships a refit on
+    #: every selection window rather than its fold models: :mod:`~componentx.candidates.phase`)
     tunes: ClassVar[bool] = False
 
     train_priors: np.ndarray

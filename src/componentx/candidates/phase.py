@@ -3,10 +3,14 @@
 
 :func:`fit_candidate` (the ``fit_<name>`` stages) plans the selection windows
 (:mod:`componentx.decisions.selection`): with enough data the candidate is fitted on train
-and scored on validation; with few, it is fitted fold by fold, each fold model scores its
-held fold (out-of-fold logits), and the fold models ship together
-(:class:`~componentx.candidates.interface.FoldEnsemble`): exactly what the gate ranked, no
-refit. Every self-tuned choice (an early-stopping epoch, a boosting iteration) is made inside
+and scored on validation; with few, it is fitted fold by fold and each fold model scores its
+held fold (out-of-fold logits). Then what ships is exactly what the gate ranked: a candidate
+that tunes itself ships its fold models together
+(:class:`~componentx.candidates.interface.FoldEnsemble`), since a refit would tune on other
+windows; one that tunes nothing (:attr:`~componentx.candidates.interface.Candidate.tunes`
+false: the same fit, whatever its windows) is refitted by that same fit on every selection
+window, as the standard pipelines do (it sees every series, which classes of a few series
+need most). Every self-tuned choice (an early-stopping epoch, a boosting iteration) is made inside
 each fit, on an inner split of its own training windows (one vehicle in five, keyed,
 stratified), by the same rule for every candidate
 (:attr:`~componentx.candidates.interface.Candidate.tunes`): never on the windows the gate
@@ -136,15 +140,19 @@ def fit_candidate(name: str, params: dict, data: PipelineData, folders: Candidat
             members.append(phase.fit_tuned_inside(windows.subset(fitted_on), f"fold{number}"))
             if main_process():
                 selection_logits[held] = score(members[-1], windows.subset(held), device)
-        final: Candidate = FoldEnsemble(members)
+        if phase.cls.tunes:
+            final, shipped = FoldEnsemble(members), "folds"
+        else:
+            log.info("%s: refitting on all %d selection windows", name, len(windows))
+            final, shipped = phase.fit(windows, None, "refit"), "refit"
     else:
-        final = phase.fit_tuned_inside(data.labelled("train"))
+        final, shipped = phase.fit_tuned_inside(data.labelled("train")), "train"
         selection_logits = score(final, data.labelled("validation"), device) \
             if main_process() else None
     if not main_process():
         return
     test_logits = score(final, data.labelled("test"), device)
-    write_fit(phase, final, selection, selection_logits, test_logits)
+    write_fit(phase, final, shipped, selection, selection_logits, test_logits)
     shutil.rmtree(phase.work, ignore_errors=True)
 
 
@@ -160,9 +168,11 @@ def write_declined(phase: ModelPhase, selection: Selection, reason: str) -> None
     atomic_write_bytes(phase.folders.logits / f"{phase.name}.npz", buffer.getvalue())
 
 
-def write_fit(phase: ModelPhase, model: Candidate, selection: Selection,
+def write_fit(phase: ModelPhase, model: Candidate, shipped: str, selection: Selection,
               selection_logits: np.ndarray, test_logits: np.ndarray) -> None:
-    """The fit stage's outputs, each written atomically."""
+    """The fit stage's outputs, each written atomically; ``shipped`` says what the model is:
+    ``train`` (fitted on train), ``folds`` (the fold models) or ``refit`` (on every
+    selection window)."""
     folders, name = phase.folders, phase.name
     with atomic_dir(folders.models / name) as tmp:
         model.save(tmp)
@@ -171,8 +181,8 @@ def write_fit(phase: ModelPhase, model: Candidate, selection: Selection,
             "candidate": name, "description": model.describe(), "report": model.report(),
             "calibration": {method: model.calibration_method(method)
                             for method in CALIBRATIONS},
-            "selection": selection.to_dict(), "fingerprint": phase.key, "run": phase.run,
-            "files": files}, indent=1, default=float) + "\n")
+            "selection": selection.to_dict(), "shipped": shipped, "fingerprint": phase.key,
+            "run": phase.run, "files": files}, indent=1, default=float) + "\n")
     buffer = io.BytesIO()
     np.savez(buffer, selection=np.asarray(selection_logits, dtype=np.float64),
              selection_vehicles=selection.vehicles.astype(np.int64),

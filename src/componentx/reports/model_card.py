@@ -29,12 +29,17 @@ def model_card(meta: dict) -> str:
     metrics, provenance = meta["metrics"], meta["provenance"]
     gate = metrics.get("gate", {})
     what = meta["description"]
-    cross_validated = metrics.get("selection", {}).get("mode") == "cross_validation"
-    fitted = ("The models of its cross-validation folds over train and validation (each "
-              "tuned on an inner split of its own training vehicles), calibrated on their "
-              "out-of-fold predictions; never on test." if cross_validated else
-              "Trained on train (tuned on an inner split of its vehicles), calibrated on "
-              "validation, never on test.")
+    selection = metrics.get("selection", {})
+    cross_validated = selection.get("mode") == "cross_validation"
+    fitted = {
+        "folds": "The models of its cross-validation folds over train and validation (each "
+                 "tuned on an inner split of its own training vehicles), calibrated on their "
+                 "out-of-fold predictions; never on test.",
+        "refit": "Fitted on train and validation, its fit tuning nothing, and calibrated on "
+                 "the out-of-fold predictions of the same fit in cross-validation folds; "
+                 "never on test.",
+        "train": "Trained on train (tuned on an inner split of its vehicles where it tunes), "
+                 "calibrated on validation, never on test."}[selection.get("shipped", "train")]
     vehicles = ", ".join(f"{n:,} {split}" for split, n in provenance["data"]["vehicles"].items())
     lines = [
         f"# Model card: componentx {meta['title']} ({meta['kind']})", "",

@@ -1,4 +1,4 @@
-"""The MiniRocket candidate: kernel features of the very windows the sequence model reads
+"""The MiniRocket candidate: kernel features of the windows the sequence model reads
 (:mod:`componentx.rocket.model`), computed from raw readouts with the train statistics it
 was fitted with.
 
@@ -17,7 +17,7 @@ import numpy as np
 from componentx.candidates.interface import Candidate, FitData, Windows
 from componentx.data.features import FeatureStats
 from componentx.errors import BundleError
-from componentx.rocket.kernels import CHUNK, read_saved, window_scores
+from componentx.rocket.kernels import CHANNELS, CHUNK, read_saved, window_scores
 from componentx.rocket.model import FittedRocket, fit_rocket
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,9 @@ class MiniRocket(Candidate):
 
     def fit(self, data: FitData) -> MiniRocket:
         self.stats, self.size = FeatureStats.load(data.data.stats), data.data.size
-        self.model, self.train_priors = fit_rocket(data.fit.window_set(), data.num_classes,
-                                                   data.data.spec_cardinalities(),
-                                                   self.settings, data.work)
+        self.model, self.train_priors = fit_rocket(
+            data.fit.window_set(), data.num_classes, len(self.stats.source_features),
+            data.data.spec_cardinalities(), self.settings, data.work)
         log.info("rocket: %d kernel features, %d windows fitted on",
                  self.model.kernels.n_features, len(data.fit))
         return self
@@ -50,6 +50,7 @@ class MiniRocket(Candidate):
         np.savez(folder / ARRAYS, **self.model.to_arrays())
         (folder / META).write_text(json.dumps({
             "features": self.model.kernels.n_features, "size": self.size,
+            "channels": self.model.channels, "readouts": self.model.readouts,
             "spec_cardinalities": self.model.spec_cardinalities,
             "head": {"kind": self.model.head.kind, "alpha": self.model.head.alpha,
                      "errors": self.model.head.errors},
@@ -61,7 +62,8 @@ class MiniRocket(Candidate):
         """Read ``rocket.npz`` as plain arrays (:func:`read_saved`)."""
         meta, arrays = read_saved(folder, META, ARRAYS, "MiniRocket", engine)
         try:
-            model = FittedRocket.from_arrays(arrays, meta["spec_cardinalities"], meta["head"])
+            model = FittedRocket.from_arrays(arrays, meta["channels"], meta["readouts"],
+                                             meta["spec_cardinalities"], meta["head"])
         except (ValueError, KeyError, TypeError) as error:
             raise BundleError(f"{folder}: the MiniRocket model cannot be read ({error})"
                               ) from None
@@ -73,7 +75,8 @@ class MiniRocket(Candidate):
 
     def describe(self) -> str:
         return (f"MiniRocket kernel features ({self.model.kernels.n_features:,}) of the last "
-                f"{self.size} readouts of a vehicle with a {self.model.head.describe()}")
+                f"{self.size} readouts of a vehicle ({CHANNELS[self.model.channels]}) with a "
+                f"{self.model.head.describe()}")
 
     def report(self) -> dict:
         return {"kernel_features": self.model.kernels.n_features,

@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from componentx.candidates.interface import Windows
-from componentx.data.features import FeatureStats, window_input_batches
+from componentx.data.features import HISTORY_CHANNELS, FeatureStats, window_input_batches
 from componentx.errors import BundleError
 
 MIN_LENGTH = 9  # steps MiniRocket's kernels (length 9) need
 CHUNK = 4096  # windows transformed at a time
+CHANNELS = {"readouts": "its readouts, its history and age beside",  # params.KERNEL_CHANNELS
+            "inputs": "every model input"}
 
 
 @dataclass
@@ -57,6 +59,25 @@ def window_scores(windows: Windows, stats: FeatureStats, size: int, chunk: int,
                  readouts.values, readouts.times, readouts.vehicles, windows.end_row,
                  windows.length, windows.ref_time, stats, size, chunk), strict=True)]
     return np.concatenate(parts) if parts else np.zeros((0, classes))
+
+
+def split_inputs(x: np.ndarray, channels: str, readouts: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """What a kernel candidate reads of model-input windows ``x`` (windows, size, inputs + 1)
+    (:func:`~componentx.data.features.window_inputs`): the channels its kernels convolve
+    (windows, size, c) and the numbers set beside their features (windows, e).
+
+    ``channels`` is ``readouts``: the first ``readouts`` channels (the readouts in the
+    transform's first form: as they are, counters as signed log1p; the kernels take their
+    own differences), and beside them the history channels and the age at each window's last
+    step (three numbers: zeros for an empty window). Or ``inputs``: every channel, as the
+    sequence model reads them, and nothing beside. The history and age are smooth ramps:
+    convolved, they only dilute the signal (the README's small tasks).
+    """
+    if channels == "inputs":
+        return x, np.zeros((len(x), 0), dtype=np.float32)
+    return x[:, :, :readouts], np.ascontiguousarray(
+        x[:, -1, -(len(HISTORY_CHANNELS) + 1):], dtype=np.float32)
 
 
 def read_saved(folder: Path, meta: str, arrays: str, what: str, engine: str

@@ -1,6 +1,8 @@
 """The MultiRocket candidate: sktime's public ``MultiRocketMultivariate`` transform (MiniRocket's
 kernels on each window and on its first differences, four pooling operators each) of the
-very windows the sequence model reads, the specifications one-hot, and the linear head of
+windows the sequence model reads (the channels that
+:func:`~componentx.rocket.kernels.split_inputs` picks, and the numbers it sets beside them),
+the specifications one-hot, and the linear head of
 :mod:`componentx.rocket.head`.
 
 **Padding.** MultiRocket reads series of one length. A window's real readouts are kept as
@@ -28,7 +30,7 @@ from componentx.data.window_set import spilled_rows
 from componentx.decisions.priors import class_weights, training_priors
 from componentx.errors import UserError
 from componentx.rocket.head import LinearHead, fit_head
-from componentx.rocket.kernels import read_saved, window_scores
+from componentx.rocket.kernels import CHANNELS, read_saved, split_inputs, window_scores
 from componentx.rocket.model import KERNEL_SAMPLE, RIDGE_WINDOWS, kernel_sample, one_hot
 
 log = logging.getLogger(__name__)
@@ -80,8 +82,9 @@ class MultiRocket(Candidate):
         return MultiRocketMultivariate(num_kernels=kernels, random_state=self.seed, n_jobs=-1)
 
     def _features(self, x: np.ndarray, lengths: np.ndarray, specs: np.ndarray) -> np.ndarray:
-        transformed = self.transform.transform(edge_padded(x, lengths))
-        return np.concatenate([np.asarray(transformed, dtype=np.float32),
+        convolved, beside = split_inputs(x, self.inputs, self.readouts)
+        transformed = self.transform.transform(edge_padded(convolved, lengths))
+        return np.concatenate([np.asarray(transformed, dtype=np.float32), beside,
                                one_hot(specs, self.spec_cardinalities)], axis=1)
 
     def fit(self, data: FitData) -> MultiRocket:
@@ -89,16 +92,19 @@ class MultiRocket(Candidate):
         labels, n, k = windows.labels, len(windows), data.num_classes
         if len(np.unique(labels)) < 2:
             raise UserError("multirocket: the windows it is fitted on hold a single class")
-        self.seed, self.size, self.channels = (self.settings["seed"], data.data.size,
-                                               windows.n_inputs)
+        self.seed, self.size, self.inputs = (self.settings["seed"], data.data.size,
+                                             self.settings["channels"])
         self.stats, self.spec_cardinalities = (FeatureStats.load(data.data.stats),
                                                data.data.spec_cardinalities())
+        self.readouts = len(self.stats.source_features)
         setting = self.settings["kernels"]
         self.kernels = int(setting) if setting != "auto" else (
             FULL_KERNELS if n <= RIDGE_WINDOWS else CAPPED_KERNELS)
         sample = kernel_sample(n, self.seed)
+        convolved = split_inputs(windows.arrays(sample), self.inputs, self.readouts)[0]
+        self.channels = convolved.shape[2]
         self.transform = self._transformer(self.kernels).fit(
-            edge_padded(windows.arrays(sample), windows.length[sample]))
+            edge_padded(convolved, windows.length[sample]))
         weights = class_weights(self.settings["class_weights"], labels, k,
                                 "multirocket.class_weights")
         with spilled_rows(data.work / "features.npy", n, (
@@ -127,7 +133,8 @@ class MultiRocket(Candidate):
         np.savez(folder / ARRAYS, **arrays)
         (folder / META).write_text(json.dumps({
             "kernels": self.kernels, "seed": self.seed, "size": self.size,
-            "channels": self.channels, "spec_cardinalities": self.spec_cardinalities,
+            "channels": self.channels, "inputs": self.inputs, "readouts": self.readouts,
+            "spec_cardinalities": self.spec_cardinalities,
             "head": {"kind": self.head.kind, "alpha": self.head.alpha,
                      "errors": self.head.errors},
             "train_priors": self.train_priors.tolist(),
@@ -139,7 +146,8 @@ class MultiRocket(Candidate):
         meta, arrays = read_saved(folder, META, ARRAYS, "MultiRocket", engine)
         model = cls({})
         model.kernels, model.seed, model.size = meta["kernels"], meta["seed"], meta["size"]
-        model.channels = meta["channels"]
+        model.channels, model.inputs, model.readouts = (meta["channels"], meta["inputs"],
+                                                        meta["readouts"])
         model.spec_cardinalities = meta["spec_cardinalities"]
         model.stats = FeatureStats(**meta["stats"])
         model.train_priors = np.asarray(meta["train_priors"])
@@ -154,8 +162,8 @@ class MultiRocket(Candidate):
 
     def describe(self) -> str:
         return (f"MultiRocket features ({8 * (self.kernels // 84) * 84:,}) of the last "
-                f"{self.size} readouts of a vehicle and their differences, with a "
-                f"{self.head.describe()}")
+                f"{self.size} readouts of a vehicle and their differences "
+                f"({CHANNELS[self.inputs]}), with a {self.head.describe()}")
 
     def report(self) -> dict:
         return {"kernels": self.kernels, "head": self.head.kind, "penalty": self.head.alpha}
