@@ -238,11 +238,11 @@ def test_cross_validated_a_fit_that_tunes_nothing_ships_its_refit_one_that_tunes
     selection = plan_selection(data.windows, params["selection"])
     folders = CandidateFolders(models=tmp_path / "models", logits=tmp_path / "logits",
                                resume=tmp_path / "resume")
-    for name, shipped in (("rocket", "refit"), ("gbdt", "folds")):
+    for name, fitted_as in (("rocket", "refit"), ("gbdt", "folds")):
         fit_candidate(name, params, data, folders)
-        assert folders.fit_report(name)["shipped"] == shipped
+        assert folders.fit_report(name)["fitted_as"] == fitted_as
         ensemble = (folders.models / name / FoldEnsemble.META).is_file()
-        assert ensemble == (shipped == "folds")
+        assert ensemble == (fitted_as == "folds")
     with np.load(folders.logits / "rocket.npz") as saved:
         selection_logits, test_logits = saved["selection"], saved["test"]
     phase = ModelPhase("rocket", params, data, folders, live=False)

@@ -278,6 +278,61 @@ def test_auto_classes_with_time_to_event_refuse_a_label_beyond_the_windows(datas
     assert "out of range 0..4" in message
 
 
+def test_each_readouts_file_is_read_once(dataset, tmp_path, monkeypatch):
+    """Blocks of 64 KB: the bytes read from each readouts CSV are its size, plus a line at
+    each block's boundary and the header's look; a second pass would double them."""
+    from componentx.data import readouts
+
+    read: dict[str, int] = {}
+    real_open = Path.open
+
+    class Counted:
+        def __init__(self, handle, name):
+            self.handle, self.name = handle, name
+
+        def __getattr__(self, attribute):
+            return getattr(self.handle, attribute)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return self._count(next(self.handle))
+
+        def _count(self, data):
+            read[self.name] += len(data.encode() if isinstance(data, str) else data)
+            return data
+
+        def read(self, *args):
+            return self._count(self.handle.read(*args))
+
+        def readline(self, *args):
+            return self._count(self.handle.readline(*args))
+
+    def counted_open(path, *args, **kwargs):
+        handle = real_open(path, *args, **kwargs)
+        if path.name.endswith("operational_readouts.csv"):
+            read.setdefault(path.name, 0)
+            return Counted(handle, path.name)
+        return handle
+
+    monkeypatch.setattr(readouts, "BLOCK_BYTES", 64 << 10)
+    monkeypatch.setattr(Path, "open", counted_open)
+    ingest(dataset, tmp_path / "out", 5, compute={"buckets": 3, "workers": 1,
+                                                 "memory_per_worker": "auto"})
+    assert len(read) == 3
+    for name, count in read.items():
+        size = (dataset / name).stat().st_size
+        blocks = len(readouts.line_blocks(dataset / name, readouts.BLOCK_BYTES))
+        assert size <= count <= size + (blocks + 1) * 16_384 + (64 << 10), (name, size, count)
+
+
 @pytest.mark.parametrize(("damage", "line", "says"), [
     (lambda path: set_csv_cell(path, 700, "837_0", "12x"), 700, "column '837_0', line 700"),
     (lambda path: rewrite_csv(path, lambda header, body: [*body, body[698]]), None,

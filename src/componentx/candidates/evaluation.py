@@ -44,8 +44,8 @@ def evaluate_candidate(name: str, params: dict, data: PipelineData,
         fit["calibration"][params["evaluate"]["calibration"]], selection.deployment_labels,
         {"validation": selection.keys,
          "test": vehicle_keys(WINDOW_SPLITS.index("test"), test_vehicles)})
-    evaluation.report |= {**fit["report"],
-                          "selection": {**selection.to_dict(), "shipped": fit["shipped"]}}
+    evaluation.report |= {**fit["report"], "selection": selection.to_dict(),
+                          "fitted_as": fit["fitted_as"]}
     log.info("%s (%s): calibrated on %d %s windows", registration(name).title,
              fit["description"], len(selection.labels), selection.mode.replace("_", "-"))
     return evaluation

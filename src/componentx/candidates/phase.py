@@ -141,18 +141,18 @@ def fit_candidate(name: str, params: dict, data: PipelineData, folders: Candidat
             if main_process():
                 selection_logits[held] = score(members[-1], windows.subset(held), device)
         if phase.cls.tunes:
-            final, shipped = FoldEnsemble(members), "folds"
+            final, fitted_as = FoldEnsemble(members), "folds"
         else:
             log.info("%s: refitting on all %d selection windows", name, len(windows))
-            final, shipped = phase.fit(windows, None, "refit"), "refit"
+            final, fitted_as = phase.fit(windows, None, "refit"), "refit"
     else:
-        final, shipped = phase.fit_tuned_inside(data.labelled("train")), "train"
+        final, fitted_as = phase.fit_tuned_inside(data.labelled("train")), "train"
         selection_logits = score(final, data.labelled("validation"), device) \
             if main_process() else None
     if not main_process():
         return
     test_logits = score(final, data.labelled("test"), device)
-    write_fit(phase, final, shipped, selection, selection_logits, test_logits)
+    write_fit(phase, final, fitted_as, selection, selection_logits, test_logits)
     shutil.rmtree(phase.work, ignore_errors=True)
 
 
@@ -168,9 +168,9 @@ def write_declined(phase: ModelPhase, selection: Selection, reason: str) -> None
     atomic_write_bytes(phase.folders.logits / f"{phase.name}.npz", buffer.getvalue())
 
 
-def write_fit(phase: ModelPhase, model: Candidate, shipped: str, selection: Selection,
+def write_fit(phase: ModelPhase, model: Candidate, fitted_as: str, selection: Selection,
               selection_logits: np.ndarray, test_logits: np.ndarray) -> None:
-    """The fit stage's outputs, each written atomically; ``shipped`` says what the model is:
+    """The fit stage's outputs, each written atomically; ``fitted_as`` says what the model is:
     ``train`` (fitted on train), ``folds`` (the fold models) or ``refit`` (on every
     selection window)."""
     folders, name = phase.folders, phase.name
@@ -181,7 +181,7 @@ def write_fit(phase: ModelPhase, model: Candidate, shipped: str, selection: Sele
             "candidate": name, "description": model.describe(), "report": model.report(),
             "calibration": {method: model.calibration_method(method)
                             for method in CALIBRATIONS},
-            "selection": selection.to_dict(), "shipped": shipped, "fingerprint": phase.key,
+            "selection": selection.to_dict(), "fitted_as": fitted_as, "fingerprint": phase.key,
             "run": phase.run, "files": files}, indent=1, default=float) + "\n")
     buffer = io.BytesIO()
     np.savez(buffer, selection=np.asarray(selection_logits, dtype=np.float64),

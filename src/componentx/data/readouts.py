@@ -137,15 +137,6 @@ def line_blocks(path: Path, block_bytes: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
-def count_lines(path: Path, start: int, end: int) -> int:
-    """Data lines in bytes [start, end) of ``path``: its line breaks, and a last line without
-    one."""
-    with path.open("rb") as handle:
-        handle.seek(start)
-        data = handle.read(end - start)
-    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
-
-
 def locate_bad_value(block: Block, column: str, integer: bool) -> DatasetError:
     """Find the first value of ``column`` that does not parse; only runs on the error path."""
     reader = pacsv.open_csv(
@@ -168,10 +159,10 @@ def locate_bad_value(block: Block, column: str, integer: bool) -> DatasetError:
     return DatasetError(block.path, "values do not parse as numbers", column=column)
 
 
-def typed_blocks(block: Block, header: list[str], column_types: dict[str, pa.DataType]
+def typed_blocks(block: Block, column_types: dict[str, pa.DataType]
                  ) -> Iterator[pa.RecordBatch]:
     """The block's record batches with ``column_types``; a value that does not parse is one
-    error naming its column and line."""
+    error naming its column and line (the header is read again only then)."""
     convert = pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=True,
                                    null_values=NULL_VALUES)
     try:
@@ -181,15 +172,15 @@ def typed_blocks(block: Block, header: list[str], column_types: dict[str, pa.Dat
         match = re.search(r"CSV column #(\d+)", str(error))
         if match is None:
             raise DatasetError(block.path, f"cannot be parsed as CSV: {error}") from None
-        column = header[int(match.group(1))]
+        column = read_header(block.path)[int(match.group(1))]
         integer = pa.types.is_integer(column_types.get(column, pa.float64()))
         raise locate_bad_value(block, column, integer) from None
 
 
 def read_table(path: Path, column_types: dict[str, pa.DataType]) -> pa.Table:
     """A small CSV file (labels, time-to-event, specifications) as one typed table."""
-    header = read_header(path)
-    return pa.Table.from_batches(list(typed_blocks(Block.whole(path), header, column_types)))
+    read_header(path)  # a missing, empty or binary file is one clear line
+    return pa.Table.from_batches(list(typed_blocks(Block.whole(path), column_types)))
 
 
 def first_line(mask: np.ndarray) -> int:
@@ -240,14 +231,13 @@ def readout_blocks(block: Block, features: list[str], extra_column: str | None =
     """Typed, checked record batches of a readouts file's ``block`` (its header checked with
     :func:`readout_features`), each with its rows' file lines (``LINE``), and the
     ``carried`` columns as text before them."""
-    header = read_header(block.path)
     types = {ID: pa.int64(), TIME: pa.float64(), **{c: pa.float64() for c in features},
              **{c: pa.string() for c in carried}}
     if extra_column is not None:
         types[extra_column] = pa.float64()
     offset = 0
     numeric = [ID, TIME, *features, *([extra_column] if extra_column else [])]
-    for batch in typed_blocks(block, header, types):
+    for batch in typed_blocks(block, types):
         batch = batch.select([*numeric, *carried])
         check_readout_block(block.path, batch.select(numeric), block.first_line + offset)
         lines = pa.array(np.arange(offset, offset + batch.num_rows) + block.first_line)
@@ -280,13 +270,18 @@ def sort_readouts(path: Path, table: pa.Table) -> pa.Table:
 
 
 def split_block(block: Block, features: list[str], buckets: int, prefix: Path,
-                extra_column: str | None = None, carried: tuple[str, ...] = ()) -> None:
-    """Parse and check one block of a readouts file; its rows go, with their file lines, to
-    ``{prefix}-{bucket}.arrow`` per vehicle bucket (:func:`~componentx.compute.bucket_of`),
-    and the distinct rows of vehicle_id and the ``carried`` columns to
-    ``{prefix}-carried.arrow`` (a task)."""
-    table = pa.Table.from_batches(list(readout_blocks(block, features, extra_column,
-                                                      carried)))
+                extra_column: str | None = None, carried: tuple[str, ...] = ()
+                ) -> tuple[int, DatasetError | None]:
+    """Parse and check one block of a readouts file, its lines numbered from
+    ``block.first_line``; its rows go, with those lines, to ``{prefix}-{bucket}.arrow`` per
+    vehicle bucket (:func:`~componentx.compute.bucket_of`), and the distinct rows of
+    vehicle_id and the ``carried`` columns to ``{prefix}-carried.arrow`` (a task). Returns
+    its rows, and the error that stopped it (nothing written) or None."""
+    try:
+        table = pa.Table.from_batches(list(readout_blocks(block, features, extra_column,
+                                                          carried)))
+    except DatasetError as error:
+        return 0, error
     if carried:
         feather.write_feather(table.group_by([ID, *carried], use_threads=False).aggregate([]),
                               f"{prefix}-carried.arrow", compression="uncompressed")
@@ -295,19 +290,27 @@ def split_block(block: Block, features: list[str], buckets: int, prefix: Path,
     for bucket in np.unique(which):
         feather.write_feather(table.filter(pa.array(which == bucket)),
                               f"{prefix}-{bucket:04d}.arrow", compression="uncompressed")
+    return table.num_rows, None
 
 
 def sorted_bucket(path: Path, parts: list[Path], features: list[str],
                   extra_column: str | None = None) -> pa.Table:
     """One vehicle bucket of a readouts file from its blocks' parts (:func:`split_block`, in
-    block order): sorted by (vehicle_id, time_step) and checked for duplicates."""
+    block order, with the file lines of :func:`split_into_buckets`): sorted by (vehicle_id,
+    time_step) and checked for duplicates."""
     schema = pa.schema([(ID, pa.int64()), (TIME, pa.float64()),
                         *[(c, pa.float64()) for c in features],
                         *([(extra_column, pa.float64())] if extra_column else []),
                         (LINE, pa.int64())])
-    table = pa.concat_tables([feather.read_table(part) for part in parts] or
-                             [schema.empty_table()])
-    return sort_readouts(path, table)
+    tables = [schema.empty_table()]
+    if parts:
+        first_lines = np.load(Path(parts[0]).parent / FIRST_LINES)
+    for part in parts:
+        table = feather.read_table(part)
+        shift = first_lines[int(Path(part).name.split("-")[0])] - 2  # block-line 2: its first
+        tables.append(table.set_column(table.schema.get_field_index(LINE), LINE,
+                                       pc.add(table.column(LINE), pa.scalar(shift))))
+    return sort_readouts(path, pa.concat_tables(tables))
 
 
 def bucket_parts(parts: Path, bucket: int) -> list[Path]:
@@ -316,6 +319,7 @@ def bucket_parts(parts: Path, bucket: int) -> list[Path]:
 
 
 BLOCK_BYTES = 64 << 20  # CSV bytes parsed per task
+FIRST_LINES = "first_lines.npy"  # in a parts folder: the file line of each block's first row
 
 
 def split_into_buckets(client: object, path: Path, features: list[str], buckets: int,
@@ -323,17 +327,22 @@ def split_into_buckets(client: object, path: Path, features: list[str], buckets:
                        carried: tuple[str, ...] = ()) -> pa.Table | None:
     """Parse and check a readouts file in byte-range blocks (on ``client``'s cluster, or
     here), every row into its vehicle bucket's parts in the folder ``parts``
-    (:func:`bucket_parts`): first the lines of each block are counted, so that errors and
-    duplicates name the file's lines. Returns the distinct rows of vehicle_id and the
-    ``carried`` columns (text), where there are any."""
+    (:func:`bucket_parts`), reading the file once. Each block numbers its rows from line 2;
+    their counts then give each block's first line in the file (``parts/FIRST_LINES``), so
+    that errors and duplicates name the file's lines (a file without blank lines: its rows
+    are its lines). Returns the distinct rows of vehicle_id and the ``carried`` columns
+    (text), where there are any."""
     ranges = line_blocks(path, BLOCK_BYTES)
-    counts = map_tasks(client, count_lines, [(path, *r) for r in ranges], f"{path.name} lines")
-    firsts = 2 + np.cumsum([0, *counts[:-1]])
     parts.mkdir(parents=True, exist_ok=True)
-    map_tasks(client, split_block, [
-        (Block(path, start, end, int(first)), features, buckets, parts / f"{i:05d}",
-         extra_column, carried) for i, ((start, end), first) in enumerate(zip(
-             ranges, firsts, strict=True))], f"{path.name} blocks")
+    rows, errors = zip(*map_tasks(client, split_block, [
+        (Block(path, start, end), features, buckets, parts / f"{i:05d}", extra_column,
+         carried) for i, (start, end) in enumerate(ranges)], f"{path.name} blocks"), strict=True)
+    first_lines = 2 + np.cumsum([0, *rows[:-1]], dtype=np.int64)
+    for first, error in zip(first_lines, errors, strict=True):
+        if error is not None:  # the first, in the file's order
+            raise error if error.line is None else DatasetError(
+                error.file, error.message, error.column, int(error.line + first - 2))
+    np.save(parts / FIRST_LINES, first_lines)
     if not carried:
         return None
     empty = pa.schema([(ID, pa.int64()), *[(c, pa.string()) for c in carried]]).empty_table()

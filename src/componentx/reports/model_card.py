@@ -29,8 +29,7 @@ def model_card(meta: dict) -> str:
     metrics, provenance = meta["metrics"], meta["provenance"]
     gate = metrics.get("gate", {})
     what = meta["description"]
-    selection = metrics.get("selection", {})
-    cross_validated = selection.get("mode") == "cross_validation"
+    cross_validated = metrics.get("selection", {}).get("mode") == "cross_validation"
     fitted = {
         "folds": "The models of its cross-validation folds over train and validation (each "
                  "tuned on an inner split of its own training vehicles), calibrated on their "
@@ -39,7 +38,7 @@ def model_card(meta: dict) -> str:
                  "the out-of-fold predictions of the same fit in cross-validation folds; "
                  "never on test.",
         "train": "Trained on train (tuned on an inner split of its vehicles where it tunes), "
-                 "calibrated on validation, never on test."}[selection.get("shipped", "train")]
+                 "calibrated on validation, never on test."}[metrics.get("fitted_as", "train")]
     vehicles = ", ".join(f"{n:,} {split}" for split, n in provenance["data"]["vehicles"].items())
     lines = [
         f"# Model card: componentx {meta['title']} ({meta['kind']})", "",

@@ -42,7 +42,7 @@ def bundle_metrics(report: dict, gate: dict) -> dict:
     """The metrics a bundle carries: per split the headline scores, and the gate's verdict."""
     return {**{split: {k: report[split][k] for k in BUNDLE_METRICS}
                for split in ("validation", "test")}, "selection": report["selection"],
-            "gate": gate}
+            "fitted_as": report["fitted_as"], "gate": gate}
 
 
 def common_meta(params: dict, ingested: Path) -> dict:
