@@ -68,22 +68,27 @@ def test_ingest_writes_typed_parquet(dataset, tmp_path):
     assert saved["vehicles"] == {"train": 60, "validation": 40, "test": 40}
 
 
-def test_a_bucket_s_specifications_are_its_vehicles_and_code_as_the_split_s(dataset, tmp_path):
+def test_a_bucket_s_per_vehicle_tables_are_its_vehicles_and_code_as_the_split_s(dataset,
+                                                                                 tmp_path):
     from componentx.compute import bucket_of
     from componentx.data.specs import vehicle_codes
 
     compute = {"buckets": 3, "workers": 1, "memory_per_worker": "auto"}
     summary = ingest(dataset, tmp_path / "out", num_classes=5, compute=compute)
-    for split in ("train", "test"):
-        whole = pd.read_parquet(tmp_path / "out" / f"{split}_specs.parquet")
-        parts = [pd.read_parquet(layout.bucket_file(tmp_path / "out" / "specs", split, b))
+    for kind, split in (("specs", "train"), ("specs", "test"), ("tte", "train"),
+                        ("labels", "validation")):
+        whole = pd.read_parquet(tmp_path / "out" / f"{split}_{kind}.parquet")
+        parts = [pd.read_parquet(layout.bucket_file(tmp_path / "out" / kind, split, b))
                  for b in range(3)]
-        assert sorted(pd.concat(parts)["vehicle_id"]) == sorted(whole["vehicle_id"])
+        pd.testing.assert_frame_equal(pd.concat(parts).sort_values("vehicle_id").reset_index(
+            drop=True), whole.sort_values("vehicle_id").reset_index(drop=True))
         for bucket, part in enumerate(parts):
             ids = part["vehicle_id"].to_numpy()
             assert len(ids) and (bucket_of(ids, 3) == bucket).all()
-            assert (vehicle_codes(tmp_path / "out", split, summary.spec_columns, ids, bucket)
-                    == vehicle_codes(tmp_path / "out", split, summary.spec_columns, ids)).all()
+            if kind == "specs":
+                columns = summary.spec_columns
+                assert (vehicle_codes(tmp_path / "out", split, columns, ids, bucket)
+                        == vehicle_codes(tmp_path / "out", split, columns, ids)).all()
 
 
 def test_a_byte_order_mark_and_reordered_columns_ingest_as_the_plain_files(dataset, tmp_path):

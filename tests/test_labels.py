@@ -129,12 +129,13 @@ def test_the_fleet_holdout_is_stratified_seeded_and_every_readout_is_a_reference
 
 
 def test_draws_are_keyed_by_vehicle_not_by_what_is_labelled_with_it():
-    """Labels of vehicles labelled in two groups (two buckets) are those of all at once."""
+    """Labels of vehicles labelled in two groups (two buckets) are those of all at once, the
+    censored ones at the end of study too (each once, by its own group)."""
     ids, times, tte = fleet()
-    for refs in ("one_per_class", "test_like"):
-        together = labels.labels_from_tte(ids, times, tte, WINDOWS, refs, "known_class0",
-                                          seed=4)
+    for refs, censored in (("one_per_class", "known_class0"), ("test_like", "known_class0"),
+                           ("one_per_class", "end_of_study")):
+        together = labels.labels_from_tte(ids, times, tte, WINDOWS, refs, censored, seed=4)
         apart = pd.concat([labels.labels_from_tte(ids[ids == v], times[ids == v], tte, WINDOWS,
-                                                  refs, "known_class0", seed=4)
+                                                  refs, censored, seed=4)
                            for v in (1, 2)], ignore_index=True)
         pd.testing.assert_frame_equal(together, apart)

@@ -302,10 +302,11 @@ def ingest(csv_dir: Path, out_dir: Path, num_classes: int | str,
             vehicles = ingest_readouts(client, paths[split], split, features, buckets, out_dir,
                                        summary)
             if split == "train" and train_target == "tte":
-                pq.write_table(read_tte(tte_path, vehicles), out_dir / "train_tte.parquet")
+                write_with_buckets(read_tte(tte_path, vehicles), out_dir, "tte", split,
+                                   buckets)
             else:
                 labels = read_labels(csv_dir / labels_file(split), vehicles, classes)
-                pq.write_table(labels, out_dir / f"{split}_labels.parquet")
+                write_with_buckets(labels, out_dir, "labels", split, buckets)
                 largest = max(largest, int(pc.max(labels.column("class_label")).as_py()))
             _ingest_specifications(csv_dir, split, vehicles, summary, out_dir)
     summary.num_classes = classes if classes is not None else _inferred_classes(largest)
@@ -322,14 +323,20 @@ def _ingest_specifications(csv_dir: Path, split: str, vehicles: Vehicles,
         specs = read_specifications(path, vehicles,
                                     summary.spec_columns if split != "train" else None)
         summary.spec_columns = specs.column_names[1:]
-        pq.write_table(specs, out_dir / f"{split}_specs.parquet")
-        for bucket, rows in enumerate(positions_by_bucket(specs.column(ID).to_numpy(),
-                                                          summary.buckets)):
-            bucket_file(out_dir / "specs", split, bucket).parent.mkdir(parents=True,
-                                                                        exist_ok=True)
-            pq.write_table(specs.take(rows), bucket_file(out_dir / "specs", split, bucket))
+        write_with_buckets(specs, out_dir, "specs", split, summary.buckets)
     elif path.exists():
         raise DatasetError(path, "specifications exist for this split but not for train")
+
+
+def write_with_buckets(table: pa.Table, out_dir: Path, kind: str, split: str, buckets: int
+                       ) -> None:
+    """A per-vehicle table (``kind``: tte, labels or specs) as ``{split}_{kind}.parquet``,
+    and its rows of each vehicle bucket as ``{kind}/{split}/{bucket}.parquet``: a bucket's
+    task reads its own vehicles' rows only."""
+    pq.write_table(table, out_dir / f"{split}_{kind}.parquet")
+    for bucket, rows in enumerate(positions_by_bucket(table.column(ID).to_numpy(), buckets)):
+        bucket_file(out_dir / kind, split, bucket).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.take(rows), bucket_file(out_dir / kind, split, bucket))
 
 
 def _inferred_classes(largest_label: int) -> int:

@@ -101,7 +101,7 @@ def labels_from_tte(vehicle_ids: np.ndarray, times: np.ndarray, tte: pd.DataFram
         censored_labels = pd.DataFrame({"vehicle_id": vehicle_ids[rows], "ref_time": times[rows],
                                         "class_label": 0, "ttf": np.nan})
     else:
-        ended = tte[tte["in_study_repair"] == 0]
+        ended = tte[(tte["in_study_repair"] == 0) & tte["vehicle_id"].isin(vehicle_ids)]
         censored_labels = pd.DataFrame({"vehicle_id": ended["vehicle_id"].to_numpy(),
                                         "ref_time": ended["length_of_study_time_step"].to_numpy(),
                                         "class_label": 0, "ttf": np.nan})
@@ -163,7 +163,7 @@ def label_bucket(ingested: Path, split: str, bucket: int, out: Path, settings: d
     ids, times = readouts["vehicle_id"].to_numpy(), readouts["time_step"].to_numpy()
     held_out = pd.DataFrame(columns=FLEET_COLUMNS)
     if split == "train" and windows is not None:
-        tte = pd.read_parquet(ingested / "train_tte.parquet")
+        tte = pd.read_parquet(bucket_file(ingested / "tte", split, bucket))
         fleet = np.isin(ids, held)
         held_out = fleet_references(ids[fleet], times[fleet], tte, windows)
         frame = labels_from_tte(ids[~fleet], times[~fleet], tte, windows,
@@ -171,8 +171,8 @@ def label_bucket(ingested: Path, split: str, bucket: int, out: Path, settings: d
                                 settings["censored_refs"], settings["seed"],
                                 settings["test_like_refs"])
     else:
-        given = pd.read_parquet(ingested / f"{split}_labels.parquet")
-        frame = labels_at_last_readout(ids, times, given[given["vehicle_id"].isin(ids)])
+        given = pd.read_parquet(bucket_file(ingested / "labels", split, bucket))
+        frame = labels_at_last_readout(ids, times, given)
     for name, table in ((split, frame), ("fleet", held_out)):
         if name == split or split == "train":
             bucket_file(out, name, bucket).parent.mkdir(parents=True, exist_ok=True)
