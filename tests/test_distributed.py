@@ -89,3 +89,47 @@ def test_two_processes_resume_exactly(tmp_path):
     two = torch.load(resumed / "last.pt", weights_only=True)
     assert len(one["rng"]) == 2 and two["state"]["epoch"] == 3
     assert all(torch.equal(one["model"][k], two["model"][k]) for k in one["model"])
+
+
+def sharing_worker(rank: int, world: int, store: str, out: str) -> None:
+    """Each process: the validation logits of 7 windows and of 1 (the second process then
+    scores none), and the windows it scored itself."""
+    import numpy as np
+
+    from componentx.sequence import inference
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        run_ = training.setup_run(MODEL, CONFIG, window_set(0).labels, None)
+        scored = []
+        real = inference.predict_logits
+
+        def counted(*args, **kwargs):
+            logits = real(*args, **kwargs)
+            scored.append(len(logits))
+            return logits
+
+        training.predict_logits = counted
+        windows = window_set(1, vehicles=7)
+        seven = training.validation_logits(run_, windows)
+        one = training.validation_logits(run_, window_set(1, vehicles=1))
+        np.savez(f"{out}-{rank}.npz", seven=seven, one=one, scored=scored)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_process_validates_its_share_and_all_get_every_logit(tmp_path):
+    import numpy as np
+
+    from componentx.sequence.inference import predict_logits
+
+    mp.spawn(sharing_worker, args=(2, str(tmp_path / "store"), str(tmp_path / "out")),
+             nprocs=2)
+    model = training.setup_run(MODEL, CONFIG, window_set(0).labels, None).model
+    expected = {"seven": predict_logits(model, window_set(1, vehicles=7), torch.device("cpu")),
+                "one": predict_logits(model, window_set(1, vehicles=1), torch.device("cpu"))}
+    for rank, shares in ((0, [4, 1]), (1, [3, 0])):
+        with np.load(tmp_path / f"out-{rank}.npz") as saved:
+            assert saved["scored"].tolist() == shares
+            for name, logits in expected.items():
+                np.testing.assert_allclose(saved[name], logits, rtol=1e-6, atol=1e-6)

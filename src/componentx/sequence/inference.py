@@ -28,12 +28,14 @@ def set_cpu_threads(requested: int, world: int = 1) -> int:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, windows: WindowSet, device: torch.device,
-                   batch_size: int = 2048) -> np.ndarray:
-    """Logits (windows, classes) as float32, in the windows' order."""
+                   batch_size: int = 2048, rows: range | None = None) -> np.ndarray:
+    """Logits (windows, classes) as float32 of the windows ``rows`` (all by default), in
+    order."""
     model.eval()
     outputs = []
-    chunks = (np.arange(start, min(start + batch_size, len(windows)))
-              for start in range(0, len(windows), batch_size))
+    rows = range(len(windows)) if rows is None else rows
+    chunks = (np.arange(start, min(start + batch_size, rows.stop))
+              for start in range(rows.start, rows.stop, batch_size))
     for batch in prefetched_batches(windows, chunks, pin=device.type == "cuda"):
         batch = batch.to(device)
         outputs.append(model(batch.x, batch.lengths, batch.specs).float().cpu())

@@ -346,6 +346,23 @@ def train_epoch(run: Run, train_set: WindowSet, epoch: int, cost_matrix: np.ndar
             "cost": scores["cost_per_vehicle"]}
 
 
+def validation_logits(run: Run, windows: WindowSet) -> np.ndarray:
+    """Logits (windows, classes) of the validation windows: each process scores its
+    contiguous share, and every process gets all the shares (the same numbers as one
+    process: a window's logits do not depend on the windows batched with it)."""
+    share = -(-len(windows) // run.world)
+    rows = range(min(run.rank * share, len(windows)), min((run.rank + 1) * share, len(windows)))
+    logits = predict_logits(run.model, windows, run.device, run.config.eval_batch_size, rows)
+    if run.world == 1:
+        return logits
+    mine = torch.zeros((share, run.model_config.num_classes), device=run.device)
+    if len(rows):
+        mine[:len(rows)] = torch.from_numpy(logits)
+    shares = [torch.empty_like(mine) for _ in range(run.world)]
+    dist.all_gather(shares, mine)
+    return torch.cat(shares)[:len(windows)].cpu().numpy()
+
+
 def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
           val_set: WindowSet | None, cost_matrix: np.ndarray, models_dir: Path,
           fingerprint: str, resume_from: dict[str, Any] | None = None,
@@ -385,8 +402,8 @@ def train(model_config: ModelConfig, config: TrainConfig, train_set: WindowSet,
         epoch = state.epoch
         train_metrics = train_epoch(run, train_set, epoch, cost_matrix)
         val_metrics = {} if val_set is None else validation_metrics(
-            predict_logits(run.model, val_set, run.device, config.eval_batch_size),
-            val_set.labels, cost_matrix, run.train_priors, run.weights)
+            validation_logits(run, val_set), val_set.labels, cost_matrix, run.train_priors,
+            run.weights)
         lr = run.optimizer.param_groups[0]["lr"]
         improved = state.stopping.update(epoch + 1, val_metrics)
         if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
