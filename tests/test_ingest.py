@@ -342,6 +342,9 @@ def test_each_readouts_file_is_read_once(dataset, tmp_path, monkeypatch):
     (lambda path: set_csv_cell(path, 700, "837_0", "12x"), 700, "column '837_0', line 700"),
     (lambda path: rewrite_csv(path, lambda header, body: [*body, body[698]]), None,
      "also on line 700"),
+    (lambda path: (set_csv_cell(path, 700, "837_0", "12x"), rewrite_csv(
+        path, lambda header, body: [*body[:98], [], *body[98:]])), 701,
+     "column '837_0', line 701"),  # a blank line 100, in a block before the bad value's
 ])
 def test_bad_input_in_a_block_in_the_middle_of_a_file_is_named(dataset, tmp_path, monkeypatch,
                                                                  damage, line, says):

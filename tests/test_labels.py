@@ -92,6 +92,8 @@ def test_given_labels_sit_on_the_last_readout():
     assert result["vehicle_id"].tolist() == [1, 2]
     assert result["ref_time"].tolist() == [98.0, 116.0]
     assert result["class_label"].tolist() == [3, 0]
+    empty = labels.labels_at_last_readout(ids[:0], times[:0], given[:0])  # an empty bucket
+    assert len(empty) == 0 and list(empty.columns) == list(result.columns)
 
 
 def test_test_like_references_are_uniform_over_every_readout():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -127,6 +129,10 @@ def test_the_candidate_files_load_as_the_same_model(tmp_path):
         np.testing.assert_array_equal(loaded.model.to_arrays()[name], array)
     np.testing.assert_array_equal(loaded.train_priors, candidate.train_priors)
     assert loaded.stats == candidate.stats and loaded.size == 8
+    meta = json.loads((tmp_path / "rocket" / "rocket.json").read_text())
+    del meta["channels"], meta["readouts"]  # a bundle from before rocket.channels
+    (tmp_path / "rocket" / "rocket.json").write_text(json.dumps(meta))
+    assert MiniRocket.load(tmp_path / "rocket").model.channels == "inputs"
 
 
 def test_a_file_that_needs_pickle_is_refused(tmp_path):

@@ -4,18 +4,18 @@
 :func:`fit_candidate` (the ``fit_<name>`` stages) plans the selection windows
 (:mod:`componentx.decisions.selection`): with enough data the candidate is fitted on train
 and scored on validation; with few, it is fitted fold by fold and each fold model scores its
-held fold (out-of-fold logits). Then what ships is exactly what the gate ranked: a candidate
-that tunes itself ships its fold models together
+held fold (out-of-fold logits). Then what ships is what the gate ranked: a candidate that
+tunes itself ships the fold models themselves
 (:class:`~componentx.candidates.interface.FoldEnsemble`), since a refit would tune on other
 windows; one that tunes nothing (:attr:`~componentx.candidates.interface.Candidate.tunes`
-false: the same fit, whatever its windows) is refitted by that same fit on every selection
+false: the same fit, whatever its windows) ships that ranked fit refitted on every selection
 window, as the standard pipelines do (it sees every series, which classes of a few series
-need most). Every self-tuned choice (an early-stopping epoch, a boosting iteration) is made inside
-each fit, on an inner split of its own training windows (one vehicle in five, keyed,
-stratified), by the same rule for every candidate
-(:attr:`~componentx.candidates.interface.Candidate.tunes`): never on the windows the gate
-ranks. Then the model that ships scores the test windows. The model, what the fit chose and
-the logits are its outputs.
+need most), calibrated on its folds' out-of-fold logits. Every self-tuned choice (an
+early-stopping epoch, a boosting iteration) is made inside each fit, on an inner split of
+its own training windows (one vehicle in five, keyed, stratified), by the same rule for every
+candidate (:attr:`~componentx.candidates.interface.Candidate.tunes`): never on the windows
+the gate ranks. Then the model that ships scores the test windows. The model, what the fit
+chose and the logits are its outputs.
 """
 
 from __future__ import annotations

@@ -125,6 +125,7 @@ def ingest_readouts(client: object, path: Path, split: str, features: list[str],
     parsed and bucketed block by block, then sorted and checked bucket by bucket."""
     log.info("reading %s", path)
     parts = out_dir / ".parts" / split
+    shutil.rmtree(parts, ignore_errors=True)  # a failed run's parts
     split_into_buckets(client, path, features, buckets, parts)
     merged = map_tasks(client, merge_bucket, [
         (path, bucket_parts(parts, bucket), features,

@@ -112,7 +112,7 @@ def labels_from_tte(vehicle_ids: np.ndarray, times: np.ndarray, tte: pd.DataFram
 def labels_at_last_readout(vehicle_ids: np.ndarray, times: np.ndarray,
                            given: pd.DataFrame) -> pd.DataFrame:
     """One label per vehicle at its last readout (validation, test, train_labels.csv)."""
-    last = np.r_[vehicle_ids[1:] != vehicle_ids[:-1], True]
+    last = np.r_[vehicle_ids[1:] != vehicle_ids[:-1], True][:len(vehicle_ids)]  # or none
     frame = pd.DataFrame({"vehicle_id": vehicle_ids[last], "ref_time": times[last]})
     frame = frame.merge(given[["vehicle_id", "class_label"]], on="vehicle_id", how="left",
                         validate="one_to_one")

@@ -100,8 +100,9 @@ def check_readout_columns(path: Path, header: list[str], features: list[str], ag
 @dataclass(frozen=True)
 class Block:
     """A piece of a CSV file to parse on its own: the header, then the whole lines in bytes
-    [start, end) of ``path``, the first of which is line ``first_line`` of the file (the
-    header being line 1). ``Block.whole(path)`` is the whole file."""
+    [start, end) of ``path``, the first of which is numbered ``first_line`` (2: as in a
+    whole file, the header being line 1; :func:`split_into_buckets` moves a block's numbers
+    to the file's). ``Block.whole(path)`` is the whole file."""
 
     path: Path
     start: int = 0
@@ -120,6 +121,15 @@ class Block:
             header = handle.readline()
             handle.seek(self.start)
             return io.BytesIO(header + handle.read(self.end - self.start))
+
+
+def data_lines(source: io.BytesIO) -> int:
+    """The lines after the header line in a block's :meth:`Block.source` (blank ones too;
+    a last line without a line break counts)."""
+    data = source.getvalue()
+    body = data.find(b"\n") + 1
+    return data.count(b"\n", body) + (1 if len(data) > body and not data.endswith(b"\n")
+                                       else 0)
 
 
 def line_blocks(path: Path, block_bytes: int) -> list[tuple[int, int]]:
@@ -159,14 +169,16 @@ def locate_bad_value(block: Block, column: str, integer: bool) -> DatasetError:
     return DatasetError(block.path, "values do not parse as numbers", column=column)
 
 
-def typed_blocks(block: Block, column_types: dict[str, pa.DataType]
+def typed_blocks(block: Block, column_types: dict[str, pa.DataType], source: Any = None
                  ) -> Iterator[pa.RecordBatch]:
-    """The block's record batches with ``column_types``; a value that does not parse is one
+    """The block's record batches with ``column_types`` (from ``source``, its
+    :meth:`Block.source` read already, where given); a value that does not parse is one
     error naming its column and line (the header is read again only then)."""
     convert = pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=True,
                                    null_values=NULL_VALUES)
     try:
-        yield from pacsv.open_csv(block.source(), read_options=pacsv.ReadOptions(
+        yield from pacsv.open_csv(block.source() if source is None else source,
+                                  read_options=pacsv.ReadOptions(
             block_size=READ_BLOCK_BYTES), convert_options=convert)
     except pa.ArrowInvalid as error:
         match = re.search(r"CSV column #(\d+)", str(error))
@@ -227,17 +239,18 @@ def readout_features(path: Path, features: list[str] | None, against: str = "the
 
 
 def readout_blocks(block: Block, features: list[str], extra_column: str | None = None,
-                   carried: tuple[str, ...] = ()) -> Iterator[pa.RecordBatch]:
+                   carried: tuple[str, ...] = (), source: Any = None
+                   ) -> Iterator[pa.RecordBatch]:
     """Typed, checked record batches of a readouts file's ``block`` (its header checked with
-    :func:`readout_features`), each with its rows' file lines (``LINE``), and the
-    ``carried`` columns as text before them."""
+    :func:`readout_features`; ``source`` as :func:`typed_blocks`), each with its rows' line
+    numbers (``LINE``), and the ``carried`` columns as text before them."""
     types = {ID: pa.int64(), TIME: pa.float64(), **{c: pa.float64() for c in features},
              **{c: pa.string() for c in carried}}
     if extra_column is not None:
         types[extra_column] = pa.float64()
     offset = 0
     numeric = [ID, TIME, *features, *([extra_column] if extra_column else [])]
-    for batch in typed_blocks(block, types):
+    for batch in typed_blocks(block, types, source):
         batch = batch.select([*numeric, *carried])
         check_readout_block(block.path, batch.select(numeric), block.first_line + offset)
         lines = pa.array(np.arange(offset, offset + batch.num_rows) + block.first_line)
@@ -276,12 +289,14 @@ def split_block(block: Block, features: list[str], buckets: int, prefix: Path,
     ``block.first_line``; its rows go, with those lines, to ``{prefix}-{bucket}.arrow`` per
     vehicle bucket (:func:`~componentx.compute.bucket_of`), and the distinct rows of
     vehicle_id and the ``carried`` columns to ``{prefix}-carried.arrow`` (a task). Returns
-    its rows, and the error that stopped it (nothing written) or None."""
+    its lines (:func:`data_lines`), and the error that stopped it (nothing written) or
+    None."""
+    source = block.source()
     try:
         table = pa.Table.from_batches(list(readout_blocks(block, features, extra_column,
-                                                          carried)))
+                                                          carried, source)))
     except DatasetError as error:
-        return 0, error
+        return data_lines(source), error
     if carried:
         feather.write_feather(table.group_by([ID, *carried], use_threads=False).aggregate([]),
                               f"{prefix}-carried.arrow", compression="uncompressed")
@@ -290,7 +305,7 @@ def split_block(block: Block, features: list[str], buckets: int, prefix: Path,
     for bucket in np.unique(which):
         feather.write_feather(table.filter(pa.array(which == bucket)),
                               f"{prefix}-{bucket:04d}.arrow", compression="uncompressed")
-    return table.num_rows, None
+    return data_lines(source), None
 
 
 def sorted_bucket(path: Path, parts: list[Path], features: list[str],
@@ -327,17 +342,17 @@ def split_into_buckets(client: object, path: Path, features: list[str], buckets:
                        carried: tuple[str, ...] = ()) -> pa.Table | None:
     """Parse and check a readouts file in byte-range blocks (on ``client``'s cluster, or
     here), every row into its vehicle bucket's parts in the folder ``parts``
-    (:func:`bucket_parts`), reading the file once. Each block numbers its rows from line 2;
-    their counts then give each block's first line in the file (``parts/FIRST_LINES``), so
-    that errors and duplicates name the file's lines (a file without blank lines: its rows
-    are its lines). Returns the distinct rows of vehicle_id and the ``carried`` columns
-    (text), where there are any."""
+    (:func:`bucket_parts`), reading the file once. Each block numbers its rows from line 2
+    and counts its lines; those counts then give each block's first line in the file
+    (``parts/FIRST_LINES``), so that errors and duplicates name the file's lines. Returns
+    the distinct rows of vehicle_id and the ``carried`` columns (text), where there are
+    any."""
     ranges = line_blocks(path, BLOCK_BYTES)
     parts.mkdir(parents=True, exist_ok=True)
-    rows, errors = zip(*map_tasks(client, split_block, [
+    lines, errors = zip(*map_tasks(client, split_block, [
         (Block(path, start, end), features, buckets, parts / f"{i:05d}", extra_column,
          carried) for i, (start, end) in enumerate(ranges)], f"{path.name} blocks"), strict=True)
-    first_lines = 2 + np.cumsum([0, *rows[:-1]], dtype=np.int64)
+    first_lines = 2 + np.cumsum([0, *lines[:-1]], dtype=np.int64)
     for first, error in zip(first_lines, errors, strict=True):
         if error is not None:  # the first, in the file's order
             raise error if error.line is None else DatasetError(

@@ -6,8 +6,9 @@ together), a handful of validation series would make both the calibration and th
 noise, so they use k-fold cross-validation instead: the train and validation windows are cut
 into ``selection.folds`` folds, each candidate predicts every fold with a model fitted on the
 others (out-of-fold predictions), its calibration is fitted on those, the candidates are
-compared on all of them, and each is then refitted on train and validation together for the
-test split and the bundle. The test split is never used to fit or choose anything.
+compared on all of them; then each ships its fold models together, or a refit on train and
+validation where its fit tunes nothing (:mod:`componentx.candidates.phase`), for the test
+split and the bundle. The test split is never used to fit or choose anything.
 
 Folds hold whole vehicles, are stratified by each vehicle's largest class, and a vehicle's
 fold is a keyed draw of (seed, split, vehicle): the same for every candidate and stage,

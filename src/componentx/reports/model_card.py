@@ -38,7 +38,8 @@ def model_card(meta: dict) -> str:
                  "the out-of-fold predictions of the same fit in cross-validation folds; "
                  "never on test.",
         "train": "Trained on train (tuned on an inner split of its vehicles where it tunes), "
-                 "calibrated on validation, never on test."}[metrics.get("fitted_as", "train")]
+                 "calibrated on validation, never on test."
+    }[metrics.get("fitted_as", "folds" if cross_validated else "train")]
     vehicles = ", ".join(f"{n:,} {split}" for split, n in provenance["data"]["vehicles"].items())
     lines = [
         f"# Model card: componentx {meta['title']} ({meta['kind']})", "",

@@ -62,8 +62,9 @@ class MiniRocket(Candidate):
         """Read ``rocket.npz`` as plain arrays (:func:`read_saved`)."""
         meta, arrays = read_saved(folder, META, ARRAYS, "MiniRocket", engine)
         try:
-            model = FittedRocket.from_arrays(arrays, meta["channels"], meta["readouts"],
-                                             meta["spec_cardinalities"], meta["head"])
+            model = FittedRocket.from_arrays(  # before rocket.channels: every input
+                arrays, meta.get("channels", "inputs"), meta.get("readouts", 0),
+                meta["spec_cardinalities"], meta["head"])
         except (ValueError, KeyError, TypeError) as error:
             raise BundleError(f"{folder}: the MiniRocket model cannot be read ({error})"
                               ) from None

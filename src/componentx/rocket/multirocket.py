@@ -146,8 +146,8 @@ class MultiRocket(Candidate):
         meta, arrays = read_saved(folder, META, ARRAYS, "MultiRocket", engine)
         model = cls({})
         model.kernels, model.seed, model.size = meta["kernels"], meta["seed"], meta["size"]
-        model.channels, model.inputs, model.readouts = (meta["channels"], meta["inputs"],
-                                                        meta["readouts"])
+        model.channels, model.inputs, model.readouts = (  # before channels: every input
+            meta["channels"], meta.get("inputs", "inputs"), meta.get("readouts", 0))
         model.spec_cardinalities = meta["spec_cardinalities"]
         model.stats = FeatureStats(**meta["stats"])
         model.train_priors = np.asarray(meta["train_priors"])
