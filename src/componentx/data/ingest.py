@@ -272,7 +272,8 @@ def ingest(csv_dir: Path, out_dir: Path, num_classes: int | str,
     ``compute.buckets`` vehicle buckets; ``compute`` is ``params.compute``, one bucket in this
     process by default), ``{split}_labels.parquet`` for validation and test,
     ``train_tte.parquet`` or ``train_labels.parquet``, ``{split}_specs.parquet`` when
-    specifications exist, and ``schema.json``. ``num_classes`` "auto" is inferred: one more
+    specifications exist, each also per bucket (:func:`write_with_buckets`), and
+    ``schema.json``. ``num_classes`` "auto" is inferred: one more
     than ``windows`` (``labels.windows``) when train comes with time-to-event, else the
     largest class in the label files plus one.
     """
