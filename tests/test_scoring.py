@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 from conftest import PARAMS, model_config, set_csv_cell
@@ -248,10 +249,31 @@ def test_specifications_as_columns_of_the_readouts_score_as_a_separate_file(bund
 
 
 def test_buckets_give_the_same_decisions(bundle, files, tmp_path):
-    whole, _ = run(bundle, files, tmp_path)
-    split, report = run(bundle, files, tmp_path, memory_mb=files[0].stat().st_size / 4 / 2**20)
-    assert report.buckets >= 4
-    pd.testing.assert_frame_equal(whole, split)
+    """Whole or in buckets, at each vehicle's last readout or at the times of an ``--at``
+    file (each bucket's task gets its own vehicles' rows of it)."""
+    frame = pd.read_csv(files[0])
+    at = tmp_path / "at.csv"
+    frame.groupby("vehicle_id", as_index=False)["time_step"].median().to_csv(at, index=False)
+    small = files[0].stat().st_size / 4 / 2**20
+    for times in (None, str(at)):
+        whole, _ = run(bundle, files, tmp_path, at=times)
+        split, report = run(bundle, files, tmp_path, memory_mb=small, at=times)
+        assert report.buckets >= 4 and len(whole) == frame["vehicle_id"].nunique()
+        pd.testing.assert_frame_equal(whole, split)
+
+
+def test_a_scoring_task_carries_the_at_times_of_its_bucket_only():
+    from componentx.compute import bucket_of
+    from componentx.serving.scoring import tables_by_bucket
+
+    ids = np.random.default_rng(0).choice(10**6, 300)
+    at = pa.table({"vehicle_id": ids, "time_step": np.arange(300.0)})
+    parts = tables_by_bucket(at, 7)
+    assert len(parts) == 7 and sum(p.num_rows for p in parts) == 300
+    for bucket, part in enumerate(parts):
+        assert (bucket_of(part.column("vehicle_id").to_numpy(), 7) == bucket).all()
+        mine = bucket_of(ids, 7) == bucket
+        assert part.column("time_step").to_numpy().tolist() == np.arange(300.0)[mine].tolist()
 
 
 def test_a_scoring_task_carries_the_specifications_of_its_bucket_only():

@@ -199,6 +199,12 @@ def feature_values(table: pa.Table, columns: list[str]) -> np.ndarray:
                             for c in columns]).reshape(table.num_rows, -1)
 
 
+def tables_by_bucket(table: pa.Table, buckets: int) -> list[pa.Table]:
+    """The rows of a table keyed by vehicle (``--at``'s) that each bucket's task needs."""
+    return [table.take(rows) for rows in positions_by_bucket(table.column(ID).to_numpy(),
+                                                             buckets)]
+
+
 def score_bucket(bundle: Path, engine: str, device: str, readouts: Path, parts: list[Path],
                  specs: Specifications | None, at_column: str | None,
                  at_table: pa.Table | None) -> tuple[pa.Table, int, np.ndarray, np.ndarray | None]:
@@ -279,9 +285,12 @@ def score_readouts(bundle: Path, readouts: Path, specifications: Path | None,
             specs = carried_specifications(carried_table, meta, readouts)
         report.unknown_categories = specs.unknown if specs else {}
         bucket_specs = specs.by_bucket(report.buckets) if specs else [None] * report.buckets
+        bucket_at = [None] * report.buckets if at_table is None else tables_by_bucket(
+            at_table, report.buckets)
         results = map_tasks(client, score_bucket, [
             (bundle, engine, device, readouts, bucket_parts(Path(tmp), bucket),
-             bucket_specs[bucket], at_column, at_table) for bucket in range(report.buckets)],
+             bucket_specs[bucket], at_column, bucket_at[bucket])
+            for bucket in range(report.buckets)],
             "scoring")
     parts, counts, seen, binned = zip(*results, strict=True)
     report.readouts, report.vehicles = sum(counts), sum(len(v) for v in seen)
