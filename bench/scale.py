@@ -1,15 +1,19 @@
-"""Benchmark: fleets of several times Component X's size through the data stages and one
-training epoch, bucket by bucket on a Dask LocalCluster.
+"""Benchmark: the whole default pipeline on fleets of several times Component X's size, on a
+Dask scheduler and two workers started apart (as a cluster is), stage by stage.
 
 For each fleet size (a multiple of the real 23,550 / 5,046 / 5,045 vehicles) it writes the
-synthetic fleet as CSV (streaming), then runs in a fresh project, as `dvc repro` would: ingest,
-labels, windowing, stats, inputs, the GBDT's summary features (without the fit) and the
-sequence model's fit with one epoch from the on-disk model inputs (and its scoring). Per stage
-it prints the wall time, the time per million readouts, and the peak resident memory (GiB) of
-the stage's own process and of its largest Dask worker (sampled every 0.2 s).
+synthetic fleet as CSV (streaming), then runs every stage of ``dvc.yaml`` in its order, each
+stage's own command in a fresh project on that CSV, with ``DASK_SCHEDULER_ADDRESS`` naming the
+cluster. Sizes compare because the budgets are fixed: one training epoch, no minimum steps,
+every boosting iteration of 100 trained. Per stage it prints the wall time, the time per
+million readouts, the peak resident memory (GiB, sampled every 0.2 s) of the stage's own
+process and its children (the driver) and of the largest Dask worker (the workers are
+restarted before each stage), and the largest task argument and task result of the stage
+(bytes, as the scheduler saw them: a task's pickled specification, a result's size).
 
 Goals on a 2-core, 24 GiB machine: 10x completes; no process above 4 GiB at any size; the time
-per million readouts at 10x within 1.3x of 1x.
+per million readouts at 10x within 1.3x of 1x; the driver's peak and the largest task argument
+and result do not grow with the fleet.
 
     python bench/scale.py --fleet 1 4 10 [--workdir /somewhere/with/space]
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -34,58 +39,123 @@ from componentx.data.layout import DatasetSummary
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = {"n_train": 23_550, "n_validation": 5_046, "n_test": 5_045}
-STAGES = ("ingest", "labels", "windowing", "stats", "inputs")
-FEATURES = ("from componentx.candidates.interface import PipelineData\n"
-            "from componentx.compute import dask_client\n"
-            "from componentx.data.windowing import buckets_of\n"
-            "from componentx.gbdt.candidate import GBDT\n"
-            "from componentx.params import load_params\n"
-            "if __name__ == '__main__':\n"
-            "    params = load_params()\n"
-            "    data = PipelineData(params['window']['size'])\n"
-            "    model = GBDT(params)\n"
-            "    model.feature_names = data.summary.feature_columns\n"
-            "    model.spec_names = data.summary.spec_columns\n"
-            "    model.k, model.window_stats = params['gbdt']['k'], False\n"
-            "    with dask_client(params['compute'], buckets_of(data.windows)) as client:\n"
-            "        for split in ('train', 'validation', 'test'):\n"
-            "            model.features(data.labelled(split), client)\n")
+FIXED = {"train": {"epochs": 1, "min_steps": 0},
+         "gbdt": {"max_iter": 100, "patience": 100}}
+WORKERS = 2
+PLUGIN = "componentx-task-sizes"
 
 
-def peak_memory(process: subprocess.Popen) -> tuple[float, float]:
-    """Run until ``process`` ends, sampling the resident memory of it and of every process
-    below it; returns the peaks (GiB) of the process itself and of its largest child."""
+def dask_setup(scheduler) -> None:
+    """The scheduler's preload (``dask scheduler --preload bench/scale.py``): record the largest
+    task argument and result."""
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class TaskSizes(SchedulerPlugin):
+        name = PLUGIN
+
+        def __init__(self) -> None:
+            self.largest = {"argument": 0, "result": 0}
+
+        def update_graph(self, scheduler, *, tasks, **kwargs) -> None:
+            for key in tasks:
+                spec = scheduler.tasks[key].run_spec if key in scheduler.tasks else None
+                if spec is not None:
+                    size = len(pickle.dumps(spec, protocol=5))
+                    self.largest["argument"] = max(self.largest["argument"], size)
+
+        def transition(self, key, start, finish, *args, **kwargs) -> None:
+            if finish == "memory" and key in scheduler.tasks:
+                size = scheduler.tasks[key].nbytes
+                self.largest["result"] = max(self.largest["result"], size)
+
+    scheduler.add_plugin(TaskSizes())
+
+
+def take_sizes(dask_scheduler) -> dict[str, int]:
+    """The largest task argument and result since the last call (run on the scheduler)."""
+    plugin = dask_scheduler.plugins[PLUGIN]
+    largest, plugin.largest = plugin.largest, {"argument": 0, "result": 0}
+    return largest
+
+
+class Cluster:
+    """A Dask scheduler (with this file as its preload) and ``WORKERS`` single-threaded worker
+    processes, started apart on loopback, in their own sessions; stopped on exit."""
+
+    def __init__(self, folder: Path) -> None:
+        dask = str(Path(sys.executable).parent / "dask")
+        file = folder / "scheduler.json"
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+                 "start_new_session": True, "cwd": folder}
+        self.scheduler = subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--no-dashboard", "--scheduler-file",
+             str(file), "--preload", str(Path(__file__).resolve())], **quiet)
+        while not file.exists():
+            time.sleep(0.2)
+        self.workers = subprocess.Popen(
+            [dask, "worker", "--scheduler-file", str(file), "--nworkers", str(WORKERS),
+             "--nthreads", "1", "--memory-limit", "8GiB", "--no-dashboard",
+             "--local-directory", str(folder)], **quiet)
+        from distributed import Client
+
+        self.client = Client(scheduler_file=str(file), timeout=60)
+        self.client.wait_for_workers(WORKERS, timeout=120)
+        self.address = self.client.scheduler.address
+
+    def fresh(self) -> None:
+        """Restart the workers (each stage's peak is its own) and forget the task sizes."""
+        self.client.restart(wait_for_workers=True)
+        self.client.run_on_scheduler(take_sizes)
+
+    def sizes(self) -> dict[str, int]:
+        return self.client.run_on_scheduler(take_sizes)
+
+    def close(self) -> None:
+        self.client.close()
+        for process in (self.workers, self.scheduler):
+            os.killpg(process.pid, 15)
+            process.wait(60)
+
+
+def peak_memory(process: subprocess.Popen, workers: subprocess.Popen) -> tuple[float, float]:
+    """Run until ``process`` ends, sampling the resident memory of it and everything below it
+    (the driver's, summed) and of each process below ``workers``; returns both peaks (GiB)."""
     peaks = {"driver": 0.0, "worker": 0.0}
-    root = psutil.Process(process.pid)
+    root, pool = psutil.Process(process.pid), psutil.Process(workers.pid)
     while process.poll() is None:
         try:
-            peaks["driver"] = max(peaks["driver"], root.memory_info().rss / 2**30)
-            for child in root.children(recursive=True):
-                peaks["worker"] = max(peaks["worker"], child.memory_info().rss / 2**30)
+            driver = [root, *root.children(recursive=True)]
+            peaks["driver"] = max(peaks["driver"],
+                                  sum(p.memory_info().rss for p in driver) / 2**30)
+            for worker in pool.children(recursive=True):
+                peaks["worker"] = max(peaks["worker"], worker.memory_info().rss / 2**30)
         except psutil.NoSuchProcess:
             pass
         time.sleep(0.2)
     return peaks["driver"], peaks["worker"]
 
 
-def run(folder: Path, command: list[str]) -> tuple[float, float, float]:
-    """Wall seconds and peak memories of ``command`` run in ``folder``."""
-    env = {**os.environ, "PYTHONPATH": str(folder / "src"), "COMPONENTX_LOG": "WARNING"}
+def run(folder: Path, command: str, cluster: Cluster) -> tuple[float, float, float]:
+    """Wall seconds and peak memories of the shell ``command`` run in ``folder`` on the cluster."""
+    env = {**os.environ, "DASK_SCHEDULER_ADDRESS": cluster.address, "COMPONENTX_LOG": "WARNING",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=folder, env=env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(["bash", "-c", command], cwd=folder, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     errors: list[str] = []
     reader = threading.Thread(target=lambda: errors.append(process.stderr.read()))
     reader.start()
-    driver, worker = peak_memory(process)
+    driver, worker = peak_memory(process, cluster.workers)
     reader.join()
     if process.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{errors[0][-3000:]}")
+        raise RuntimeError(f"{command} failed:\n{errors[0][-3000:]}")
     return time.perf_counter() - start, driver, worker
 
 
-def project(folder: Path, csv: Path) -> None:
-    """A project on the CSV folder: the code, params with data.source csv, one epoch."""
-    for name in ("stages", "src", "params.yaml"):
+def project(folder: Path, csv: Path) -> dict[str, str]:
+    """A project on the CSV folder (the code, the DAG, params with data.source csv and the
+    budgets fixed); returns the stages' commands in the DAG's order."""
+    for name in ("stages", "src", "params.yaml", "dvc.yaml"):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, folder / name,
@@ -94,8 +164,42 @@ def project(folder: Path, csv: Path) -> None:
             shutil.copy(source, folder / name)
     params = yaml.safe_load((folder / "params.yaml").read_text())
     params["data"].update(source="csv", csv_dir=str(csv))
-    params["train"].update(epochs=1, min_steps=0)
+    for group, values in FIXED.items():
+        params[group].update(values)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stages = yaml.safe_load((folder / "dvc.yaml").read_text())["stages"]
+    return {name: stages[name]["cmd"] for name in dag_order(stages)}
+
+
+def dag_order(stages: dict) -> list[str]:
+    """The stages' names in an order where each comes after the stages whose outputs it reads
+    (the file's order among those that are free)."""
+    def paths(entries: list) -> list[str]:
+        return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+
+    outs = {name: paths(stage.get("outs", []) + stage.get("metrics", [])
+                        + stage.get("plots", [])) for name, stage in stages.items()}
+    needs = {name: {other for other in stages for dep in paths(stage.get("deps", []))
+                    for out in outs[other] if dep == out or dep.startswith(out.rstrip("/") + "/")
+                    or out.startswith(dep.rstrip("/") + "/")} - {name}
+             for name, stage in stages.items()}
+    order: list[str] = []
+    while len(order) < len(stages):
+        order.append(next(name for name in stages
+                          if name not in order and needs[name] <= set(order)))
+    return order
+
+
+def size(nbytes: int) -> str:
+    return "—" if not nbytes else f"{nbytes / 1e6:.2f} MB" if nbytes >= 1e5 else f"{nbytes:,} B"
+
+
+def commit() -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                          capture_output=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "src", "stages", "bench"], cwd=ROOT,
+                           text=True, capture_output=True).stdout.strip()
+    return head + (" with uncommitted changes" if dirty else "")
 
 
 def main() -> None:
@@ -104,30 +208,38 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the fleets are written (tens of GB at 10x)")
     args = parser.parse_args()
-    print("| fleet | readouts | stage | wall s | s per M readouts | driver GiB | worker GiB |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"commit {commit()}, {WORKERS} workers, {os.cpu_count()} cores")
+    print("| fleet | readouts | stage | wall s | s per M readouts | driver GiB | "
+          "largest worker GiB | largest task argument | largest task result |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     for factor in args.fleet:
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             folder, csv = Path(tmp) / "project", Path(tmp) / "csv"
-            sizes = {k: round(v * factor) for k, v in REAL.items()}
+            sizes = {k: max(round(v * factor), 20) for k, v in REAL.items()}
             start = time.perf_counter()
             synthetic.generate(csv, sizes["n_train"], sizes["n_validation"], sizes["n_test"],
                                seed=0, progress=False)
             generated = time.perf_counter() - start
             folder.mkdir()
-            project(folder, csv)
-            results = {"generate (in this process)": (generated, 0.0, 0.0)}
-            for stage in STAGES:
-                results[stage] = run(folder, [sys.executable, f"stages/{stage}.py"])
-            results["GBDT features"] = run(folder, [sys.executable, "-c", FEATURES])
-            results["sequence fit, one epoch"] = run(folder, [sys.executable, "stages/fit.py",
-                                                              "sequence"])
-            readouts = sum(DatasetSummary.load(
-                folder / "data/ingested/schema.json").rows.values())
-            for stage, (seconds, driver, worker) in results.items():
-                print(f"| {factor:g}x | {readouts:,} | {stage} | {seconds:.0f} | "
-                      f"{seconds / readouts * 1e6:.1f} | {driver:.2f} | {worker:.2f} |",
-                      flush=True)
+            commands = project(folder, csv)
+            cluster = Cluster(Path(tmp))
+            try:
+                for stage, command in commands.items():
+                    cluster.fresh()
+                    seconds, driver, worker = run(folder, command, cluster)
+                    largest = cluster.sizes()
+                    if stage == "ingest":
+                        readouts = sum(DatasetSummary.load(
+                            folder / "data/ingested/schema.json").rows.values())
+                        print(f"| {factor:g}× | {readouts:,} | generate the CSV (streaming) | "
+                              f"{generated:.0f} | {generated / readouts * 1e6:.1f} | — | — | — "
+                              "| — |")
+                    print(f"| {factor:g}× | {readouts:,} | {stage} | {seconds:.0f} | "
+                          f"{seconds / readouts * 1e6:.1f} | {driver:.2f} | {worker:.2f} | "
+                          f"{size(largest['argument'])} | {size(largest['result'])} |",
+                          flush=True)
+            finally:
+                cluster.close()
 
 
 if __name__ == "__main__":

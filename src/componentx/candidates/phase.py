@@ -14,7 +14,9 @@ need most), calibrated on its folds' out-of-fold logits. Every self-tuned choice
 early-stopping epoch, a boosting iteration) is made inside each fit, on an inner split of
 its own training windows (one vehicle in five, keyed, stratified), by the same rule for every
 candidate (:attr:`~componentx.candidates.interface.Candidate.tunes`): never on the windows
-the gate ranks. Then the model that ships scores the test windows. The model, what the fit
+the gate ranks. Then the model that ships is saved, and its saved files, read back as its
+bundle reads them, score the test windows bucket by bucket on the cluster (and the validation
+windows, where it was fitted on train). The model, what the fit
 chose and the logits are its outputs.
 """
 
@@ -26,6 +28,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +39,11 @@ from componentx.candidates.interface import (
     FoldEnsemble,
     LabelledWindows,
     PipelineData,
+    Windows,
 )
-from componentx.candidates.registry import candidate_class, checked
+from componentx.candidates.registry import candidate_class, checked, loaded_candidate
+from componentx.compute import dask_client
+from componentx.data.windowing import buckets_of
 from componentx.decisions.metrics import check_cost_matrix
 from componentx.decisions.selection import Selection, inner_split, plan_selection
 from componentx.devices import resolve_device
@@ -66,6 +72,19 @@ def score(model: Candidate, windows: LabelledWindows, device: str) -> np.ndarray
     """The model's logits (windows, classes) of labelled windows, bucket by bucket, in their
     order."""
     return windows.gather(model.logits, (device,), description="scoring")
+
+
+def score_saved(name: str, folder: Path, windows: LabelledWindows, device: str,
+                client: Any = None) -> np.ndarray:
+    """The logits (windows, classes) of labelled windows by candidate ``name`` saved in
+    ``folder``, bucket by bucket on ``client``'s cluster or here: a task carries the folder's
+    path and its index rows, never a model; each process reads the candidate once."""
+    return windows.gather(saved_logits, (name, folder, device), client, f"scoring {name}")
+
+
+def saved_logits(windows: Windows, name: str, folder: Path, device: str) -> np.ndarray:
+    """One bucket's logits (windows, classes) by the candidate saved in ``folder`` (a task)."""
+    return loaded_candidate(name, folder).logits(windows, device)
 
 
 class ModelPhase:
@@ -147,12 +166,10 @@ def fit_candidate(name: str, params: dict, data: PipelineData, folders: Candidat
             final, fitted_as = phase.fit(windows, None, "refit"), "refit"
     else:
         final, fitted_as = phase.fit_tuned_inside(data.labelled("train")), "train"
-        selection_logits = score(final, data.labelled("validation"), device) \
-            if main_process() else None
+        selection_logits = None
     if not main_process():
         return
-    test_logits = score(final, data.labelled("test"), device)
-    write_fit(phase, final, fitted_as, selection, selection_logits, test_logits)
+    write_fit(phase, final, fitted_as, selection, selection_logits, device)
     shutil.rmtree(phase.work, ignore_errors=True)
 
 
@@ -169,14 +186,22 @@ def write_declined(phase: ModelPhase, selection: Selection, reason: str) -> None
 
 
 def write_fit(phase: ModelPhase, model: Candidate, fitted_as: str, selection: Selection,
-              selection_logits: np.ndarray, test_logits: np.ndarray) -> None:
-    """The fit stage's outputs, each written atomically; ``fitted_as`` says what the model is:
-    ``train`` (fitted on train), ``folds`` (the fold models) or ``refit`` (on every
-    selection window)."""
-    folders, name = phase.folders, phase.name
+              selection_logits: np.ndarray | None, device: str) -> None:
+    """The fit stage's outputs, each written atomically: the model, whose saved files, read
+    back as its bundle reads them, score the test windows (and the validation windows where
+    ``selection_logits`` is None: fitted on train) bucket by bucket on the cluster of
+    ``params.compute`` (:func:`score_saved`); ``fit.json``; the logits. ``fitted_as`` says
+    what the model is: ``train`` (fitted on train), ``folds`` (the fold models) or ``refit``
+    (on every selection window)."""
+    folders, name, data = phase.folders, phase.name, phase.data
     with atomic_dir(folders.models / name) as tmp:
         model.save(tmp)
         files = sorted(p.name for p in tmp.iterdir())
+        with dask_client(phase.params["compute"], buckets_of(data.windows)) as client:
+            if selection_logits is None:
+                selection_logits = score_saved(name, tmp, data.labelled("validation"), device,
+                                               client)
+            test_logits = score_saved(name, tmp, data.labelled("test"), device, client)
         (tmp / FIT_REPORT).write_text(json.dumps({
             "candidate": name, "description": model.describe(), "report": model.report(),
             "calibration": {method: model.calibration_method(method)

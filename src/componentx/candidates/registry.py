@@ -13,6 +13,7 @@ bundle names its candidate, never code to run.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from dataclasses import dataclass
@@ -123,6 +124,19 @@ def load_candidate(name: str, folder: Path, engine: str = "auto") -> Candidate:
     if (Path(folder) / FoldEnsemble.META).is_file():
         return FoldEnsemble.load_members(folder, member, engine)
     return member.load(Path(folder), engine)
+
+
+def loaded_candidate(name: str, folder: Path, engine: str = "auto") -> Candidate:
+    """:func:`load_candidate`, read once per process for each folder as written (what a task
+    on a cluster calls: its worker reads the candidate for its first bucket and keeps it,
+    until the folder is rewritten)."""
+    written = Path(folder).stat()
+    return _loaded(name, Path(folder), engine, (written.st_ino, written.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded(name: str, folder: Path, engine: str, written: tuple[int, int]) -> Candidate:
+    return load_candidate(name, folder, engine)
 
 
 def candidate_class(name: str) -> type[Candidate]:

@@ -5,7 +5,6 @@ picks go into the bundles."""
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from componentx.candidates.folders import CandidateFolders
-from componentx.candidates.interface import Candidate, PipelineData, Windows
-from componentx.candidates.registry import load_candidate
+from componentx.candidates.interface import PipelineData, Windows
+from componentx.candidates.registry import load_candidate, loaded_candidate
 from componentx.compute import dask_client
 from componentx.decisions.alarms import Fleet, fleet_report
 from componentx.decisions.calibration import Calibrator
@@ -57,16 +56,9 @@ def bucket_risk(windows: Windows, name: str, folder: Path, meta: dict, calibrati
     """One bucket's risks (windows,) by candidate ``name`` fitted in ``folder``, with the
     bundle's ``meta`` and ``calibration`` (a task: what travels is the folder's path and
     these small dicts, never a model; each process reads a candidate once)."""
-    written = Path(folder).stat()
-    bundle = Bundle(Path(folder), meta, _fitted(name, Path(folder), (written.st_ino,
-                                                                      written.st_mtime_ns)),
+    bundle = Bundle(Path(folder), meta, loaded_candidate(name, Path(folder)),
                     Calibrator.from_dict(calibration))
     return bundle.risk(bundle.probabilities(windows, device))
-
-
-@functools.lru_cache(maxsize=8)
-def _fitted(name: str, folder: Path, written: tuple[int, int]) -> Candidate:
-    return load_candidate(name, folder)
 
 
 def candidate_bundles(params: dict, folders: CandidateFolders, data: PipelineData
