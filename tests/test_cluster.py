@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +111,48 @@ def test_a_window_set_of_many_buckets_reads_under_a_low_file_limit(runs):
                             runs["many"] / "data/ingested", "train", specs,
                             TINY["window"]["size"])
     np.testing.assert_array_equal(np.load(limited), found.arrays(np.arange(len(found))))
+
+
+def test_a_bucket_s_task_reads_only_its_own_bucket_s_files(runs, tmp_path, monkeypatch):
+    """One bucket of the test split and of the fleet holdout scored by each fitted candidate,
+    in a copy of the project where every other bucket's files and every whole-split table
+    (window index, labels, time-to-event, specifications) are deleted: the same logits as in
+    the project itself."""
+    from componentx.candidates.interface import PipelineData, bucket_task
+    from componentx.candidates.phase import saved_logits
+
+    source, copy = runs["many"], tmp_path / "copy"
+    for folder in ("data", "models/candidates"):
+        shutil.copytree(source / folder, copy / folder)
+    fitted = [p.parent.name for p in sorted((source / "models/candidates").glob("*/fit.json"))
+              if "declined" not in json.loads(p.read_text())]
+    monkeypatch.chdir(source)
+    data = PipelineData(TINY["window"]["size"])
+    tasks = {}
+    for split in ("test", "fleet"):
+        windows = data.labelled(split)
+        _, bucket, positions = windows.groups()[1]
+        tasks[split] = bucket, windows.index.iloc[positions]
+
+    def logits(root: Path) -> dict[tuple[str, str], np.ndarray]:
+        data = PipelineData(TINY["window"]["size"])
+        return {(split, name): bucket_task(saved_logits, data, split, bucket, index, (
+            name, root / "models/candidates" / name, "cpu"))
+            for split, (bucket, index) in tasks.items() for name in fitted}
+
+    expected = logits(source)
+    own = {f"{bucket:04d}" for bucket, _ in tasks.values()}
+    removed = [p for p in (copy / "data").rglob("*") if p.is_file() and (
+        (p.name[:4].isdigit() and p.name[:4] not in own)
+        or p.name.endswith(("_windows.parquet", "_labels.parquet", "_tte.parquet",
+                            "_specs.parquet")))]
+    for path in removed:
+        path.unlink()
+    assert len(removed) > 20 and len(fitted) >= 3
+    monkeypatch.chdir(copy)
+    found = logits(copy)
+    for key, values in expected.items():
+        np.testing.assert_array_equal(found[key], values, err_msg=str(key))
 
 
 @pytest.fixture(scope="module")

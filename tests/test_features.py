@@ -93,6 +93,22 @@ def test_specifications_are_coded_on_train_with_unknowns_at_zero():
     assert specs.cardinalities(vocabulary) == [3, 3]
 
 
+def test_an_ingested_folder_s_vocabularies_are_those_of_its_train_specifications(tmp_path):
+    """Text, integers and floats with nulls and NaN: the file ingest writes (from the distinct
+    values) holds what coding every value gives, and a bucket's task reads that file alone."""
+    import pyarrow as pa
+
+    train = pa.table({"vehicle_id": [1, 2, 3, 4], "Spec_0": ["Cat1", "Cat0", None, "Cat1"],
+                      "Spec_1": [3, None, 12, 3], "Spec_2": [0.5, float("nan"), None, 2.0]})
+    specs.write_vocabularies(train, tmp_path)
+    columns = ["Spec_0", "Spec_1", "Spec_2"]
+    expected = specs.vocabularies(train.to_pydict(), columns)
+    assert expected == {"Spec_0": ["Cat0", "Cat1"], "Spec_1": ["12", "3"],
+                        "Spec_2": ["0.5", "2.0"]}
+    assert specs.train_vocabularies(tmp_path, columns) == expected
+    assert specs.train_vocabularies(tmp_path, ["Spec_2"]) == {"Spec_2": ["0.5", "2.0"]}
+
+
 def test_history_channels_see_the_whole_history_of_each_vehicle():
     from componentx.data.features import HISTORY_SCALE, history_channels
 

@@ -135,3 +135,30 @@ def test_intervals_resample_vehicles_not_windows():
         width[name] = (high - low, paired["ci"][1] - paired["ci"][0])
     assert width["vehicles"][0] > 1.5 * width["windows"][0]
     assert width["vehicles"][1] > 1.5 * width["windows"][1]
+
+
+@pytest.mark.parametrize("interval", ["bootstrap", "paired"])
+def test_an_interval_s_memory_does_not_grow_with_its_resamples(interval):
+    """Traced peak memory of an interval over 100,000 windows of 20,000 vehicles: 25 or 500
+    resamples draw the same peak, a few window columns (drawing the resamples at once would
+    hold resamples x vehicles numbers: 80 MB at 500)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    windows = 100_000
+    y = rng.choice(5, windows, p=[0.9, 0.025, 0.025, 0.025, 0.025])
+    pred = np.where(rng.random(windows) < 0.7, y, 0)
+    vehicles = rng.integers(0, 20_000, windows)
+    ours, theirs = COST[y, pred], COST[y, y]
+    peaks = {}
+    for resamples in (25, 500):
+        tracemalloc.start()
+        if interval == "bootstrap":
+            metrics.bootstrap_intervals(y, pred, COST, resamples, 0, vehicles=vehicles)
+        else:
+            metrics.paired_interval(ours, theirs, resamples, 0, vehicles=vehicles)
+        peaks[resamples] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    column = windows * 8
+    assert peaks[500] < peaks[25] + 0.1 * column, peaks
+    assert peaks[500] < 8 * column, peaks

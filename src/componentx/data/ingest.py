@@ -55,6 +55,7 @@ from componentx.data.readouts import (
     sorted_bucket,
     split_into_buckets,
 )
+from componentx.data.specs import write_vocabularies
 from componentx.errors import DatasetError, ParamsError
 
 log = logging.getLogger(__name__)
@@ -326,6 +327,8 @@ def _ingest_specifications(csv_dir: Path, split: str, vehicles: Vehicles,
                                     summary.spec_columns if split != "train" else None)
         summary.spec_columns = specs.column_names[1:]
         write_with_buckets(specs, out_dir, "specs", split, summary.buckets)
+        if split == "train":
+            write_vocabularies(specs, out_dir)
     elif path.exists():
         raise DatasetError(path, "specifications exist for this split but not for train")
 

@@ -8,21 +8,35 @@ category's position plus one, and 0 stands for a missing or never-seen category.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from componentx.data.layout import ID, bucket_file
+from componentx.runtime import atomic_write_json
+
+VOCABULARIES = "vocabularies.json"  # in an ingested folder: the train vocabularies
 
 
 def vocabularies(train: Mapping[str, Sequence], columns: Sequence[str]) -> dict[str, list[str]]:
     """Sorted categories per column, from the train specifications (a table or a mapping of
-    columns); missing values are not categories."""
+    columns: every value, or only the distinct ones); missing values are not categories."""
     return {column: sorted({str(v) for v in train[column] if v is not None and v == v})
             for column in columns}
+
+
+def write_vocabularies(train: pa.Table, folder: Path) -> None:
+    """The vocabularies of the train specifications table (its first column the vehicle id),
+    as ``folder/vocabularies.json``: what a bucket's task reads instead of the table."""
+    columns = train.column_names[1:]
+    found = vocabularies({c: pc.unique(train.column(c)).to_pylist() for c in columns}, columns)
+    atomic_write_json(Path(folder) / VOCABULARIES, found)
 
 
 def cardinalities(vocabulary: Mapping[str, list[str]]) -> list[int]:
@@ -49,20 +63,19 @@ def encode(vocabulary: Mapping[str, list[str]], values: Mapping[str, Sequence]
 
 
 def train_vocabularies(ingested: Path, columns: Sequence[str]) -> dict[str, list[str]]:
-    """The vocabularies of an ingested dataset (``train_specs.parquet``)."""
+    """The vocabularies of an ingested dataset (``vocabularies.json``, a few categories per
+    column, read once per process and file version)."""
     if not columns:
         return {}
-    path = Path(ingested) / "train_specs.parquet"
+    path = Path(ingested) / VOCABULARIES
     stat = path.stat()
-    cached = _vocabularies_of(path.resolve(), stat.st_mtime_ns, stat.st_size, tuple(columns))
-    return {column: list(categories) for column, categories in cached.items()}
+    cached = _vocabularies_of(path.resolve(), stat.st_mtime_ns, stat.st_size)
+    return {column: list(cached[column]) for column in columns}
 
 
 @functools.lru_cache(maxsize=8)
-def _vocabularies_of(path: Path, mtime_ns: int, size: int, columns: tuple[str, ...]
-                     ) -> dict[str, list[str]]:
-    """Cached per file version: a bucket task asks for them again and again."""
-    return vocabularies(pq.read_table(path, columns=list(columns)).to_pydict(), columns)
+def _vocabularies_of(path: Path, mtime_ns: int, size: int) -> dict[str, list[str]]:
+    return json.loads(path.read_text())
 
 
 def vehicle_codes(ingested: Path, split: str, columns: Sequence[str], vehicles: np.ndarray,
