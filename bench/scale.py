@@ -85,12 +85,16 @@ class Cluster:
     def __init__(self, folder: Path) -> None:
         dask = str(Path(sys.executable).parent / "dask")
         file = folder / "scheduler.json"
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+        log = folder / "cluster.log"
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": log.open("w"),
                  "start_new_session": True, "cwd": folder}
         self.scheduler = subprocess.Popen(
             [dask, "scheduler", "--host", "127.0.0.1", "--no-dashboard", "--scheduler-file",
              str(file), "--preload", str(Path(__file__).resolve())], **quiet)
+        deadline = time.monotonic() + 120
         while not file.exists():
+            if self.scheduler.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Dask scheduler did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
         self.workers = subprocess.Popen(
             [dask, "worker", "--scheduler-file", str(file), "--nworkers", str(WORKERS),

@@ -253,3 +253,18 @@ def test_cross_validated_a_fit_that_tunes_nothing_ships_its_refit_one_that_tunes
     fold = phase.fit(windows.subset(fitted_on), None, "fold")
     np.testing.assert_allclose(score(fold, windows.subset(held), "cpu"),
                                selection_logits[held])
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_cross_validated_the_sequence_model_fits_its_folds_in_two_processes(tmp_path):
+    """``train.nproc: 2`` with cross-validation: every fold trained under torchrun, the main
+    process ships the fold models (the other process has none to ensemble)."""
+    repo = make_repo(tmp_path / "project", {
+        **TINY, "selection": {"cross_validate_below": 100_000}, "train": {
+            **TINY["train"], "nproc": 2, "epochs": 1}})
+    dvc(repo, "repro", "fit_sequence")
+    report = json.loads((repo / "models/candidates/sequence/fit.json").read_text())
+    assert report["fitted_as"] == "folds" and report["selection"]["mode"] == "cross_validation"
+    ensemble = json.loads((repo / "models/candidates/sequence/ensemble.json").read_text())
+    assert ensemble["members"] == report["selection"]["folds"]

@@ -128,11 +128,11 @@ def test_a_bucket_s_task_reads_only_its_own_bucket_s_files(runs, tmp_path, monke
               if "declined" not in json.loads(p.read_text())]
     monkeypatch.chdir(source)
     data = PipelineData(TINY["window"]["size"])
-    tasks = {}
+    tasks, positions = {}, {}
     for split in ("test", "fleet"):
         windows = data.labelled(split)
-        _, bucket, positions = windows.groups()[1]
-        tasks[split] = bucket, windows.index.iloc[positions]
+        bucket, positions[split] = next((b, p) for _, b, p in windows.groups() if b == 1)
+        tasks[split] = bucket, windows.index.iloc[positions[split]]
 
     def logits(root: Path) -> dict[tuple[str, str], np.ndarray]:
         data = PipelineData(TINY["window"]["size"])
@@ -141,9 +141,12 @@ def test_a_bucket_s_task_reads_only_its_own_bucket_s_files(runs, tmp_path, monke
             for split, (bucket, index) in tasks.items() for name in fitted}
 
     expected = logits(source)
-    own = {f"{bucket:04d}" for bucket, _ in tasks.values()}
+    for name in fitted:  # what the fit stage scored: the same bucket by the same files
+        with np.load(source / f"data/logits/{name}.npz") as saved:
+            np.testing.assert_allclose(expected[("test", name)],
+                                       saved["test"][positions["test"]], rtol=0, atol=1e-6)
     removed = [p for p in (copy / "data").rglob("*") if p.is_file() and (
-        (p.name[:4].isdigit() and p.name[:4] not in own)
+        (p.name[:4].isdigit() and p.name[:4] != "0001")
         or p.name.endswith(("_windows.parquet", "_labels.parquet", "_tte.parquet",
                             "_specs.parquet")))]
     for path in removed:

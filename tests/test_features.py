@@ -8,6 +8,7 @@ import pytest
 
 from componentx.compute import bucket_of
 from componentx.data import features, specs
+from componentx.errors import DatasetError
 from componentx.params import TRANSFORMS
 
 NAMES = ["c1", "h_0", "h_1"]
@@ -107,6 +108,8 @@ def test_an_ingested_folder_s_vocabularies_are_those_of_its_train_specifications
                         "Spec_2": ["0.5", "2.0"]}
     assert specs.train_vocabularies(tmp_path, columns) == expected
     assert specs.train_vocabularies(tmp_path, ["Spec_2"]) == {"Spec_2": ["0.5", "2.0"]}
+    with pytest.raises(DatasetError, match="vocabularies.json: missing.*dvc repro ingest"):
+        specs.train_vocabularies(tmp_path / "ingested before", columns)
 
 
 def test_history_channels_see_the_whole_history_of_each_vehicle():

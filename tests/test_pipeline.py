@@ -444,7 +444,9 @@ def test_predict_reproduces_evaluate_and_the_artifact_is_registered(repo, tmp_pa
     sh(repo, "git", "checkout", "--", ".")
     dvc(repo, "checkout", "--force")  # the outputs of HEAD, which promote --version tags
     fleet = synthetic_csv(repo, tmp_path / "fleet")
-    engines = {"sequence": {"torch": 1e-6, "onnx": 1e-4}, "gbdt": {"auto": 1e-6},
+    # the fit stage scored the test windows with each bundle's default engine (ONNX Runtime
+    # for the sequence model): that one reproduces them, torch within the export's tolerance
+    engines = {"sequence": {"onnx": 1e-6, "torch": 1e-4}, "gbdt": {"auto": 1e-6},
                "rocket": {"auto": 1e-6}, "multirocket": {"auto": 1e-6}}
     for candidate in BUILTIN:  # every kind of bundle reproduces its stage's test decisions
         kind = candidate.name

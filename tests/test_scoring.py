@@ -392,3 +392,34 @@ def test_a_missing_readouts_file_or_at_is_one_line(bundle, files, tmp_path):
         predict(bundle, tmp_path / "nowhere.csv", files[1], tmp_path / "out.csv")
     with pytest.raises(UserError, match="neither a file nor a column"):
         predict(bundle, files[0], files[1], tmp_path / "out.csv", at="tims.csv")
+
+
+def test_the_drift_reference_holds_one_bucket_of_increments_at_a_time(tmp_path):
+    """Traced peak memory of the export's drift reference over 2 and 8 train buckets of the
+    same size (8 MB of increments each): about the same (holding every bucket's increments at
+    once would grow with them)."""
+    import tracemalloc
+
+    from componentx.data.layout import bucket_file
+    from componentx.serving.export import drift_reference
+
+    rng = np.random.default_rng(0)
+    rows, features = 20_000, 50
+    peaks = {}
+    for buckets in (2, 8):
+        windows = tmp_path / str(buckets)
+        for bucket in range(buckets):
+            base = str(bucket_file(windows, "train", bucket, ""))
+            Path(base).parent.mkdir(parents=True, exist_ok=True)
+            np.save(f"{base}.values.npy", rng.normal(size=(rows, features)).cumsum(axis=0))
+            np.save(f"{base}.time.npy", np.arange(rows, dtype=np.float64))
+            np.save(f"{base}.vehicle.npy", np.repeat(np.arange(rows // 100) + bucket * rows,
+                                                     100))
+        (windows / "manifest.json").write_text(json.dumps({"buckets": buckets}))
+        tracemalloc.start()
+        reference = drift_reference(windows, [f"f{j}" for j in range(features)], 1_000)
+        peaks[buckets] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert np.asarray(reference["counts"]).sum(axis=1).tolist() == \
+            [buckets * (rows - rows // 100)] * features
+    assert peaks[8] < 1.5 * peaks[2], peaks

@@ -160,6 +160,8 @@ def fit_candidate(name: str, params: dict, data: PipelineData, folders: Candidat
             if main_process():
                 selection_logits[held] = score(members[-1], windows.subset(held), device)
         if phase.cls.tunes:
+            if not main_process():  # under torchrun only the main process holds the models
+                return
             final, fitted_as = FoldEnsemble(members), "folds"
         else:
             log.info("%s: refitting on all %d selection windows", name, len(windows))

@@ -128,8 +128,8 @@ def load_candidate(name: str, folder: Path, engine: str = "auto") -> Candidate:
 
 def loaded_candidate(name: str, folder: Path, engine: str = "auto") -> Candidate:
     """:func:`load_candidate`, read once per process for each folder as written (what a task
-    on a cluster calls: its worker reads the candidate for its first bucket and keeps it,
-    until the folder is rewritten)."""
+    on a cluster calls: its worker reads the candidate for its first bucket and keeps it; a
+    stage writes a folder anew, a new inode, never files into the old one)."""
     written = Path(folder).stat()
     return _loaded(name, Path(folder), engine, (written.st_ino, written.st_mtime_ns))
 

@@ -132,7 +132,7 @@ def ingest_readouts(client: object, path: Path, split: str, features: list[str],
         (path, bucket_parts(parts, bucket), features,
          bucket_file(out_dir / "readouts", split, bucket)) for bucket in range(buckets)],
         f"{split} buckets")
-    shutil.rmtree(parts)
+    shutil.rmtree(parts.parent)
     rows, ids, last, decreasing, digests = zip(*merged, strict=True)
     if sum(decreasing):
         message = f"{path.name}: {sum(decreasing)} decreasing steps in cumulative features "\
@@ -273,10 +273,10 @@ def ingest(csv_dir: Path, out_dir: Path, num_classes: int | str,
     ``compute.buckets`` vehicle buckets; ``compute`` is ``params.compute``, one bucket in this
     process by default), ``{split}_labels.parquet`` for validation and test,
     ``train_tte.parquet`` or ``train_labels.parquet``, ``{split}_specs.parquet`` when
-    specifications exist, each also per bucket (:func:`write_with_buckets`), and
-    ``schema.json``. ``num_classes`` "auto" is inferred: one more
-    than ``windows`` (``labels.windows``) when train comes with time-to-event, else the
-    largest class in the label files plus one.
+    specifications exist, each also per bucket (:func:`write_with_buckets`), the train
+    specifications' ``vocabularies.json``, and ``schema.json``. ``num_classes`` "auto" is
+    inferred: one more than ``windows`` (``labels.windows``) when train comes with
+    time-to-event, else the largest class in the label files plus one.
     """
     csv_dir, out_dir = Path(csv_dir), Path(out_dir)
     if not csv_dir.is_dir():

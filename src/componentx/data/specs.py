@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from componentx.data.layout import ID, bucket_file
+from componentx.errors import DatasetError
 from componentx.runtime import atomic_write_json
 
 VOCABULARIES = "vocabularies.json"  # in an ingested folder: the train vocabularies
@@ -68,13 +69,18 @@ def train_vocabularies(ingested: Path, columns: Sequence[str]) -> dict[str, list
     if not columns:
         return {}
     path = Path(ingested) / VOCABULARIES
-    stat = path.stat()
-    cached = _vocabularies_of(path.resolve(), stat.st_mtime_ns, stat.st_size)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise DatasetError(path, "missing: the ingested data predate it (run `dvc repro "
+                           "ingest`)") from None
+    cached = _vocabularies_of(path.resolve(), stat.st_ino, stat.st_mtime_ns, stat.st_size)
     return {column: list(cached[column]) for column in columns}
 
 
 @functools.lru_cache(maxsize=8)
-def _vocabularies_of(path: Path, mtime_ns: int, size: int) -> dict[str, list[str]]:
+def _vocabularies_of(path: Path, inode: int, mtime_ns: int, size: int
+                     ) -> dict[str, list[str]]:
     return json.loads(path.read_text())
 
 

@@ -78,8 +78,8 @@ def drift_reference(windows: Path, features: list[str], sample_rows: int = 100_0
     buckets = range(buckets_of(windows))
     rows = sum(len(readout_arrays(windows, "train", b)[1]) for b in buckets)
     step = max(1, rows // sample_rows)
-    sample = np.concatenate([increments(*readout_arrays(windows, "train", b))[::step]
-                             for b in buckets])
+    sample = np.concatenate([increments(*readout_arrays(windows, "train", b))[::step].copy()
+                             for b in buckets])  # a copy: a view would keep every bucket
     return reference((increments(*readout_arrays(windows, "train", b)) for b in buckets),
                      sample, features)
 
