@@ -5,9 +5,10 @@ Per stage it fits the measured wall time as ``fixed + per readout x readouts`` (
 over the measured sizes) and prints how well that reproduces each measured row; then, for the
 target fleet, the wall time on each number of workers: a stage mapped over vehicle buckets
 (the data stages, the GBDT's features and Dask fit, the fleet view) divides its per-readout part
-by the workers (measured on 2), a stage that runs in one process does not. Memory and the
-largest task argument and result are fitted the same way (a stage whose figures do not grow
-with the fleet projects to what was measured).
+by the workers (measured on 2), a stage that runs in one process does not; so does a mapped
+stage's worker memory (a bucket's, or its share of the data spread over the workers). The
+driver's memory and the largest task argument and result are fitted the same way. With two
+measured sizes the line passes through both; a third checks it.
 
     python bench/scale.py --fleet 1 4 10 > scale.md
     python bench/scale_projection.py scale.md --fleet 100 --workers 8 64
@@ -84,16 +85,18 @@ def main() -> None:
     one = next(iter(stages.values()))[0]
     target = one["readouts"] / one["fleet"] * args.fleet
     print(f"\nProjection to {args.fleet:g}× ({target / 1e6:,.0f}M readouts):\n")
-    print("| stage | " + " | ".join(f"wall on {w} workers" for w in args.workers)
-          + " | driver GiB | largest worker GiB | largest task argument | largest task result |")
-    print("| --- |" + " --- |" * (len(args.workers) + 4))
+    print("| stage | " + " | ".join(f"wall on {w} workers" for w in args.workers) + " | "
+          + " | ".join(f"worker GiB on {w}" for w in args.workers)
+          + " | driver GiB | largest task argument | largest task result |")
+    print("| --- |" + " --- |" * (2 * len(args.workers) + 3))
     for stage, fit in fits.items():
         at = {key: fixed + slope * target for key, (fixed, slope) in fit.items()}
-        fixed, slope = fit["seconds"]
-        walls = [fixed + slope * target * (MEASURED_WORKERS / w if stage in MAPPED else 1)
-                 for w in args.workers]
-        print(f"| {stage} | " + " | ".join(f"{s / 60:,.1f} min" for s in walls)
-              + f" | {at['driver']:.2f} | {at['worker']:.2f} | {at['argument'] / 1e6:.2f} MB"
+        shares = [MEASURED_WORKERS / w if stage in MAPPED else 1 for w in args.workers]
+        walls = [fit["seconds"][0] + fit["seconds"][1] * target * share for share in shares]
+        workers = [fit["worker"][0] + fit["worker"][1] * target * share for share in shares]
+        print(f"| {stage} | " + " | ".join(f"{s / 60:,.1f} min" for s in walls) + " | "
+              + " | ".join(f"{m:.2f}" for m in workers)
+              + f" | {at['driver']:.2f} | {at['argument'] / 1e6:.2f} MB"
               f" | {at['result'] / 1e6:.2f} MB |")
 
 
