@@ -12,11 +12,12 @@ from conftest import window_set
 from componentx.data.tasks import motif
 from componentx.data.window_set import WindowSet
 from componentx.decisions.calibration import softmax
+from componentx.decisions.priors import class_weights, training_priors
 from componentx.errors import BundleError, UserError
 from componentx.rocket.candidate import ARRAYS, MiniRocket
 from componentx.rocket.head import ABSENT_CLASS_LOGIT, ALPHAS, fit_head, fit_ridge
 from componentx.rocket.kernels import MIN_LENGTH, fit_kernels, real_steps, transform
-from componentx.rocket.model import FittedRocket, fit_rocket
+from componentx.rocket.model import FittedRocket, rocket_kernels
 
 SETTINGS = {"kernels": 168, "channels": "readouts", "class_weights": "inverse", "seed": 0}
 
@@ -44,6 +45,18 @@ def shapes(seed: int, n: int, size: int = 32) -> WindowSet:
                             "end_row": np.cumsum(lengths), "length": lengths})
     return WindowSet([inputs], [np.zeros(len(inputs))], windows, rng.integers(0, 3, (n, 1)),
                      size)
+
+
+def fitted(windows: WindowSet, classes: int) -> tuple[FittedRocket, np.ndarray]:
+    """MiniRocket fitted on an in-memory window set (one readout channel, one specification
+    of 3 codes) as :func:`~componentx.rocket.model.fit_rocket` fits it (there, the head's
+    features are computed bucket by bucket: ``tests/test_cluster.py``), and its priors."""
+    model = rocket_kernels(windows, 1, [3], SETTINGS)
+    weights = class_weights("inverse", windows.labels, classes, "rocket.class_weights")
+    everything = np.arange(len(windows))
+    model.head = fit_head(model.features(windows.arrays(everything), windows.length,
+                                         windows.specs), windows.labels, weights, classes, {})
+    return model, training_priors(windows.labels, weights, False, classes)
 
 
 def window_logits(model: FittedRocket, windows: WindowSet) -> np.ndarray:
@@ -91,9 +104,9 @@ def test_short_windows_repeat_their_first_readout_and_empty_ones_are_zeros():
     assert (values[:, MIN_LENGTH:] == 0).all()
 
 
-def test_the_head_gives_probabilities_and_the_files_give_the_same_logits(tmp_path):
+def test_the_head_gives_probabilities_and_the_files_give_the_same_logits():
     train, test = shapes(0, 90), shapes(1, 60)
-    model, priors = fit_rocket(train, 3, 1, [3], SETTINGS, tmp_path)
+    model, priors = fitted(train, 3)
     logits = window_logits(model, test)
     assert logits.shape == (60, 3) and priors.shape == (3,)
     probs = softmax(logits)
@@ -111,8 +124,7 @@ def saved_candidate(folder):
     """A MiniRocket candidate saved in ``folder`` (4 inputs: 3 features and the age)."""
     from componentx.data.features import FeatureStats
 
-    model, priors = fit_rocket(window_set(0, 100), 5, 1, [3], SETTINGS,
-                               folder.parent / "work")
+    model, priors = fitted(window_set(0, 100), 5)
     candidate = MiniRocket({})
     candidate.model, candidate.train_priors, candidate.size = model, priors, 8
     candidate.stats = FeatureStats("cumulative", ["a", "b"], [], ["a", "b"], [10, 10],
@@ -144,11 +156,11 @@ def test_a_file_that_needs_pickle_is_refused(tmp_path):
         MiniRocket.load(tmp_path / "rocket")
 
 
-def test_a_single_class_is_a_clear_error(tmp_path):
+def test_a_single_class_is_a_clear_error():
     windows = window_set(0, 50)
     windows.labels[:] = 0
     with pytest.raises(UserError, match="single class"):
-        fit_rocket(windows, 5, 1, [3], SETTINGS, tmp_path)
+        rocket_kernels(windows, 1, [3], SETTINGS)
 
 
 def test_the_ridge_head_chooses_the_standard_pipeline_s_penalty_and_predictions():

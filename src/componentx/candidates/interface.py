@@ -189,8 +189,10 @@ class FitData:
     it must tune within ``fit``. ``work`` is a folder of the candidate's own that survives an
     interrupted stage (resumable work, emptied after a finished one); ``live`` a dvclive
     folder where its stage declares one. ``key`` fingerprints the params and inputs of the
-    fit and ``run`` names it for the trackers. Under torchrun every process fits; only the
-    one with ``main_process`` writes."""
+    fit and ``run`` names it for the trackers. ``client`` is the stage's Dask client (None:
+    work in this process), for work mapped over the windows' buckets
+    (:meth:`LabelledWindows.map_buckets`). Under torchrun every process fits; only the one
+    with ``main_process`` writes (and holds the client)."""
 
     fit: LabelledWindows
     tune: LabelledWindows | None
@@ -201,6 +203,7 @@ class FitData:
     run: str
     live: Path | None = None
     main_process: bool = True
+    client: Any = None
 
     @property
     def data(self) -> PipelineData:

@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +89,13 @@ def saved_logits(windows: Windows, name: str, folder: Path, device: str) -> np.n
 
 
 class ModelPhase:
-    """One candidate's fits on the pipeline's data (``params``: the whole params file)."""
+    """One candidate's fits on the pipeline's data (``params``: the whole params file), with
+    the stage's Dask ``client`` (None: in this process)."""
 
     def __init__(self, name: str, params: dict, data: PipelineData,
-                 folders: CandidateFolders, live: bool) -> None:
+                 folders: CandidateFolders, live: bool, client: Any = None) -> None:
         self.name, self.params, self.data, self.folders = name, params, data, folders
+        self.client = client
         self.cls = candidate_class(name)
         self.num_classes = data.summary.num_classes
         self.cost_matrix = check_cost_matrix(params["evaluate"]["cost_matrix"],
@@ -111,7 +114,7 @@ class ModelPhase:
         return self.cls(self.params).fit(FitData(
             windows, tune if self.cls.tunes else None, self.num_classes, self.cost_matrix,
             work, f"{self.key}-{label}" if label else self.key, self.run,
-            self.live if label in ("", "fold0") else None, main_process()))
+            self.live if label in ("", "fold0") else None, main_process(), self.client))
 
     def fit_tuned_inside(self, windows: LabelledWindows, label: str = "") -> Candidate:
         """A fit on ``windows`` that tunes, where it does, on an inner split of them."""
@@ -138,17 +141,31 @@ def fit_candidate(name: str, params: dict, data: PipelineData, folders: Candidat
     fit's steps to dvclive (``folders.live/{name}``). Call it in every process of a
     torchrun launch; the main process writes."""
     checked(name, params)
-    phase = ModelPhase(name, params, data, folders, live)
     selection = plan_selection(data.windows, params["selection"])
     fitted_on = len(selection.windows) if selection.cross_validated else len(
         data.labelled("train"))
-    reason = phase.cls(params).declines(fitted_on)
+    reason = candidate_class(name)(params).declines(fitted_on)
     if reason is not None:
         log.info("%s is not fitted: %s", name, reason)
         if main_process():
-            write_declined(phase, selection, reason)
+            write_declined(ModelPhase(name, params, data, folders, live), selection, reason)
         return
-    device = resolve_device(params["compute"]["device"])
+    # one cluster for the stage, held by the main process (under torchrun the others train)
+    with dask_client(params["compute"], buckets_of(data.windows)) if main_process() \
+            else nullcontext() as client:
+        phase = ModelPhase(name, params, data, folders, live, client)
+        fitted = fit_selection(phase, selection, resolve_device(params["compute"]["device"]))
+        if fitted is not None:
+            write_fit(phase, *fitted, selection)
+            shutil.rmtree(phase.work, ignore_errors=True)
+
+
+def fit_selection(phase: ModelPhase, selection: Selection, device: str
+                  ) -> tuple[Candidate, str, np.ndarray | None, str] | None:
+    """The model that ships, what it is (``train``, ``folds`` or ``refit``: see
+    :func:`write_fit`), the selection windows' out-of-fold logits (None where it was fitted
+    on train) and the device; None in a process of a torchrun launch other than the main."""
+    name, data = phase.name, phase.data
     if selection.cross_validated:
         windows = data.labelled(selection.splits)
         selection_logits = np.zeros((len(windows), phase.num_classes))
@@ -161,7 +178,7 @@ def fit_candidate(name: str, params: dict, data: PipelineData, folders: Candidat
                 selection_logits[held] = score(members[-1], windows.subset(held), device)
         if phase.cls.tunes:
             if not main_process():  # under torchrun only the main process holds the models
-                return
+                return None
             final, fitted_as = FoldEnsemble(members), "folds"
         else:
             log.info("%s: refitting on all %d selection windows", name, len(windows))
@@ -169,10 +186,7 @@ def fit_candidate(name: str, params: dict, data: PipelineData, folders: Candidat
     else:
         final, fitted_as = phase.fit_tuned_inside(data.labelled("train")), "train"
         selection_logits = None
-    if not main_process():
-        return
-    write_fit(phase, final, fitted_as, selection, selection_logits, device)
-    shutil.rmtree(phase.work, ignore_errors=True)
+    return (final, fitted_as, selection_logits, device) if main_process() else None
 
 
 def write_declined(phase: ModelPhase, selection: Selection, reason: str) -> None:
@@ -187,23 +201,22 @@ def write_declined(phase: ModelPhase, selection: Selection, reason: str) -> None
     atomic_write_bytes(phase.folders.logits / f"{phase.name}.npz", buffer.getvalue())
 
 
-def write_fit(phase: ModelPhase, model: Candidate, fitted_as: str, selection: Selection,
-              selection_logits: np.ndarray | None, device: str) -> None:
+def write_fit(phase: ModelPhase, model: Candidate, fitted_as: str,
+              selection_logits: np.ndarray | None, device: str, selection: Selection) -> None:
     """The fit stage's outputs, each written atomically: the model, whose saved files, read
     back as its bundle reads them, score the test windows (and the validation windows where
-    ``selection_logits`` is None: fitted on train) bucket by bucket on the cluster of
-    ``params.compute`` (:func:`score_saved`); ``fit.json``; the logits. ``fitted_as`` says
+    ``selection_logits`` is None: fitted on train) bucket by bucket on the stage's cluster
+    (:func:`score_saved`); ``fit.json``; the logits. ``fitted_as`` says
     what the model is: ``train`` (fitted on train), ``folds`` (the fold models) or ``refit``
     (on every selection window)."""
     folders, name, data = phase.folders, phase.name, phase.data
     with atomic_dir(folders.models / name) as tmp:
         model.save(tmp)
         files = sorted(p.name for p in tmp.iterdir())
-        with dask_client(phase.params["compute"], buckets_of(data.windows)) as client:
-            if selection_logits is None:
-                selection_logits = score_saved(name, tmp, data.labelled("validation"), device,
-                                               client)
-            test_logits = score_saved(name, tmp, data.labelled("test"), device, client)
+        if selection_logits is None:
+            selection_logits = score_saved(name, tmp, data.labelled("validation"), device,
+                                           phase.client)
+        test_logits = score_saved(name, tmp, data.labelled("test"), device, phase.client)
         (tmp / FIT_REPORT).write_text(json.dumps({
             "candidate": name, "description": model.describe(), "report": model.report(),
             "calibration": {method: model.calibration_method(method)

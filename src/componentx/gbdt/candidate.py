@@ -24,8 +24,7 @@ from componentx.candidates.interface import (
     Windows,
     bucket_task,
 )
-from componentx.compute import SCHEDULER_VARIABLE, absolute, dask_client
-from componentx.data.windowing import buckets_of
+from componentx.compute import SCHEDULER_VARIABLE, absolute
 from componentx.decisions.priors import class_weights, training_priors
 from componentx.errors import BundleError
 from componentx.gbdt.features import summary_features, use_window_stats
@@ -95,20 +94,18 @@ class GBDT(Candidate):
         self.sizes = resolve_size_settings(settings, len(labels))
         compute = self.params["compute"]
         self.trees = None
-        with dask_client(compute, buckets_of(data.data.windows)) as client:
-            self.window_stats = use_window_stats(settings["window_stats"], data.data.windows,
-                                                 client)
-            tune = None if data.tune is None else self.features(data.tune, client)
-            if self.library == "lightgbm" and client is not None and tune is not None and (
-                    os.environ.get(SCHEDULER_VARIABLE) or not fits_one_worker(
-                        len(labels), len(self.feature_names), compute)):
-                self.trees = fit_lightgbm_on_cluster(
-                    client, self._dask_frame(client, data.fit, weights), tune,
-                    data.tune.labels, self.train_priors, data.cost_matrix, self.spec_names,
-                    self.sizes)
-            else:
-                train = self.features(data.fit, client)
-        if self.trees is None:  # in this process, the cluster closed
+        client = data.client
+        self.window_stats = use_window_stats(settings["window_stats"], data.data.windows, client)
+        tune = None if data.tune is None else self.features(data.tune, client)
+        if self.library == "lightgbm" and client is not None and tune is not None and (
+                os.environ.get(SCHEDULER_VARIABLE) or not fits_one_worker(
+                    len(labels), len(self.feature_names), compute)):
+            self.trees = fit_lightgbm_on_cluster(
+                client, self._dask_frame(client, data.fit, weights), tune, data.tune.labels,
+                self.train_priors, data.cost_matrix, self.spec_names, self.sizes)
+        else:
+            train = self.features(data.fit, client)
+        if self.trees is None:  # in this process
             sample_weight = None if weights is None else weights[labels]
             self.trees = fit_trees(train, labels, sample_weight, self.spec_names, self.sizes,
                                    settings["max_iter"], k) if tune is None else \

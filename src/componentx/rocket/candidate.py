@@ -9,7 +9,6 @@ torch.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ from componentx.errors import BundleError
 from componentx.rocket.kernels import CHANNELS, CHUNK, read_saved, window_scores
 from componentx.rocket.model import FittedRocket, fit_rocket
 
-log = logging.getLogger(__name__)
 ARRAYS, META = "rocket.npz", "rocket.json"
 
 
@@ -36,10 +34,8 @@ class MiniRocket(Candidate):
     def fit(self, data: FitData) -> MiniRocket:
         self.stats, self.size = FeatureStats.load(data.data.stats), data.data.size
         self.model, self.train_priors = fit_rocket(
-            data.fit.window_set(), data.num_classes, len(self.stats.source_features),
-            data.data.spec_cardinalities(), self.settings, data.work)
-        log.info("rocket: %d kernel features, %d windows fitted on",
-                 self.model.kernels.n_features, len(data.fit))
+            data.fit, data.num_classes, self.stats, self.size, data.data.spec_cardinalities(),
+            self.settings, data.work, data.client)
         return self
 
     def logits(self, windows: Windows, device: str = "cpu") -> np.ndarray:

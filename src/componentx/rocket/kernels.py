@@ -49,16 +49,16 @@ class Kernels:
 
 def window_scores(windows: Windows, stats: FeatureStats, size: int, chunk: int,
                   score: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
-                  classes: int) -> np.ndarray:
-    """``score(x, lengths, specs)`` of the windows' model inputs
+                  columns: int) -> np.ndarray:
+    """``score(x, lengths, specs)`` (windows in x, ``columns``) of the windows' model inputs
     (:func:`~componentx.data.features.window_input_batches`), ``chunk`` windows at a time:
-    (windows, classes)."""
+    (windows, columns)."""
     readouts = windows.readouts
     parts = [score(x, windows.length[start:start + chunk], windows.specs[start:start + chunk])
              for start, x in zip(range(0, len(windows), chunk), window_input_batches(
                  readouts.values, readouts.times, readouts.vehicles, windows.end_row,
                  windows.length, windows.ref_time, stats, size, chunk), strict=True)]
-    return np.concatenate(parts) if parts else np.zeros((0, classes))
+    return np.concatenate(parts) if parts else np.zeros((0, columns))
 
 
 def split_inputs(x: np.ndarray, channels: str, readouts: int

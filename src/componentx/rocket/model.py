@@ -1,25 +1,44 @@
 """MiniRocket features of the windows the sequence model reads (of the channels
 :func:`~componentx.rocket.kernels.split_inputs` picks, and the numbers it sets beside them)
-and the specifications one-hot, with the linear head of :mod:`componentx.rocket.head`."""
+and the specifications one-hot, with the linear head of :mod:`componentx.rocket.head`.
+
+The kernels are fitted on a sample of the training windows (:func:`kernel_sample`); the
+features of every training window are computed bucket by bucket on the cluster
+(:func:`fit_head_on_buckets`, which the MultiRocket candidate's head uses too), and the head
+reads them from disk a block at a time: no process holds the feature matrix."""
 
 from __future__ import annotations
 
 import logging
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from componentx.data.window_set import WindowSet, spilled_rows
+from componentx.candidates.interface import LabelledWindows, Windows
+from componentx.data.features import FeatureStats
+from componentx.data.window_set import NpyRows, WindowSet, spilled_rows
 from componentx.decisions.priors import class_weights, training_priors
 from componentx.errors import UserError
 from componentx.rocket.head import LinearHead, fit_head
-from componentx.rocket.kernels import CHUNK, Kernels, fit_kernels, split_inputs, transform
+from componentx.rocket.kernels import (
+    CHUNK,
+    Kernels,
+    fit_kernels,
+    split_inputs,
+    transform,
+    window_scores,
+)
 
 log = logging.getLogger(__name__)
 FULL_KERNELS, CAPPED_KERNELS = 9_996, 4_032  # MiniRocket's standard count; 48 x 84
 RIDGE_WINDOWS = 4_096  # up to this many training windows: full kernel counts (ridge head)
 KERNEL_SAMPLE = 10_000  # windows the kernels' biases are drawn from, at most
+Features = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (x, lengths, specs)
 
 
 @dataclass
@@ -91,30 +110,78 @@ def kernel_sample(windows: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(windows, KERNEL_SAMPLE, replace=False))
 
 
-def fit_rocket(windows: WindowSet, num_classes: int, readouts: int, cards: list[int],
-               settings: dict, work: Path) -> tuple[FittedRocket, np.ndarray]:
-    """Fit the kernels (on :func:`kernel_sample`) and the head on ``windows`` of model inputs
-    whose first ``readouts`` channels are the readouts (``settings`` is ``params.rocket``),
-    transformed :data:`CHUNK` windows at a time into a file in ``work`` that the head reads
-    back a block at a time. Also returns the priors the head was trained under (class weights
+def rocket_kernels(windows: WindowSet, readouts: int, cards: list[int], settings: dict
+                   ) -> FittedRocket:
+    """The kernels fitted on :func:`kernel_sample` of ``windows`` (model inputs whose first
+    ``readouts`` channels are the readouts; ``settings`` is ``params.rocket``), no head yet."""
+    if len(np.unique(windows.labels)) < 2:
+        raise UserError("rocket: the windows it is fitted on hold a single class")
+    sample = kernel_sample(len(windows), settings["seed"])
+    return FittedRocket(fit_kernels(
+        split_inputs(windows.arrays(sample), settings["channels"], readouts)[0],
+        windows.length[sample], kernel_features(settings["kernels"], len(windows)),
+        settings["seed"]), settings["channels"], readouts, cards, None)
+
+
+def bucket_features(windows: Windows, features: Features, stats: FeatureStats, size: int,
+                    chunk: int, folder: Path) -> Path:
+    """``features(x, lengths, specs)`` (windows, d) float32 of one bucket's model-input
+    windows, ``chunk`` at a time, saved in a new ``.npy`` file in ``folder`` (a task): its
+    path."""
+    values = window_scores(windows, stats, size, chunk, features, 0)  # a task has windows
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uuid.uuid4().hex}.npy"  # a task run twice writes two files
+    np.save(path, values)
+    return path
+
+
+def fit_head_on_buckets(windows: LabelledWindows, features: Features, stats: FeatureStats,
+                        size: int, chunk: int, class_weights: np.ndarray | None,
+                        num_classes: int, settings: dict, work: Path, client: Any = None
+                        ) -> LinearHead:
+    """The head (:func:`~componentx.rocket.head.fit_head`, ``settings`` its ``l2`` and
+    ``max_iter``) on the raw ``features`` of labelled windows: computed bucket by bucket on
+    ``client``'s cluster (or here) into files in ``work`` (:func:`bucket_features`), then
+    gathered, a block of windows at a time in the windows' order, into the one file the head
+    reads back a block at a time. Memory: a bucket's features on a worker, a block here."""
+    parts = windows.map_buckets(bucket_features, (features, stats, size, chunk,
+                                                  work / "buckets"), client, "kernel features")
+    part, local = np.empty(len(windows), np.int64), np.empty(len(windows), np.int64)
+    for number, (rows, _) in enumerate(parts):
+        part[rows], local[rows] = number, np.arange(len(rows))
+    files = [NpyRows(path) for _, path in parts]
+
+    def blocks() -> Iterator[np.ndarray]:
+        # a bucket's rows are in the windows' order: a block reads a range of each file
+        for start in range(0, len(windows), chunk):
+            block = slice(start, start + chunk)
+            out = np.empty((len(part[block]), files[0].shape[1]), dtype=np.float32)
+            for number in np.unique(part[block]):
+                mine = part[block] == number
+                rows = local[block][mine]
+                out[mine] = files[number][rows[0]:rows[-1] + 1][rows - rows[0]]
+            yield out
+
+    try:
+        with spilled_rows(work / "features.npy", len(windows), blocks()) as matrix:
+            return fit_head(matrix, windows.labels, class_weights, num_classes, settings)
+    finally:
+        shutil.rmtree(work / "buckets", ignore_errors=True)
+
+
+def fit_rocket(windows: LabelledWindows, num_classes: int, stats: FeatureStats, size: int,
+               cards: list[int], settings: dict, work: Path, client: Any = None
+               ) -> tuple[FittedRocket, np.ndarray]:
+    """Fit the kernels (:func:`rocket_kernels`) and the head (:func:`fit_head_on_buckets`)
+    on labelled ``windows`` of the model inputs of ``stats`` (``settings`` is
+    ``params.rocket``). Also returns the priors the head was trained under (class weights
     included)."""
     labels = windows.labels
-    if len(np.unique(labels)) < 2:
-        raise UserError("rocket: the windows it is fitted on hold a single class")
-    n = len(windows)
-    sample = kernel_sample(n, settings["seed"])
-    channels = settings["channels"]
-    kernels = fit_kernels(split_inputs(windows.arrays(sample), channels, readouts)[0],
-                          windows.length[sample], kernel_features(settings["kernels"], n),
-                          settings["seed"])
-    unfitted = FittedRocket(kernels, channels, readouts, cards, None)
+    model = rocket_kernels(windows.window_set(), len(stats.source_features), cards, settings)
     weights = class_weights(settings["class_weights"], labels, num_classes,
                             "rocket.class_weights")
-    with spilled_rows(work / "features.npy", n, (
-            unfitted.features(windows.arrays(rows), windows.length[rows], windows.specs[rows])
-            for rows in np.array_split(np.arange(n), max(1, -(-n // CHUNK))))) as features:
-        head = fit_head(features, labels, weights, num_classes, settings)
-    log.info("rocket: %d features, %d windows, %s head (penalty %.3g)", features.shape[1], n,
-             head.kind, head.alpha)
-    return (FittedRocket(kernels, channels, readouts, cards, head),
-            training_priors(labels, weights, False, num_classes))
+    model.head = fit_head_on_buckets(windows, model.features, stats, size, CHUNK, weights,
+                                     num_classes, settings, work, client)
+    log.info("rocket: %d features, %d windows, %s head (penalty %.3g)",
+             len(model.head.mean), len(windows), model.head.kind, model.head.alpha)
+    return model, training_priors(labels, weights, False, num_classes)

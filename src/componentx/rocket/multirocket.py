@@ -26,12 +26,17 @@ import numpy as np
 
 from componentx.candidates.interface import Candidate, FitData, Windows
 from componentx.data.features import FeatureStats
-from componentx.data.window_set import spilled_rows
 from componentx.decisions.priors import class_weights, training_priors
 from componentx.errors import UserError
-from componentx.rocket.head import LinearHead, fit_head
+from componentx.rocket.head import LinearHead
 from componentx.rocket.kernels import CHANNELS, read_saved, split_inputs, window_scores
-from componentx.rocket.model import KERNEL_SAMPLE, RIDGE_WINDOWS, kernel_sample, one_hot
+from componentx.rocket.model import (
+    KERNEL_SAMPLE,
+    RIDGE_WINDOWS,
+    fit_head_on_buckets,
+    kernel_sample,
+    one_hot,
+)
 
 log = logging.getLogger(__name__)
 ARRAYS, META = "multirocket.npz", "multirocket.json"
@@ -107,13 +112,11 @@ class MultiRocket(Candidate):
             edge_padded(convolved, windows.length[sample]))
         weights = class_weights(self.settings["class_weights"], labels, k,
                                 "multirocket.class_weights")
-        with spilled_rows(data.work / "features.npy", n, (
-                self._features(windows.arrays(rows), windows.length[rows], windows.specs[rows])
-                for rows in np.array_split(np.arange(n), max(1, -(-n // CHUNK))))) as features:
-            self.head = fit_head(features, labels, weights, k, self.settings)
+        self.head = fit_head_on_buckets(data.fit, self._features, self.stats, self.size, CHUNK,
+                                        weights, k, self.settings, data.work, data.client)
         self.train_priors = training_priors(labels, weights, False, k)
         log.info("multirocket: %d features, %d windows fitted on (kernels' biases from %d), "
-                 "%s head (penalty %.3g)", features.shape[1], n, min(n, KERNEL_SAMPLE),
+                 "%s head (penalty %.3g)", len(self.head.mean), n, min(n, KERNEL_SAMPLE),
                  self.head.kind, self.head.alpha)
         return self
 
