@@ -10,7 +10,7 @@ pattern), and an empty window is all zeros.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,18 +47,25 @@ class Kernels:
                          for i, dtype in enumerate(dtypes)))
 
 
+def window_score_chunks(windows: Windows, stats: FeatureStats, size: int, chunk: int,
+                        score: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+                        ) -> Iterator[np.ndarray]:
+    """``score(x, lengths, specs)`` (windows in x, columns) of the windows' model inputs
+    (:func:`~componentx.data.features.window_input_batches`), ``chunk`` windows at a time, in
+    order."""
+    readouts = windows.readouts
+    for start, x in zip(range(0, len(windows), chunk), window_input_batches(
+            readouts.values, readouts.times, readouts.vehicles, windows.end_row,
+            windows.length, windows.ref_time, stats, size, chunk), strict=True):
+        yield score(x, windows.length[start:start + chunk], windows.specs[start:start + chunk])
+
+
 def window_scores(windows: Windows, stats: FeatureStats, size: int, chunk: int,
                   score: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
-                  columns: int) -> np.ndarray:
-    """``score(x, lengths, specs)`` (windows in x, ``columns``) of the windows' model inputs
-    (:func:`~componentx.data.features.window_input_batches`), ``chunk`` windows at a time:
-    (windows, columns)."""
-    readouts = windows.readouts
-    parts = [score(x, windows.length[start:start + chunk], windows.specs[start:start + chunk])
-             for start, x in zip(range(0, len(windows), chunk), window_input_batches(
-                 readouts.values, readouts.times, readouts.vehicles, windows.end_row,
-                 windows.length, windows.ref_time, stats, size, chunk), strict=True)]
-    return np.concatenate(parts) if parts else np.zeros((0, columns))
+                  classes: int) -> np.ndarray:
+    """:func:`window_score_chunks` as one array (windows, classes)."""
+    parts = list(window_score_chunks(windows, stats, size, chunk, score))
+    return np.concatenate(parts) if parts else np.zeros((0, classes))
 
 
 def split_inputs(x: np.ndarray, channels: str, readouts: int

@@ -3,9 +3,9 @@
 and the specifications one-hot, with the linear head of :mod:`componentx.rocket.head`.
 
 The kernels are fitted on a sample of the training windows (:func:`kernel_sample`); the
-features of every training window are computed bucket by bucket on the cluster
-(:func:`fit_head_on_buckets`, which the MultiRocket candidate's head uses too), and the head
-reads them from disk a block at a time: no process holds the feature matrix."""
+features of every training window are computed bucket by bucket on the cluster, a chunk of
+windows at a time (:func:`fit_head_on_buckets`, which the MultiRocket candidate's head uses
+too), and past 256 MiB the head reads them from disk a block at a time."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from componentx.rocket.kernels import (
     fit_kernels,
     split_inputs,
     transform,
-    window_scores,
+    window_score_chunks,
 )
 
 log = logging.getLogger(__name__)
@@ -126,45 +126,54 @@ def rocket_kernels(windows: WindowSet, readouts: int, cards: list[int], settings
 def bucket_features(windows: Windows, features: Features, stats: FeatureStats, size: int,
                     chunk: int, folder: Path) -> Path:
     """``features(x, lengths, specs)`` (windows, d) float32 of one bucket's model-input
-    windows, ``chunk`` at a time, saved in a new ``.npy`` file in ``folder`` (a task): its
-    path."""
-    values = window_scores(windows, stats, size, chunk, features, 0)  # a task has windows
+    windows, computed and written ``chunk`` windows at a time into a new ``.npy`` file in
+    ``folder`` (a task): its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex}.npy"  # a task run twice writes two files
-    np.save(path, values)
+    with path.open("wb") as handle:
+        for number, part in enumerate(window_score_chunks(windows, stats, size, chunk,
+                                                          features)):
+            if number == 0:
+                np.lib.format.write_array_header_1_0(handle, {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                    "fortran_order": False, "shape": (len(windows), part.shape[1])})
+            handle.write(np.ascontiguousarray(part, dtype=np.float32).tobytes())
     return path
 
 
 def fit_head_on_buckets(windows: LabelledWindows, features: Features, stats: FeatureStats,
-                        size: int, chunk: int, class_weights: np.ndarray | None,
-                        num_classes: int, settings: dict, work: Path, client: Any = None
-                        ) -> LinearHead:
-    """The head (:func:`~componentx.rocket.head.fit_head`, ``settings`` its ``l2`` and
-    ``max_iter``) on the raw ``features`` of labelled windows: computed bucket by bucket on
-    ``client``'s cluster (or here) into files in ``work`` (:func:`bucket_features`), then
-    gathered, a block of windows at a time in the windows' order, into the one file the head
-    reads back a block at a time. Memory: a bucket's features on a worker, a block here."""
-    parts = windows.map_buckets(bucket_features, (features, stats, size, chunk,
-                                                  work / "buckets"), client, "kernel features")
-    part, local = np.empty(len(windows), np.int64), np.empty(len(windows), np.int64)
-    for number, (rows, _) in enumerate(parts):
-        part[rows], local[rows] = number, np.arange(len(rows))
-    files = [NpyRows(path) for _, path in parts]
-
-    def blocks() -> Iterator[np.ndarray]:
-        # a bucket's rows are in the windows' order: a block reads a range of each file
-        for start in range(0, len(windows), chunk):
-            block = slice(start, start + chunk)
-            out = np.empty((len(part[block]), files[0].shape[1]), dtype=np.float32)
-            for number in np.unique(part[block]):
-                mine = part[block] == number
-                rows = local[block][mine]
-                out[mine] = files[number][rows[0]:rows[-1] + 1][rows - rows[0]]
-            yield out
-
+                        size: int, chunk: int, weights: np.ndarray | None, num_classes: int,
+                        settings: dict, work: Path, client: Any = None) -> LinearHead:
+    """The head (:func:`~componentx.rocket.head.fit_head`, with class ``weights``;
+    ``settings`` its ``l2`` and ``max_iter``) on the raw ``features`` of labelled windows:
+    computed bucket by bucket on ``client``'s cluster (or here) into files in ``work``
+    (:func:`bucket_features`), then gathered, a block of ``chunk`` windows at a time in the
+    windows' order, into the matrix the head reads a block at a time (on disk past 256 MiB:
+    :func:`~componentx.data.window_set.spilled_rows`). Memory: a chunk's features in a task,
+    a block here."""
     try:
+        parts = windows.map_buckets(bucket_features, (features, stats, size, chunk,
+                                                      work / "buckets"), client,
+                                    "kernel features")
+        part, local = np.empty(len(windows), np.int64), np.empty(len(windows), np.int64)
+        for number, (rows, _) in enumerate(parts):
+            part[rows], local[rows] = number, np.arange(len(rows))
+        files = [NpyRows(path) for _, path in parts]
+
+        def blocks() -> Iterator[np.ndarray]:
+            # a bucket's rows are in the windows' order: a block reads a range of each file
+            for start in range(0, len(windows), chunk):
+                block = slice(start, start + chunk)
+                out = np.empty((len(part[block]), files[0].shape[1]), dtype=np.float32)
+                for number in np.unique(part[block]):
+                    mine = part[block] == number
+                    rows = local[block][mine]
+                    first = rows.min()
+                    out[mine] = files[number][first:rows.max() + 1][rows - first]
+                yield out
+
         with spilled_rows(work / "features.npy", len(windows), blocks()) as matrix:
-            return fit_head(matrix, windows.labels, class_weights, num_classes, settings)
+            return fit_head(matrix, windows.labels, weights, num_classes, settings)
     finally:
         shutil.rmtree(work / "buckets", ignore_errors=True)
 
