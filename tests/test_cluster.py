@@ -49,12 +49,12 @@ def rows(folder: Path, sort: list[str]) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """The small fleet in one bucket in this process, and in three buckets on a LocalCluster
+    """The small fleet in one bucket in this process, and in seven buckets on a LocalCluster
     of two worker processes."""
     root = tmp_path_factory.mktemp("cluster")
     found = {}
     for name, compute in (("one", {"buckets": 1, "workers": 1}),
-                          ("many", {"buckets": 3, "workers": 2})):
+                          ("many", {"buckets": 7, "workers": 2})):
         found[name] = make_repo(root / name, {**SMALL, "compute": compute})
         dvc(found[name], "repro")
     return found
@@ -63,7 +63,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 def test_buckets_and_a_local_cluster_give_the_same_outputs(runs):
     one, many = runs["one"], runs["many"]
     summaries = [DatasetSummary.load(r / "data/ingested/schema.json") for r in (one, many)]
-    assert (summaries[0].buckets, summaries[1].buckets) == (1, 3)
+    assert (summaries[0].buckets, summaries[1].buckets) == (1, 7)
     assert summaries[0].digest == summaries[1].digest and summaries[0].rows == summaries[1].rows
     for split in SPLITS:  # ingested readouts, bit for bit
         assert rows(one / "data/ingested/readouts" / split, ["vehicle_id", "time_step"]).equals(
@@ -87,7 +87,7 @@ def test_buckets_and_a_local_cluster_give_the_same_outputs(runs):
 
 
 def test_a_window_set_of_many_buckets_reads_under_a_low_file_limit(runs):
-    """Three buckets, six files; the soft and hard limits leave room for two more open files:
+    """Seven buckets, fourteen files; the soft and hard limits leave room for two more open files:
     the window set reads every window, the same as without the limits."""
     specs = DatasetSummary.load(runs["many"] / "data/ingested/schema.json").spec_columns
     code = ("import gc, os, resource, sys\n"
@@ -193,7 +193,7 @@ def test_a_cluster_named_by_the_environment_gives_the_local_run_s_results(runs, 
     LightGBM's Dask interface on both workers (how close that fit is to one in a single process is
     :func:`test_lightgbm_on_the_cluster_fits_as_in_this_process`'s matter: on a few hundred
     windows two such fits differ widely)."""
-    repo = make_repo(tmp_path / "external", {**SMALL, "compute": {"buckets": 3, "workers": 2}})
+    repo = make_repo(tmp_path / "external", {**SMALL, "compute": {"buckets": 7, "workers": 2}})
     run = dvc(repo, "repro", env={**ENV, "DASK_SCHEDULER_ADDRESS": scheduler[0],
                                   "COMPONENTX_LOG": "INFO"})
     assert "LightGBM's Dask interface on 2 workers" in run.stderr
