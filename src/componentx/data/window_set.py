@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,15 @@ class NpyRows:
         return np.frombuffer(data, self.dtype).reshape(stop - start, *self.shape[1:])
 
 
+def write_npy_header(handle: BinaryIO, rows: int, row_shape: tuple[int, ...],
+                     dtype: np.dtype) -> None:
+    """The header of a ``.npy`` file of ``rows`` rows of ``row_shape`` and ``dtype``, into
+    ``handle``: the rows' bytes follow, in order, as the caller writes them."""
+    np.lib.format.write_array_header_1_0(handle, {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+        "shape": (rows, *row_shape)})
+
+
 SPILL_BYTES = 256 * 2**20  # rows kept in memory up to this size, beyond it on disk
 
 
@@ -71,9 +81,7 @@ def spilled_rows(path: Path, rows: int, chunks: Iterable[np.ndarray],
             elif written == 0:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 handle = Path(path).open("wb")
-                np.lib.format.write_array_header_1_0(handle, {
-                    "descr": np.lib.format.dtype_to_descr(chunk.dtype), "fortran_order": False,
-                    "shape": (rows, *chunk.shape[1:])})
+                write_npy_header(handle, rows, chunk.shape[1:], chunk.dtype)
                 dtype = chunk.dtype
             if written + len(chunk) > rows:
                 break

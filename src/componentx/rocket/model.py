@@ -21,7 +21,7 @@ import numpy as np
 
 from componentx.candidates.interface import LabelledWindows, Windows
 from componentx.data.features import FeatureStats
-from componentx.data.window_set import NpyRows, WindowSet, spilled_rows
+from componentx.data.window_set import NpyRows, WindowSet, spilled_rows, write_npy_header
 from componentx.decisions.priors import class_weights, training_priors
 from componentx.errors import UserError
 from componentx.rocket.head import LinearHead, fit_head
@@ -134,9 +134,7 @@ def bucket_features(windows: Windows, features: Features, stats: FeatureStats, s
         for number, part in enumerate(window_score_chunks(windows, stats, size, chunk,
                                                           features)):
             if number == 0:
-                np.lib.format.write_array_header_1_0(handle, {
-                    "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
-                    "fortran_order": False, "shape": (len(windows), part.shape[1])})
+                write_npy_header(handle, len(windows), part.shape[1:], np.float32)
             handle.write(np.ascontiguousarray(part, dtype=np.float32).tobytes())
     return path
 
