@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import yaml
 
 from componentx.candidates.interface import Readouts, Windows
 from componentx.data import synthetic
 from componentx.data.layout import ID, TIME
-from componentx.data.readouts import Block, readout_blocks
+from componentx.data.readouts import Block, readout_table
 from componentx.data.windowing import window_index
 from componentx.serving.bundle import Bundle, read_meta
 from componentx.serving.scoring import predict
@@ -82,8 +81,7 @@ def main() -> None:
         readouts = folder / "test_operational_readouts.csv"
         specs = folder / "test_specifications.csv"
         start = time.perf_counter()
-        table = pa.Table.from_batches(list(readout_blocks(Block.whole(readouts),
-                                                          meta["feature_columns"])))
+        table = readout_table(Block.whole(readouts), meta["feature_columns"])
         parse = time.perf_counter() - start
         table = table.sort_by([(ID, "ascending"), (TIME, "ascending")])
         arch = meta.get("model_config", {}).get("arch", meta.get("library"))

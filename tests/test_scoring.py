@@ -8,6 +8,8 @@ import json
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from conftest import PARAMS, model_config, set_csv_cell
 
 from componentx.data.features import HISTORY_CHANNELS, compute_stats
 from componentx.data.ingest import ingest
+from componentx.data.readouts import ArrivingFile, line_blocks
 from componentx.decisions.calibration import Calibrator
 from componentx.decisions.metrics import OFFICIAL_COST
 from componentx.errors import BundleError, DatasetError, UserError
@@ -26,7 +29,7 @@ from componentx.sequence.candidate import SequenceModel
 from componentx.sequence.models import build_model
 from componentx.serving.bundle import BUNDLE_FORMAT, read_meta, write_bundle
 from componentx.serving.export import common_meta
-from componentx.serving.scoring import predict
+from componentx.serving.scoring import predict, score_readouts
 
 FEATURES = ["c_0", "h_0", "h_1"]
 REPORT = {"cost_total": 10.0, "cost_total_ci": [5.0, 15.0], "cost_always_0": 20.0}
@@ -260,6 +263,68 @@ def test_buckets_give_the_same_decisions(bundle, files, tmp_path):
         split, report = run(bundle, files, tmp_path, memory_mb=small, at=times)
         assert report.buckets >= 4 and len(whole) == frame["vehicle_id"].nunique()
         pd.testing.assert_frame_equal(whole, split)
+
+
+def arrive(path: Path, into: Path, block_bytes: int, expected: int | None,
+           stop_at: int | None = None) -> tuple[ArrivingFile, threading.Thread]:
+    """``path`` written to ``into`` in uneven chunks, a little at a time, from a thread
+    (stopping short at ``stop_at`` bytes, where given), as a server receives a body."""
+    data = path.read_bytes()[:stop_at]
+    handle = into.open("wb")
+    arriving = ArrivingFile(handle, expected, block_bytes)
+
+    def write() -> None:
+        sizes = np.random.default_rng(0).integers(1, 3 * block_bytes // 2, len(data))
+        start = 0
+        for size in sizes:
+            arriving.write(data[start:start + size])
+            start += size
+            if start >= len(data):
+                break
+            time.sleep(0.002)
+        arriving.close(complete=stop_at is None)
+        handle.close()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    return arriving, writer
+
+
+def test_a_file_scored_while_it_arrives_scores_as_the_whole_file(bundle, files, tmp_path):
+    """Blocks cut as the file arrives are :func:`line_blocks`'s, and scoring them as they
+    come (in buckets too) gives the decisions of the whole file."""
+    block_bytes = files[0].stat().st_size // 7
+    for memory_mb in (1024, files[0].stat().st_size / 3 / 2**20):
+        arriving, writer = arrive(files[0], tmp_path / "body.csv", block_bytes,
+                                  files[0].stat().st_size)
+        while not arriving.blocks:
+            time.sleep(0.001)
+        scored, report = score_readouts(bundle, tmp_path / "body.csv", files[1],
+                                        memory_mb=memory_mb, arriving=arriving)
+        writer.join()
+        whole, whole_report = score_readouts(bundle, files[0], files[1], memory_mb=memory_mb)
+        assert report.buckets == whole_report.buckets and report.readouts == len(
+            pd.read_csv(files[0]))
+        assert scored.equals(whole)
+    ranges = []
+    with (tmp_path / "again.csv").open("wb") as handle:
+        cut = ArrivingFile(handle, None, block_bytes)
+        data = files[0].read_bytes()
+        for start in range(0, len(data), 1000):
+            cut.write(data[start:start + 1000])
+        cut.close()
+        ranges = list(cut.ranges())
+    assert len(ranges) >= 7 and ranges == line_blocks(files[0], block_bytes)
+
+
+def test_a_file_that_stops_arriving_stops_its_scoring(bundle, files, tmp_path):
+    size = files[0].stat().st_size
+    arriving, writer = arrive(files[0], tmp_path / "body.csv", size // 7, size, size // 2)
+    while not arriving.blocks:
+        time.sleep(0.001)
+    with pytest.raises(OSError, match="ended early"):
+        score_readouts(bundle, tmp_path / "body.csv", files[1], arriving=arriving)
+    writer.join()
 
 
 def test_a_scoring_task_carries_the_at_times_of_its_bucket_only():

@@ -107,7 +107,8 @@ def project(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(project) -> Server:
-    running = Server(project, "--readouts", "week")
+    (project / "scratch").mkdir()  # its temporary files, to be seen
+    running = Server(project, "--readouts", "week", env={"TMPDIR": str(project / "scratch")})
     yield running
     running.stop()
 
@@ -131,9 +132,12 @@ def test_the_api_scores_what_predict_scores_for_every_test_vehicle(project, serv
        "--readouts", str(raw / "test_operational_readouts.csv"), "--specifications",
        str(raw / "test_specifications.csv"), "--out", str(out))
     predicted = pd.read_csv(out)
-    status, answer = request(f"{server.url}/v1/score", (raw / "test_with_specs.csv"
-                                                        ).read_bytes(), "text/csv")
+    body = (raw / "test_with_specs.csv").read_bytes()
+    status, answer = request(f"{server.url}/v1/score", body, "text/csv")
     assert status == 200, answer
+    # sent in chunks of unknown total length (Transfer-Encoding: chunked): the same answer
+    pieces = (body[start:start + 4096] for start in range(0, len(body), 4096))
+    assert request(f"{server.url}/v1/score", pieces, "text/csv") == (status, answer)
     served = answer["vehicles"]
     assert [v["vehicle_id"] for v in served] == predicted["vehicle_id"].tolist()
     probs = np.array([v["probabilities"] for v in served])
@@ -276,7 +280,28 @@ def test_malformed_requests_get_a_4xx_naming_the_problem_and_the_server_goes_on(
                          ("/vehicles/..%2f..%2fetc%2fpasswd", 404), ("/nowhere", 404),
                          ("/?page=x", 400)):
         assert request(f"{server.url}{path}")[0] == status, path
+    # a client that stops in the middle of its CSV body, after its first blocks were handed
+    # on to be scored: nothing left behind, still serving
+    body = csv_body(project)
+    rows = body[body.index(b"\n") + 1:]
+    body += rows * (20 * 2**20 // len(rows))  # over the 16 MB a block holds
+    scratch = project / "scratch"
+    with socket.create_connection(("127.0.0.1", server.port)) as sending:
+        sending.sendall(b"POST /v1/score HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv"
+                        b"\r\nContent-Length: %d\r\n\r\n" % (2 * len(body)) + body)
+        deadline = time.time() + 30
+        while not list(scratch.glob("componentx-score-*/*")):
+            assert time.time() < deadline, "the body was not received"
+            time.sleep(0.05)
+    deadline = time.time() + 30
+    while list(scratch.glob("componentx-score-*")):
+        assert time.time() < deadline, "the cut body's temporary files stay"
+        time.sleep(0.2)
     assert request(f"{server.url}/healthz")[0] == 200
+
+
+def csv_body(project: Path) -> bytes:
+    return (project / "fleet-csv" / "test_with_specs.csv").read_bytes()
 
 
 def test_drift_is_flagged_on_a_shifted_sample_and_not_on_the_test_split(project, server):

@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sized
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -141,13 +141,13 @@ def absolute(value: Any) -> Any:
     return value
 
 
-def map_tasks(client: Any, function: Callable, tasks: Sequence[tuple], description: str
+def map_tasks(client: Any, function: Callable, tasks: Iterable[tuple], description: str
               ) -> list:
     """``function(*task)`` for every task, in the order of ``tasks``: on the client's cluster
     (its paths made absolute: the cluster shares this file system), or in this process when
     ``client`` is None; with a progress bar on a terminal."""
-    bar = tqdm(total=len(tasks), desc=description, unit="task", leave=False,
-               disable=not sys.stderr.isatty())
+    bar = tqdm(total=len(tasks) if isinstance(tasks, Sized) else None, desc=description,
+               unit="task", leave=False, disable=not sys.stderr.isatty())
     with bar:
         if client is None:
             results = []

@@ -12,11 +12,12 @@ import csv
 import io
 import itertools
 import operator
+import queue
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -147,6 +148,55 @@ def line_blocks(path: Path, block_bytes: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
+class ArrivingFile:
+    """A CSV file written chunk by chunk (a streamed request's body) and read block by block
+    while it arrives: :meth:`write` appends a chunk and hands each complete block on, cut
+    where :func:`line_blocks` would cut the whole file, flushed first; :meth:`ranges`, in
+    another thread, yields those byte ranges as they come, until :meth:`close`. ``expected``
+    is the file's announced size (None: unknown until closed)."""
+
+    _END = None
+
+    def __init__(self, handle: BinaryIO, expected: int | None, block_bytes: int) -> None:
+        self.handle, self.expected, self.block_bytes = handle, expected, block_bytes
+        self.size = 0  # bytes written
+        self.blocks = 0  # blocks handed on
+        self.start: int | None = None  # the first byte of the block being written
+        self._search = 0  # where the next cut's line break may be, from the file's start
+        self._ranges: queue.SimpleQueue = queue.SimpleQueue()
+
+    def write(self, chunk: bytes) -> None:
+        self.handle.write(chunk)
+        offset, self.size = self.size, self.size + len(chunk)
+        while self._search < self.size:
+            newline = chunk.find(b"\n", max(self._search - offset, 0))
+            if newline < 0:
+                return
+            end = offset + newline + 1
+            if self.start is not None:
+                self._give(self.start, end)
+            self.start, self._search = end, end + self.block_bytes
+
+    def close(self, complete: bool = True) -> None:
+        """The file is whole (its last block handed on), or, with ``complete`` False, will
+        never be: :meth:`ranges` then raises."""
+        if complete and self.start is not None and self.start < self.size:
+            self._give(self.start, self.size)
+        self.expected = self.size if complete else self.expected
+        self._ranges.put(self._END if complete else OSError("the body ended early"))
+
+    def _give(self, start: int, end: int) -> None:
+        self.handle.flush()
+        self.blocks += 1
+        self._ranges.put((start, end))
+
+    def ranges(self) -> Iterator[tuple[int, int]]:
+        while (block := self._ranges.get()) is not self._END:
+            if isinstance(block, Exception):
+                raise block
+            yield block
+
+
 def locate_bad_value(block: Block, column: str, integer: bool) -> DatasetError:
     """Find the first value of ``column`` that does not parse; only runs on the error path."""
     reader = pacsv.open_csv(
@@ -169,17 +219,17 @@ def locate_bad_value(block: Block, column: str, integer: bool) -> DatasetError:
     return DatasetError(block.path, "values do not parse as numbers", column=column)
 
 
-def typed_blocks(block: Block, column_types: dict[str, pa.DataType], source: Any = None
-                 ) -> Iterator[pa.RecordBatch]:
-    """The block's record batches with ``column_types`` (from ``source``, its
-    :meth:`Block.source` read already, where given); a value that does not parse is one
-    error naming its column and line (the header is read again only then)."""
+def typed_table(block: Block, column_types: dict[str, pa.DataType], source: Any = None
+                ) -> pa.Table:
+    """The block as a table with ``column_types`` (from ``source``, its
+    :meth:`Block.source` read already, where given), parsed on pyarrow's threads; a value
+    that does not parse is one error naming its column and line (the header is read again
+    only then)."""
     convert = pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=True,
                                    null_values=NULL_VALUES)
     try:
-        yield from pacsv.open_csv(block.source() if source is None else source,
-                                  read_options=pacsv.ReadOptions(
-            block_size=READ_BLOCK_BYTES), convert_options=convert)
+        return pacsv.read_csv(block.source() if source is None else source,
+                              convert_options=convert)
     except pa.ArrowInvalid as error:
         match = re.search(r"CSV column #(\d+)", str(error))
         if match is None:
@@ -192,7 +242,7 @@ def typed_blocks(block: Block, column_types: dict[str, pa.DataType], source: Any
 def read_table(path: Path, column_types: dict[str, pa.DataType]) -> pa.Table:
     """A small CSV file (labels, time-to-event, specifications) as one typed table."""
     read_header(path)  # a missing, empty or binary file is one clear line
-    return pa.Table.from_batches(list(typed_blocks(Block.whole(path), column_types)))
+    return typed_table(Block.whole(path), column_types)
 
 
 def first_line(mask: np.ndarray) -> int:
@@ -200,7 +250,7 @@ def first_line(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0]) + 2
 
 
-def check_readout_block(path: Path, batch: pa.RecordBatch, first: int) -> None:
+def check_readout_block(path: Path, batch: pa.RecordBatch | pa.Table, first: int) -> None:
     """No missing vehicle_id or time_step, no infinite value anywhere, no negative time;
     ``first`` is the file line of the block's first row."""
     for name in batch.schema.names:
@@ -238,25 +288,19 @@ def readout_features(path: Path, features: list[str] | None, against: str = "the
     return features
 
 
-def readout_blocks(block: Block, features: list[str], extra_column: str | None = None,
-                   carried: tuple[str, ...] = (), source: Any = None
-                   ) -> Iterator[pa.RecordBatch]:
-    """Typed, checked record batches of a readouts file's ``block`` (its header checked with
-    :func:`readout_features`; ``source`` as :func:`typed_blocks`), each with its rows' line
-    numbers (``LINE``), and the ``carried`` columns as text before them."""
+def readout_table(block: Block, features: list[str], extra_column: str | None = None,
+                  carried: tuple[str, ...] = (), source: Any = None) -> pa.Table:
+    """A readouts file's ``block`` typed and checked (its header checked with
+    :func:`readout_features`; ``source`` as :func:`typed_table`), with each row's line
+    number (``LINE``), and the ``carried`` columns as text before it."""
     types = {ID: pa.int64(), TIME: pa.float64(), **{c: pa.float64() for c in features},
              **{c: pa.string() for c in carried}}
     if extra_column is not None:
         types[extra_column] = pa.float64()
-    offset = 0
     numeric = [ID, TIME, *features, *([extra_column] if extra_column else [])]
-    for batch in typed_blocks(block, types, source):
-        batch = batch.select([*numeric, *carried])
-        check_readout_block(block.path, batch.select(numeric), block.first_line + offset)
-        lines = pa.array(np.arange(offset, offset + batch.num_rows) + block.first_line)
-        yield pa.RecordBatch.from_arrays([*batch.columns, lines],
-                                         names=[*batch.schema.names, LINE])
-        offset += batch.num_rows
+    table = typed_table(block, types, source).select([*numeric, *carried])
+    check_readout_block(block.path, table.select(numeric), block.first_line)
+    return table.append_column(LINE, pa.array(np.arange(table.num_rows) + block.first_line))
 
 
 def readout_order(path: Path, ids: np.ndarray, times: np.ndarray, lines: np.ndarray,
@@ -293,8 +337,7 @@ def split_block(block: Block, features: list[str], buckets: int, prefix: Path,
     None."""
     source = block.source()
     try:
-        table = pa.Table.from_batches(list(readout_blocks(block, features, extra_column,
-                                                          carried, source)))
+        table = readout_table(block, features, extra_column, carried, source)
     except DatasetError as error:
         return data_lines(source), error
     if carried:
@@ -339,19 +382,21 @@ FIRST_LINES = "first_lines.npy"  # in a parts folder: the file line of each bloc
 
 def split_into_buckets(client: object, path: Path, features: list[str], buckets: int,
                        parts: Path, extra_column: str | None = None,
-                       carried: tuple[str, ...] = ()) -> pa.Table | None:
+                       carried: tuple[str, ...] = (),
+                       ranges: Iterable[tuple[int, int]] | None = None) -> pa.Table | None:
     """Parse and check a readouts file in byte-range blocks (on ``client``'s cluster, or
     here), every row into its vehicle bucket's parts in the folder ``parts``
     (:func:`bucket_parts`), reading the file once. Each block numbers its rows from line 2
     and counts its lines; those counts then give each block's first line in the file
-    (``parts/FIRST_LINES``), so that errors and duplicates name the file's lines. Returns
-    the distinct rows of vehicle_id and the ``carried`` columns (text), where there are
-    any."""
-    ranges = line_blocks(path, BLOCK_BYTES)
+    (``parts/FIRST_LINES``), so that errors and duplicates name the file's lines. The
+    blocks are :func:`line_blocks`'s, or ``ranges`` as they come (a file still arriving:
+    :meth:`ArrivingFile.ranges`). Returns the distinct rows of vehicle_id and the
+    ``carried`` columns (text), where there are any."""
+    ranges = line_blocks(path, BLOCK_BYTES) if ranges is None else ranges
     parts.mkdir(parents=True, exist_ok=True)
-    lines, errors = zip(*map_tasks(client, split_block, [
+    lines, errors = zip(*map_tasks(client, split_block, (
         (Block(path, start, end), features, buckets, parts / f"{i:05d}", extra_column,
-         carried) for i, (start, end) in enumerate(ranges)], f"{path.name} blocks"), strict=True)
+         carried) for i, (start, end) in enumerate(ranges)), f"{path.name} blocks"), strict=True)
     first_lines = 2 + np.cumsum([0, *lines[:-1]], dtype=np.int64)
     for first, error in zip(first_lines, errors, strict=True):
         if error is not None:  # the first, in the file's order

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from componentx.candidates.interface import PipelineData, Readouts, Windows
 from componentx.data.layout import ID, TIME
-from componentx.data.readouts import Block, readout_blocks, readout_features, sort_readouts
+from componentx.data.readouts import Block, readout_features, readout_table, sort_readouts
 from componentx.data.windowing import window_index
 from componentx.decisions.alarms import Fleet, alarm_state
 from componentx.decisions.rules import decide
@@ -117,8 +116,7 @@ def folder_readouts(folder: Path, meta: dict) -> FleetReadouts:
     specs = read_specifications(specs_file, meta)
     carried = carried_columns(specs_file, meta, path)
     features = readout_features(path, meta["feature_columns"], "the model's", None, carried)
-    table = sort_readouts(path, pa.Table.from_batches(list(readout_blocks(
-        Block.whole(path), features, carried=carried))))
+    table = sort_readouts(path, readout_table(Block.whole(path), features, carried=carried))
     if carried:
         specs = carried_specifications(table.select([ID, *carried]), meta, path)
     vehicles = table.column(ID).to_numpy()

@@ -30,6 +30,7 @@ from componentx.candidates.interface import Readouts, Windows
 from componentx.compute import dask_client, map_tasks, positions_by_bucket
 from componentx.data.layout import ID, TIME
 from componentx.data.readouts import (
+    ArrivingFile,
     bucket_parts,
     read_header,
     read_table,
@@ -177,8 +178,8 @@ def specifications_of(columns: Mapping[str, Sequence], meta: dict, source: Path,
     return Specifications(source, ids[order], codes[order], unknown)
 
 
-def _buckets(path: Path, memory_mb: float) -> int:
-    return max(1, math.ceil(path.stat().st_size / (memory_mb * 2**20)))
+def _buckets(size: int, memory_mb: float) -> int:
+    return max(1, math.ceil(size / (memory_mb * 2**20)))
 
 
 def loaded_bundle(bundle: Path, engine: str) -> Bundle:
@@ -258,14 +259,16 @@ def predict(bundle: Path, readouts: Path, specifications: Path | None, out: Path
 
 def score_readouts(bundle: Path, readouts: Path, specifications: Path | None,
                    engine: str = "auto", at: str | None = None, memory_mb: float = 1024,
-                   device: str = "auto", scratch: Path | None = None
-                   ) -> tuple[pa.Table, ScoringReport]:
+                   device: str = "auto", scratch: Path | None = None,
+                   arriving: ArrivingFile | None = None) -> tuple[pa.Table, ScoringReport]:
     """The decisions of every vehicle of ``readouts`` (its last readout, or the times of
     ``at``), sorted by vehicle and time, and what was scored. A file larger than
     ``memory_mb`` is split into vehicle buckets (the pipeline's
     :func:`~componentx.compute.bucket_of`, in temporary files in ``scratch``), scored bucket
     by bucket: on the Dask cluster of ``DASK_SCHEDULER_ADDRESS`` when there is one, else
-    here, on ``device`` (:func:`~componentx.devices.resolve_device`)."""
+    here, on ``device`` (:func:`~componentx.devices.resolve_device`). A file still being
+    written (``arriving``, its size announced, its first block written) is split block by
+    block as the blocks arrive."""
     bundle, readouts = Path(bundle), Path(readouts)
     read_header(readouts)  # a missing or unreadable file is one clear line
     meta = loaded_bundle(bundle, engine).meta  # a bundle that cannot score stops here
@@ -276,11 +279,13 @@ def score_readouts(bundle: Path, readouts: Path, specifications: Path | None,
     carried = carried_columns(specifications, meta, readouts)
     features = readout_features(readouts, meta["feature_columns"], "the model's", at_column,
                                 carried)
-    report = ScoringReport(buckets=_buckets(readouts, memory_mb))
+    size = readouts.stat().st_size if arriving is None else arriving.expected
+    report = ScoringReport(buckets=_buckets(size, memory_mb))
     with tempfile.TemporaryDirectory(dir=scratch) as tmp, \
             dask_client(SERVING, report.buckets) as client:
         carried_table = split_into_buckets(client, readouts, features, report.buckets,
-                                           Path(tmp), at_column, carried)
+                                           Path(tmp), at_column, carried,
+                                           arriving and arriving.ranges())
         if carried:
             specs = carried_specifications(carried_table, meta, readouts)
         report.unknown_categories = specs.unknown if specs else {}

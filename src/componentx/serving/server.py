@@ -4,12 +4,14 @@ on Starlette and uvicorn.
 - ``POST /v1/score``: readouts as JSON (``{"readouts": [...], "specifications": [...]}``, at
   most ``json_limit`` bytes) or as a CSV body of any size, streamed to disk and scored as
   ``componentx predict`` scores a file (the bundle's specification columns ride along in
-  it, one value per vehicle): for each vehicle, at its last readout, the calibrated
-  probabilities, the decision, the failure risk and the expected cost of each decision, and
-  the readouts' drift against training (:mod:`componentx.serving.drift`). The checks are
-  ``predict``'s; a problem is a 4xx naming the field, the row (a JSON readout's index from
-  0, a CSV body's line, the header being line 1) and, in JSON, the vehicle. Concurrent JSON
-  requests are scored together (:class:`Batcher`).
+  it, one value per vehicle), its blocks parsed while the rest arrives where its length is
+  announced (:class:`~componentx.data.readouts.ArrivingFile`): for each vehicle, at its
+  last readout, the calibrated probabilities, the decision, the failure risk and the
+  expected cost of each decision, and the readouts' drift against training
+  (:mod:`componentx.serving.drift`). The checks are ``predict``'s; a problem is a 4xx
+  naming the field, the row (a JSON readout's index from 0, a CSV body's line, the header
+  being line 1) and, in JSON, the vehicle. Concurrent JSON requests are scored together
+  (:class:`Batcher`).
 - ``GET /``, ``/vehicles/{id}``, ``/model``: the fleet page (:mod:`componentx.serving.pages`),
   ``GET /v1/fleet`` its data as JSON.
 - ``GET /healthz`` (answers while a whole-fleet request scores: scoring runs in worker
@@ -44,7 +46,7 @@ import pyarrow as pa
 
 from componentx.candidates.interface import PipelineData
 from componentx.data.layout import ID
-from componentx.data.readouts import readout_records
+from componentx.data.readouts import ArrivingFile, readout_records
 from componentx.decisions.rules import risk_column
 from componentx.devices import resolve_device
 from componentx.errors import BundleError, DatasetError, UserError
@@ -70,6 +72,7 @@ SECURITY_HEADERS = {
     "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
     "x-frame-options": "DENY"}
 READOUTS, SPECIFICATIONS = Path("readouts"), Path("specifications")  # a JSON body's parts
+STREAMED_BLOCK_BYTES = 16 << 20  # a CSV body is split as it arrives, in blocks of this size
 INLINE_BYTES = 1 << 20  # a JSON body up to this size is parsed between requests, not aside
 
 
@@ -318,14 +321,16 @@ class Service:
                                          request.specs.unknown if request.specs else {}))
         return answers
 
-    def score_csv(self, path: Path) -> dict:
+    def score_csv(self, path: Path, arriving: ArrivingFile | None = None) -> dict:
         """The answer to a CSV scoring request, its body in ``path`` (the specifications,
-        where the model uses them, as columns of the readouts), scored by the bundle loaded
-        now; a bundle replaced meanwhile is a 503 to send again."""
+        where the model uses them, as columns of the readouts; ``arriving`` while it is
+        still being received), scored by the bundle loaded now; a bundle replaced meanwhile
+        is a 503 to send again."""
         bundle = self.bundle.current()
         try:
             table, report = score_readouts(bundle.folder, path, None, self.settings.engine,
-                                           device=self.device, scratch=path.parent)
+                                           device=self.device, scratch=path.parent,
+                                           arriving=arriving)
             if loaded_bundle(bundle.folder, self.settings.engine) is not bundle:
                 raise RequestProblem(503, {"error": "the bundle was replaced while this "
                                                     "request was scored: send it again"})
@@ -380,7 +385,7 @@ def create_app(settings: ServeSettings) -> Guard:
     """The Starlette app of :class:`ServeSettings`."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import HTMLResponse, RedirectResponse, Response
     from starlette.routing import Route
 
@@ -504,6 +509,13 @@ def create_app(settings: ServeSettings) -> Guard:
         return HTMLResponse(pages.model_page(bundle.meta, card))
 
     async def score(request: Request) -> Response:
+        try:
+            return await score_body(request)
+        except ClientDisconnect:  # nobody to answer
+            log.info("a client went away before the end of its body")
+            return Response(status_code=400)
+
+    async def score_body(request: Request) -> Response:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "application/json":
             body, size = bytearray(), 0
@@ -521,12 +533,29 @@ def create_app(settings: ServeSettings) -> Guard:
                 parsed = await run_in_threadpool(service.parse_json, bytes(body))
             return _json_response(await batcher.submit(parsed))
         if kind in ("text/csv", "application/csv"):
+            length = request.headers.get("content-length")
             with tempfile.TemporaryDirectory(dir=scratch, prefix="componentx-score-") as tmp:
                 path = Path(tmp) / "body.csv"
                 with path.open("wb") as handle:
-                    async for chunk in request.stream():
-                        handle.write(chunk)
-                return _json_response(await run_in_threadpool(service.score_csv, path))
+                    arriving = ArrivingFile(handle, int(length) if length else None,
+                                            STREAMED_BLOCK_BYTES)
+                    scored = None  # started once the size is known and a block is whole
+                    try:
+                        async for chunk in request.stream():
+                            arriving.write(chunk)
+                            if scored is None and arriving.blocks and arriving.expected:
+                                scored = asyncio.ensure_future(run_in_threadpool(
+                                    service.score_csv, path, arriving))
+                        arriving.close()
+                    finally:
+                        if arriving.expected != arriving.size:  # the body stopped short
+                            arriving.close(complete=False)
+                            if scored is not None:  # it stops at the missing block
+                                await asyncio.wait([scored])
+                                scored.exception()
+                    if scored is None:
+                        scored = run_in_threadpool(service.score_csv, path, arriving)
+                    return _json_response(await scored)
         raise RequestProblem(415, {"error": "send readouts as application/json or text/csv"})
 
     async def refused(request: Request, error: RequestProblem) -> Response:
