@@ -12,7 +12,8 @@ same readouts and specifications files: as the command runs it, in a new process
 from the end of its imports (the interpreter's start-up, with every library a bundle uses) to
 its output written (the first call's compilation of numba's transforms counted in it); and again
 in this process, repeated, the bundle loaded anew each time but everything else warm. The
-medians of ``--rounds`` of each, alternated.
+medians of ``--rounds`` of each, alternated, in wall time and in CPU time (user and system,
+every thread: the server's process for the request, receiving included), both per vehicle.
 
     python bench/serve.py [--requests 10000] [--concurrency 16] [--bundles models/bundles/*]
 """
@@ -119,18 +120,26 @@ from pathlib import Path
 import lightgbm, onnxruntime  # every library a bundle's candidate imports
 import sktime.transformations.rocket, sktime.transformations.rocket._minirocket_multi_var_numba
 from componentx.serving import scoring
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 scoring.predict(*map(Path, sys.argv[1:]))
-print(time.perf_counter() - start)
+print(time.perf_counter() - start, time.process_time() - cpu)
 """
 
 
-def predict_in_a_new_process(bundle: Path, readouts: Path, specs: Path, out: Path) -> float:
-    """Seconds `componentx predict` takes after its interpreter's start-up."""
+def predict_in_a_new_process(bundle: Path, readouts: Path, specs: Path, out: Path
+                             ) -> tuple[float, float]:
+    """Seconds `componentx predict` takes after its interpreter's start-up, and its CPU
+    seconds (user and system, every thread)."""
     done = subprocess.run([sys.executable, "-c", PREDICT_IN_A_NEW_PROCESS, str(bundle),
                            str(readouts), str(specs), str(out)], capture_output=True, text=True,
                           check=True)
-    return float(done.stdout.split()[-1])
+    wall, cpu = done.stdout.split()[-2:]
+    return float(wall), float(cpu)
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def main() -> None:
@@ -138,7 +147,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="whole-split requests and predict runs, alternated (medians)")
     parser.add_argument("--bundles", type=Path, nargs="+",
                         default=sorted(Path("models/bundles").iterdir()))
@@ -149,8 +158,8 @@ def main() -> None:
     print(f"commit {commit}; {args.requests:,} one-vehicle requests at concurrency "
           f"{args.concurrency}, one server worker, 2 cores\n")
     print("| bundle | requests/s | p50 ms | p99 ms | errors | RSS after warm-up MiB | RSS at "
-          "the end MiB | test split streamed, ms/vehicle | predict, ms/vehicle | predict "
-          "repeated in a warm process, ms/vehicle |")
+          "the end MiB | test split streamed, ms/vehicle (CPU) | predict, ms/vehicle (CPU) | "
+          "predict repeated in a warm process, ms/vehicle (CPU) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         readouts, specs, both = test_split_csv(Path(tmp))
@@ -180,30 +189,32 @@ def main() -> None:
                 latencies, errors, seconds = load(port, bodies, args.requests,
                                                   args.concurrency)
                 end = process.memory_info().rss / 2**20
-                streamed, predicted, warm_predicted = [], [], []
+                streamed, predicted, warm_predicted = [], [], []  # (wall, CPU) seconds
                 body = both.read_bytes()
                 out = Path(tmp) / "decisions.csv"
                 for _ in range(args.rounds):  # alternated: the machine's noise hits each
                     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), cpu_seconds(process)
                     status = post(connection, body, "text/csv")
-                    streamed.append(time.perf_counter() - start)
+                    streamed.append((time.perf_counter() - start, cpu_seconds(process) - cpu))
                     assert status == 200, status
                     predicted.append(predict_in_a_new_process(bundle, readouts, specs, out))
                     scoring._cached_bundle.cache_clear()  # the command loads its bundle
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), time.process_time()
                     scoring.predict(bundle, readouts, specs, out)
-                    warm_predicted.append(time.perf_counter() - start)
+                    warm_predicted.append((time.perf_counter() - start,
+                                           time.process_time() - cpu))
                 del body
             finally:
                 os.killpg(server.pid, signal.SIGTERM)
                 server.wait(30)
-            per_vehicle = [np.median(times) / vehicles * 1000
+            per_vehicle = [np.median(times, axis=0) / vehicles * 1000
                            for times in (streamed, predicted, warm_predicted)]
             p50, p99 = np.percentile(latencies, [50, 99]) * 1000
             print(f"| {bundle.name} | {len(latencies) / seconds:,.0f} | {p50:.1f} | {p99:.1f} | "
                   f"{errors} | {warm:,.0f} | {end:,.0f} | "
-                  + " | ".join(f"{value:.3f}" for value in per_vehicle) + " |", flush=True)
+                  + " | ".join(f"{wall:.3f} ({cpu:.3f})" for wall, cpu in per_vehicle) + " |",
+                  flush=True)
 
 
 if __name__ == "__main__":
