@@ -9,11 +9,12 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import REAL_SAMPLE, rewrite_csv, set_csv_cell
 
-from componentx.data import layout, synthetic
+from componentx.data import layout, readouts, synthetic
 from componentx.data.ingest import ingest
 from componentx.data.readouts import read_header
 from componentx.errors import DatasetError
@@ -286,8 +287,6 @@ def test_auto_classes_with_time_to_event_refuse_a_label_beyond_the_windows(datas
 def test_each_readouts_file_is_read_once(dataset, tmp_path, monkeypatch):
     """Blocks of 64 KB: the bytes read from each readouts CSV are its size, plus a line at
     each block's boundary and the header's look; a second pass would double them."""
-    from componentx.data import readouts
-
     read: dict[str, int] = {}
     real_open = Path.open
 
@@ -350,8 +349,6 @@ def test_bad_input_in_a_block_in_the_middle_of_a_file_is_named(dataset, tmp_path
                                                                  damage, line, says):
     """Blocks of 64 KB, parsed on a LocalCluster of two worker processes: the error still
     names the file, the column and the file's line."""
-    from componentx.data import readouts
-
     path = dataset / TRAIN
     monkeypatch.setattr(readouts, "BLOCK_BYTES", 64 << 10)
     assert len(readouts.line_blocks(path, readouts.BLOCK_BYTES)) > 5
@@ -361,3 +358,14 @@ def test_bad_input_in_a_block_in_the_middle_of_a_file_is_named(dataset, tmp_path
                                                      "memory_per_worker": "auto"})
     assert str(error.value).startswith(str(path)) and says in str(error.value), error.value
     assert "\n" not in str(error.value)
+
+
+def test_a_header_longer_than_a_parsing_block_is_read(tmp_path):
+    """pyarrow's first parsing block must hold the header: a wide file's is made larger."""
+    names = [f"{i:07d}_{'a_sensor_with_a_long_description_' * 6}" for i in range(
+        3 * readouts.PARSE_BLOCK_BYTES // 2 // 208)]
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(names) + "\n" + ",".join(["1"] * len(names)) + "\n")
+    assert len(path.read_text().splitlines()[0]) > readouts.PARSE_BLOCK_BYTES
+    table = readouts.read_table(path, {name: pa.float64() for name in names[:3]})
+    assert table.num_columns == len(names) and table.column(names[0]).to_pylist() == [1.0]

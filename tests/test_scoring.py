@@ -290,6 +290,32 @@ def arrive(path: Path, into: Path, block_bytes: int, expected: int | None,
     return arriving, writer
 
 
+def wait_for_a_block(arriving: ArrivingFile) -> None:
+    deadline = time.time() + 30
+    while not arriving.blocks:
+        assert time.time() < deadline, "no block arrived"
+        time.sleep(0.001)
+
+
+@pytest.mark.parametrize("text", [
+    b"a,b\n1,2\n3,4\n" * 40,  # the plain file
+    b"a,b\r\n" + b"1,2\r\n3,4\r\n" * 40,  # Windows line ends
+    b"a,b\n" + b"1,2\n" * 40 + b"5,6",  # no line break at the end
+    b",".join(b"column%d" % i for i in range(60)) + b"\n" + b"1\n" * 40,  # a long header
+    b"a,b\n1,2",  # one short line
+    b"a,b",  # a header alone
+])
+def test_a_file_arriving_is_cut_where_the_whole_file_is(tmp_path, text):
+    (tmp_path / "whole.csv").write_bytes(text)
+    for chunk in (1, 7, 64):
+        with (tmp_path / "arriving.csv").open("wb") as handle:
+            arriving = ArrivingFile(handle, None, 16)
+            for start in range(0, len(text), chunk):
+                arriving.write(text[start:start + chunk])
+            arriving.close()
+        assert list(arriving.ranges()) == line_blocks(tmp_path / "whole.csv", 16), chunk
+
+
 def test_a_file_scored_while_it_arrives_scores_as_the_whole_file(bundle, files, tmp_path):
     """Blocks cut as the file arrives are :func:`line_blocks`'s, and scoring them as they
     come (in buckets too) gives the decisions of the whole file."""
@@ -297,8 +323,7 @@ def test_a_file_scored_while_it_arrives_scores_as_the_whole_file(bundle, files, 
     for memory_mb in (1024, files[0].stat().st_size / 3 / 2**20):
         arriving, writer = arrive(files[0], tmp_path / "body.csv", block_bytes,
                                   files[0].stat().st_size)
-        while not arriving.blocks:
-            time.sleep(0.001)
+        wait_for_a_block(arriving)
         scored, report = score_readouts(bundle, tmp_path / "body.csv", files[1],
                                         memory_mb=memory_mb, arriving=arriving)
         writer.join()
@@ -320,8 +345,7 @@ def test_a_file_scored_while_it_arrives_scores_as_the_whole_file(bundle, files, 
 def test_a_file_that_stops_arriving_stops_its_scoring(bundle, files, tmp_path):
     size = files[0].stat().st_size
     arriving, writer = arrive(files[0], tmp_path / "body.csv", size // 7, size, size // 2)
-    while not arriving.blocks:
-        time.sleep(0.001)
+    wait_for_a_block(arriving)
     with pytest.raises(OSError, match="ended early"):
         score_readouts(bundle, tmp_path / "body.csv", files[1], arriving=arriving)
     writer.join()

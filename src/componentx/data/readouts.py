@@ -30,6 +30,7 @@ from componentx.data.layout import ID, TIME
 from componentx.errors import DatasetError
 
 READ_BLOCK_BYTES = 16 << 20
+PARSE_BLOCK_BYTES = 1 << 20  # what each of pyarrow's threads parses at once
 NULL_VALUES = ["", "NaN", "nan", "NA", "null"]
 LINE = "__line"  # a readout's line in its file, carried until the duplicate check
 _NUMBER = r"(?i)^\s*[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?\s*$|^\s*[-+]?(inf|nan)\s*$"
@@ -121,7 +122,11 @@ class Block:
         with self.path.open("rb") as handle:
             header = handle.readline()
             handle.seek(self.start)
-            return io.BytesIO(header + handle.read(self.end - self.start))
+            lines = handle.read(self.end - self.start)
+        if len(lines) != self.end - self.start:  # a file cut while it is read
+            raise OSError(f"{self.path} ends at byte {self.start + len(lines)}, before its "
+                          f"block's end at {self.end}")
+        return io.BytesIO(header + lines)
 
 
 def data_lines(source: io.BytesIO) -> int:
@@ -227,8 +232,11 @@ def typed_table(block: Block, column_types: dict[str, pa.DataType], source: Any 
     only then)."""
     convert = pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=True,
                                    null_values=NULL_VALUES)
+    with block.path.open("rb") as handle:  # pyarrow's first block must hold the header
+        size = max(PARSE_BLOCK_BYTES, 2 * len(handle.readline()))
     try:
         return pacsv.read_csv(block.source() if source is None else source,
+                              read_options=pacsv.ReadOptions(block_size=size),
                               convert_options=convert)
     except pa.ArrowInvalid as error:
         match = re.search(r"CSV column #(\d+)", str(error))
@@ -250,11 +258,11 @@ def first_line(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0]) + 2
 
 
-def check_readout_block(path: Path, batch: pa.RecordBatch | pa.Table, first: int) -> None:
+def check_readout_block(path: Path, rows: pa.RecordBatch | pa.Table, first: int) -> None:
     """No missing vehicle_id or time_step, no infinite value anywhere, no negative time;
     ``first`` is the file line of the block's first row."""
-    for name in batch.schema.names:
-        column = batch.column(name)
+    for name in rows.schema.names:
+        column = rows.column(name)
         values = column.to_numpy(zero_copy_only=False)
         missing = column.is_null().to_numpy(zero_copy_only=False)
         if values.dtype.kind == "f":
@@ -266,7 +274,7 @@ def check_readout_block(path: Path, batch: pa.RecordBatch | pa.Table, first: int
         if name in (ID, TIME) and missing.any():
             raise DatasetError(path, "missing value (NaN or empty) is not allowed", name,
                                first + int(np.flatnonzero(missing)[0]))
-    times = batch.column(TIME).to_numpy()
+    times = rows.column(TIME).to_numpy()
     if (times < 0).any():
         row = int(np.flatnonzero(times < 0)[0])
         raise DatasetError(path, f"negative time_step {times[row]}", TIME, first + row)
@@ -392,11 +400,13 @@ def split_into_buckets(client: object, path: Path, features: list[str], buckets:
     blocks are :func:`line_blocks`'s, or ``ranges`` as they come (a file still arriving:
     :meth:`ArrivingFile.ranges`). Returns the distinct rows of vehicle_id and the
     ``carried`` columns (text), where there are any."""
-    ranges = line_blocks(path, BLOCK_BYTES) if ranges is None else ranges
+    arriving = ranges is not None
     parts.mkdir(parents=True, exist_ok=True)
-    lines, errors = zip(*map_tasks(client, split_block, (
-        (Block(path, start, end), features, buckets, parts / f"{i:05d}", extra_column,
-         carried) for i, (start, end) in enumerate(ranges)), f"{path.name} blocks"), strict=True)
+    tasks = ((Block(path, start, end), features, buckets, parts / f"{i:05d}", extra_column,
+              carried) for i, (start, end) in enumerate(
+        ranges if arriving else line_blocks(path, BLOCK_BYTES)))
+    lines, errors = zip(*map_tasks(client, split_block, tasks if arriving else list(tasks),
+                                   f"{path.name} blocks"), strict=True)
     first_lines = 2 + np.cumsum([0, *lines[:-1]], dtype=np.int64)
     for first, error in zip(first_lines, errors, strict=True):
         if error is not None:  # the first, in the file's order

@@ -285,7 +285,7 @@ def score_readouts(bundle: Path, readouts: Path, specifications: Path | None,
             dask_client(SERVING, report.buckets) as client:
         carried_table = split_into_buckets(client, readouts, features, report.buckets,
                                            Path(tmp), at_column, carried,
-                                           arriving and arriving.ranges())
+                                           None if arriving is None else arriving.ranges())
         if carried:
             specs = carried_specifications(carried_table, meta, readouts)
         report.unknown_categories = specs.unknown if specs else {}

@@ -32,6 +32,7 @@ import csv
 import hmac
 import ipaddress
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ import orjson
 import pyarrow as pa
 
 from componentx.candidates.interface import PipelineData
+from componentx.compute import SCHEDULER_VARIABLE
 from componentx.data.layout import ID
 from componentx.data.readouts import ArrivingFile, readout_records
 from componentx.decisions.rules import risk_column
@@ -73,6 +75,7 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY"}
 READOUTS, SPECIFICATIONS = Path("readouts"), Path("specifications")  # a JSON body's parts
 STREAMED_BLOCK_BYTES = 16 << 20  # a CSV body is split as it arrives, in blocks of this size
+CSV_SCORED_AT_ONCE = 4  # CSV requests scored at once; JSON requests never wait for them
 INLINE_BYTES = 1 << 20  # a JSON body up to this size is parsed between requests, not aside
 
 
@@ -129,6 +132,8 @@ def problem(error: Exception, records: dict[str, Any] | None = None) -> RequestP
 def vehicle_on_line(path: Path, line: int) -> int | None:
     """The vehicle_id on ``line`` of a CSV file (the header being line 1), where it reads
     as one: for an error's answer, so the file is read only that far."""
+    if line < 2:
+        return None
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
         rows = csv.reader(handle)
         header = next(rows, [])
@@ -513,7 +518,7 @@ def create_app(settings: ServeSettings) -> Guard:
             return await score_body(request)
         except ClientDisconnect:  # nobody to answer
             log.info("a client went away before the end of its body")
-            return Response(status_code=400)
+            return Response(status_code=499)
 
     async def score_body(request: Request) -> Response:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -533,30 +538,45 @@ def create_app(settings: ServeSettings) -> Guard:
                 parsed = await run_in_threadpool(service.parse_json, bytes(body))
             return _json_response(await batcher.submit(parsed))
         if kind in ("text/csv", "application/csv"):
-            length = request.headers.get("content-length")
-            with tempfile.TemporaryDirectory(dir=scratch, prefix="componentx-score-") as tmp:
-                path = Path(tmp) / "body.csv"
-                with path.open("wb") as handle:
-                    arriving = ArrivingFile(handle, int(length) if length else None,
-                                            STREAMED_BLOCK_BYTES)
-                    scored = None  # started once the size is known and a block is whole
-                    try:
-                        async for chunk in request.stream():
-                            arriving.write(chunk)
-                            if scored is None and arriving.blocks and arriving.expected:
-                                scored = asyncio.ensure_future(run_in_threadpool(
-                                    service.score_csv, path, arriving))
-                        arriving.close()
-                    finally:
-                        if arriving.expected != arriving.size:  # the body stopped short
-                            arriving.close(complete=False)
-                            if scored is not None:  # it stops at the missing block
-                                await asyncio.wait([scored])
-                                scored.exception()
-                    if scored is None:
-                        scored = run_in_threadpool(service.score_csv, path, arriving)
-                    return _json_response(await scored)
+            return _json_response(await score_csv_body(request))
+
         raise RequestProblem(415, {"error": "send readouts as application/json or text/csv"})
+
+    csv_scoring: list[Any] = []  # the limiter of CSV requests scored at once, made in the loop
+
+    def score_in_a_thread(path: Path, arriving: ArrivingFile) -> Any:
+        from anyio import CapacityLimiter, to_thread
+
+        csv_scoring[:] = csv_scoring or [CapacityLimiter(CSV_SCORED_AT_ONCE)]
+        return to_thread.run_sync(service.score_csv, path, arriving, limiter=csv_scoring[0])
+
+    async def score_csv_body(request: Request) -> dict:
+        """A CSV body written to a temporary folder as it arrives; where its length is
+        announced and no cluster is named (another host might not see a block yet), scored
+        block by block from the first whole block on, else once it has all arrived."""
+        length = request.headers.get("content-length")
+        early = length is not None and not os.environ.get(SCHEDULER_VARIABLE)
+        with tempfile.TemporaryDirectory(dir=scratch, prefix="componentx-score-") as tmp:
+            path = Path(tmp) / "body.csv"
+            with path.open("wb") as handle:
+                arriving = ArrivingFile(handle, int(length) if early else None,
+                                        STREAMED_BLOCK_BYTES)
+                scored, received = None, False
+                try:
+                    async for chunk in request.stream():
+                        arriving.write(chunk)
+                        if early and scored is None and arriving.blocks:
+                            scored = asyncio.ensure_future(score_in_a_thread(path, arriving))
+                    arriving.close()
+                    received = True
+                finally:
+                    if not received:  # the body stopped short, or could not be written
+                        arriving.close(complete=False)
+                        if scored is not None:  # it stops at the missing block
+                            await asyncio.wait([scored])
+                            if not isinstance(scored.exception(), RequestProblem | None):
+                                log.warning("scoring a cut body: %s", scored.exception())
+            return await (scored or score_in_a_thread(path, arriving))
 
     async def refused(request: Request, error: RequestProblem) -> Response:
         return _json_response(error.detail, error.status)
