@@ -428,6 +428,14 @@ def test_bad_input_is_one_line_naming_file_column_and_line(bundle, files, tmp_pa
     assert not out.exists() and not list(tmp_path.glob(".decisions*"))
 
 
+def test_lines_ended_with_cr_alone_are_one_line(bundle, files, tmp_path):
+    old_mac = tmp_path / "readouts.csv"
+    old_mac.write_bytes(files[0].read_bytes().replace(b"\n", b"\r"))
+    with pytest.raises(DatasetError, match="no line break after the header") as error:
+        run(bundle, (old_mac, files[1]), tmp_path)
+    assert str(error.value).startswith(str(old_mac)) and "line 1" in str(error.value)
+
+
 def test_the_command_exits_1_with_one_line_and_writes_nothing(bundle, files, tmp_path):
     files[0].write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff")
     out = tmp_path / "decisions.csv"

@@ -405,8 +405,12 @@ def split_into_buckets(client: object, path: Path, features: list[str], buckets:
     tasks = ((Block(path, start, end), features, buckets, parts / f"{i:05d}", extra_column,
               carried) for i, (start, end) in enumerate(
         ranges if arriving else line_blocks(path, BLOCK_BYTES)))
-    lines, errors = zip(*map_tasks(client, split_block, tasks if arriving else list(tasks),
-                                   f"{path.name} blocks"), strict=True)
+    results = map_tasks(client, split_block, tasks if arriving else list(tasks),
+                        f"{path.name} blocks")
+    if not results:  # a header and no line break after it: lines ended with CR alone?
+        raise DatasetError(path, "no line break after the header (lines must end with LF or "
+                           "CRLF)", line=1)
+    lines, errors = zip(*results, strict=True)
     first_lines = 2 + np.cumsum([0, *lines[:-1]], dtype=np.int64)
     for first, error in zip(first_lines, errors, strict=True):
         if error is not None:  # the first, in the file's order
