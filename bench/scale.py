@@ -15,7 +15,7 @@ Goals on a 2-core, 24 GiB machine: 10x completes; no process above 4 GiB at any 
 per million readouts at 10x within 1.3x of 1x; the driver's peak and the largest task argument
 and result do not grow with the fleet.
 
-    python bench/scale.py --fleet 1 4 10 [--workdir /somewhere/with/space]
+    python bench/scale.py --fleet 1 4 10 [--workdir /somewhere/with/space] [--stages fit_gbdt]
 """
 
 from __future__ import annotations
@@ -156,9 +156,10 @@ def run(folder: Path, command: str, cluster: Cluster) -> tuple[float, float, flo
     return time.perf_counter() - start, driver, worker
 
 
-def project(folder: Path, csv: Path) -> dict[str, str]:
+def project(folder: Path, csv: Path, wanted: list[str] | None = None) -> dict[str, str]:
     """A project on the CSV folder (the code, the DAG, params with data.source csv and the
-    budgets fixed); returns the stages' commands in the DAG's order."""
+    budgets fixed); returns the stages' commands in the DAG's order (``wanted`` and the
+    stages they need, when given)."""
     for name in ("stages", "src", "params.yaml", "dvc.yaml"):
         source = ROOT / name
         if source.is_dir():
@@ -172,25 +173,40 @@ def project(folder: Path, csv: Path) -> dict[str, str]:
         params[group].update(values)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stages = yaml.safe_load((folder / "dvc.yaml").read_text())["stages"]
-    return {name: stages[name]["cmd"] for name in dag_order(stages)}
+    unknown = sorted(set(wanted or []) - set(stages))
+    if unknown:
+        raise SystemExit(f"--stages: no stage {unknown[0]!r} in dvc.yaml")
+    return {name: stages[name]["cmd"] for name in dag_order(stages, wanted)}
 
 
-def dag_order(stages: dict) -> list[str]:
-    """The stages' names in an order where each comes after the stages whose outputs it reads
-    (the file's order among those that are free)."""
+def stage_needs(stages: dict) -> dict[str, set[str]]:
+    """Per stage, the stages whose outputs it reads."""
     def paths(entries: list) -> list[str]:
         return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
 
     outs = {name: paths(stage.get("outs", []) + stage.get("metrics", [])
                         + stage.get("plots", [])) for name, stage in stages.items()}
-    needs = {name: {other for other in stages for dep in paths(stage.get("deps", []))
-                    for out in outs[other] if dep == out or dep.startswith(out.rstrip("/") + "/")
-                    or out.startswith(dep.rstrip("/") + "/")} - {name}
-             for name, stage in stages.items()}
+    return {name: {other for other in stages for dep in paths(stage.get("deps", []))
+                   for out in outs[other] if dep == out or dep.startswith(out.rstrip("/") + "/")
+                   or out.startswith(dep.rstrip("/") + "/")} - {name}
+            for name, stage in stages.items()}
+
+
+def dag_order(stages: dict, wanted: list[str] | None = None) -> list[str]:
+    """The stages' names in an order where each comes after the stages whose outputs it reads
+    (the file's order among those that are free); only ``wanted`` and what they need, when
+    given."""
+    needs = stage_needs(stages)
+    keep, todo = set(), list(wanted or stages)
+    while todo:
+        name = todo.pop()
+        if name not in keep:
+            keep.add(name)
+            todo.extend(needs[name])
     order: list[str] = []
-    while len(order) < len(stages):
+    while len(order) < len(keep):
         order.append(next(name for name in stages
-                          if name not in order and needs[name] <= set(order)))
+                          if name in keep and name not in order and needs[name] <= set(order)))
     return order
 
 
@@ -211,6 +227,8 @@ def main() -> None:
     parser.add_argument("--fleet", type=float, nargs="+", default=[1, 4, 10])
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the fleets are written (tens of GB at 10x)")
+    parser.add_argument("--stages", nargs="+", default=None,
+                        help="these stages and those they need (default: every stage)")
     args = parser.parse_args()
     print(f"commit {commit()}, {WORKERS} workers, {os.cpu_count()} cores")
     print("| fleet | readouts | stage | wall s | s per M readouts | driver GiB | "
@@ -225,7 +243,7 @@ def main() -> None:
                                seed=0, progress=False)
             generated = time.perf_counter() - start
             folder.mkdir()
-            commands = project(folder, csv)
+            commands = project(folder, csv, args.stages)
             cluster = Cluster(Path(tmp))
             try:
                 for stage, command in commands.items():

@@ -158,6 +158,48 @@ def test_a_bucket_s_task_reads_only_its_own_bucket_s_files(runs, tmp_path, monke
         np.testing.assert_array_equal(found[key], values, err_msg=str(key))
 
 
+def test_the_gbdt_tunes_on_the_workers_as_on_gathered_features(runs, tmp_path, monkeypatch):
+    """The GBDT fitted with LightGBM's Dask interface chooses its iteration from costs summed
+    bucket by bucket on the workers: the tuning windows' features never reach the fitting
+    process (gathering them raises here), and the costs are those replayed in this process
+    on every tuning window's features at once."""
+    from distributed import Client, LocalCluster
+
+    from componentx.candidates.interface import FitData, PipelineData
+    from componentx.compute import SCHEDULER_VARIABLE
+    from componentx.decisions.metrics import check_cost_matrix
+    from componentx.decisions.selection import inner_split
+    from componentx.gbdt.candidate import GBDT
+    from componentx.gbdt.model import staged_probabilities, validation_cost
+    from componentx.params import load_params
+
+    monkeypatch.chdir(runs["many"])
+    params = load_params()
+    data = PipelineData(params["window"]["size"])
+    k = data.summary.num_classes
+    cost = check_cost_matrix(params["evaluate"]["cost_matrix"], k)
+    train = data.labelled("train")
+    fit_rows, tune_rows = inner_split(train.split_codes, train.vehicles, train.labels,
+                                      params["selection"]["seed"])
+    tune = train.subset(tune_rows)
+    gathered = GBDT.features
+
+    def refused(self, windows, client):
+        raise AssertionError(f"the features of {len(windows)} windows gathered")
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        monkeypatch.setenv(SCHEDULER_VARIABLE, cluster.scheduler_address)
+        monkeypatch.setattr(GBDT, "features", refused)
+        model = GBDT(params).fit(FitData(train.subset(fit_rows), tune, k, cost,
+                                         tmp_path / "work", "key", "run", client=client))
+    monkeypatch.setattr(GBDT, "features", gathered)
+    replayed = [validation_cost(probs, tune.labels, model.train_priors, cost)
+                for probs in staged_probabilities(model.trees, model.features(tune, None), k)]
+    assert len(replayed) == params["gbdt"]["max_iter"] and len(tune) > 20
+    assert model.trees.tuning_costs == replayed
+
+
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory) -> tuple[str, list[subprocess.Popen]]:
     """A Dask scheduler and two workers, started as separate processes on loopback."""
@@ -310,7 +352,12 @@ def test_lightgbm_on_the_cluster_fits_as_in_this_process(workers):
     from distributed import Client, LocalCluster
 
     from componentx.decisions.metrics import OFFICIAL_COST
-    from componentx.gbdt.model import fit_lightgbm_on_cluster, fit_tuned_trees
+    from componentx.decisions.priors import class_priors
+    from componentx.gbdt.model import (
+        fit_lightgbm_on_cluster,
+        fit_tuned_trees,
+        staged_confusions,
+    )
 
     (x, y), (val_x, val_y), (test_x, test_y) = (lightgbm_task(seed=s) for s in range(3))
     cost = np.array(OFFICIAL_COST, dtype=float)[:4, :4]
@@ -323,8 +370,10 @@ def test_lightgbm_on_the_cluster_fits_as_in_this_process(workers):
     with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         parts = dd.from_pandas(frame, npartitions=2)
-        fitted = fit_lightgbm_on_cluster(client, parts, val_x, val_y, priors, cost, ["s"],
-                                         settings)
+        fitted = fit_lightgbm_on_cluster(
+            client, parts, lambda trees: staged_confusions(
+                trees, val_x, val_y, priors, class_priors(val_y, 4), cost),
+            cost, ["s"], settings)
     ours, theirs = fitted.probabilities(test_x, 4), local.probabilities(test_x, 4)
     if workers == 1:
         assert fitted.iterations == local.iterations and np.array_equal(ours, theirs)

@@ -24,11 +24,12 @@ from componentx.candidates.interface import (
     Windows,
     bucket_task,
 )
-from componentx.compute import SCHEDULER_VARIABLE, absolute
-from componentx.decisions.priors import class_weights, training_priors
+from componentx.compute import SCHEDULER_VARIABLE, absolute, map_tasks
+from componentx.decisions.priors import class_priors, class_weights, training_priors
 from componentx.errors import BundleError
 from componentx.gbdt.features import summary_features, use_window_stats
 from componentx.gbdt.model import (
+    LIGHTGBM_FILE,
     SMOOTHING,
     FittedTrees,
     fit_lightgbm_on_cluster,
@@ -36,6 +37,7 @@ from componentx.gbdt.model import (
     fit_tuned_trees,
     fits_one_worker,
     resolve_size_settings,
+    staged_confusions,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,18 @@ def labelled_features(windows: Windows, labels: np.ndarray, weights: np.ndarray 
     partition of the training rows of LightGBM's Dask interface (a task)."""
     return window_features(windows, *settings).assign(
         label=labels.astype(np.float64), weight=1.0 if weights is None else weights[labels])
+
+
+def bucket_confusions(windows: Windows, labels: np.ndarray, model_file: Path,
+                      train_priors: np.ndarray, target_priors: np.ndarray,
+                      cost_matrix: np.ndarray, *settings: Any) -> np.ndarray:
+    """:func:`~componentx.gbdt.model.staged_confusions` (iterations, classes, classes) of one
+    bucket's tuning windows (``labels``) by the LightGBM trees in ``model_file`` (a task)."""
+    import lightgbm
+
+    trees = FittedTrees("lightgbm", lightgbm.Booster(model_file=str(model_file)), 0, [])
+    return staged_confusions(trees, window_features(windows, *settings), labels,
+                             train_priors, target_priors, cost_matrix)
 
 
 class GBDT(Candidate):
@@ -92,26 +106,24 @@ class GBDT(Candidate):
         weights = class_weights(settings["class_weights"], labels, k, "gbdt.class_weights")
         self.train_priors = training_priors(labels, weights, False, k)
         self.sizes = resolve_size_settings(settings, len(labels))
-        compute = self.params["compute"]
-        self.trees = None
-        client = data.client
+        compute, client = self.params["compute"], data.client
         self.window_stats = use_window_stats(settings["window_stats"], data.data.windows, client)
-        tune = None if data.tune is None else self.features(data.tune, client)
-        if self.library == "lightgbm" and client is not None and tune is not None and (
+        if self.library == "lightgbm" and client is not None and data.tune is not None and (
                 os.environ.get(SCHEDULER_VARIABLE) or not fits_one_worker(
                     len(labels), len(self.feature_names), compute)):
             self.trees = fit_lightgbm_on_cluster(
-                client, self._dask_frame(client, data.fit, weights), tune, data.tune.labels,
-                self.train_priors, data.cost_matrix, self.spec_names, self.sizes)
-        else:
+                client, self._dask_frame(client, data.fit, weights),
+                lambda trees: self._tuning_confusions(trees, data),
+                data.cost_matrix, self.spec_names, self.sizes)
+        else:  # in this process
             train = self.features(data.fit, client)
-        if self.trees is None:  # in this process
             sample_weight = None if weights is None else weights[labels]
-            self.trees = fit_trees(train, labels, sample_weight, self.spec_names, self.sizes,
-                                   settings["max_iter"], k) if tune is None else \
-                fit_tuned_trees(train, labels, sample_weight, tune, data.tune.labels,
-                                self.train_priors, data.cost_matrix, self.spec_names, settings)
-        if tune is None:
+            self.trees = fit_trees(
+                train, labels, sample_weight, self.spec_names, self.sizes, settings["max_iter"],
+                k) if data.tune is None else fit_tuned_trees(
+                train, labels, sample_weight, self.features(data.tune, client), data.tune.labels,
+                self.train_priors, data.cost_matrix, self.spec_names, settings)
+        if data.tune is None:
             log.info("gbdt (%s): %d windows and no windows to tune on: all %d iterations",
                      self.library, len(labels), self.trees.iterations)
             return self
@@ -134,6 +146,22 @@ class GBDT(Candidate):
             (windows.labels[rows], weights, *self._feature_settings()), pure=False)
             for split, bucket, rows in windows.groups()]
         return dd.from_delayed(futures, meta=futures[0].result().iloc[:0])
+
+    def _tuning_confusions(self, trees: FittedTrees, data: FitData) -> np.ndarray:
+        """:func:`~componentx.gbdt.model.staged_confusions` of the tuning windows, bucket by
+        bucket on the workers (each task reads every iteration of the trees from a file in
+        the fit's work folder), summed: their features never reach this process."""
+        data.work.mkdir(parents=True, exist_ok=True)
+        model_file = data.work / LIGHTGBM_FILE
+        trees.model.save_model(str(model_file), num_iteration=-1)  # every iteration
+        tune = data.tune
+        target_priors = class_priors(tune.labels, data.num_classes)
+        parts = map_tasks(data.client, bucket_task, [
+            (bucket_confusions, tune.data, split, bucket, tune.index.iloc[rows],
+             (tune.labels[rows], model_file, self.train_priors, target_priors,
+              data.cost_matrix, *self._feature_settings()))
+            for split, bucket, rows in tune.groups()], "gbdt tuning costs")
+        return np.sum(parts, axis=0)
 
     def logits(self, windows: Windows, device: str = "cpu") -> np.ndarray:
         return self.trees.logits(window_features(windows, *self._feature_settings()),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from componentx.compute import local_workers
 from componentx.decisions.calibration import softmax
-from componentx.decisions.metrics import total_cost
+from componentx.decisions.metrics import confusion
 from componentx.decisions.priors import class_priors, shift_priors
 from componentx.decisions.rules import expected_cost_decision
 from componentx.errors import BundleError
@@ -54,13 +54,32 @@ def resolve_size_settings(settings: dict, n_train: int) -> dict:
     return resolved
 
 
+def decision_confusion(probs: np.ndarray, y: np.ndarray, train_priors: np.ndarray,
+                       target_priors: np.ndarray, cost_matrix: np.ndarray) -> np.ndarray:
+    """Counts[actual, decided] (classes, classes) of the expected-cost decisions, the
+    probabilities (windows, classes) moved from the training priors to ``target_priors``.
+    Counts add up over any split of the windows: their cost is ``(counts * cost).sum()``."""
+    shifted = shift_priors(np.maximum(probs, 1e-9), train_priors, target_priors)
+    return confusion(y, expected_cost_decision(shifted, cost_matrix), len(cost_matrix))
+
+
 def validation_cost(probs: np.ndarray, y: np.ndarray, train_priors: np.ndarray,
                     cost_matrix: np.ndarray) -> float:
     """Total cost of the expected-cost decisions on validation, the probabilities moved from
     the training priors to validation's (the quantity early stopping watches)."""
-    shifted = shift_priors(np.maximum(probs, 1e-9), train_priors,
-                           class_priors(y, len(cost_matrix)))
-    return total_cost(y, expected_cost_decision(shifted, cost_matrix), cost_matrix)
+    counts = decision_confusion(probs, y, train_priors, class_priors(y, len(cost_matrix)),
+                                cost_matrix)
+    return float((counts * cost_matrix).sum())
+
+
+def staged_confusions(fitted: FittedTrees, features: pd.DataFrame, y: np.ndarray,
+                      train_priors: np.ndarray, target_priors: np.ndarray,
+                      cost_matrix: np.ndarray) -> np.ndarray:
+    """:func:`decision_confusion` after each boosting iteration grown: (iterations, classes,
+    classes) int64. Summed over buckets of tuning windows (``target_priors`` those of all of
+    them), the same counts as of all the windows at once."""
+    return np.array([decision_confusion(probs, y, train_priors, target_priors, cost_matrix)
+                     for probs in staged_probabilities(fitted, features, len(cost_matrix))])
 
 
 def best_iteration(costs: Sequence[float], smoothing: int = SMOOTHING) -> int:
@@ -236,15 +255,15 @@ def _fit_sklearn(train: pd.DataFrame, train_y: np.ndarray, sample_weight: np.nda
     return FittedTrees("sklearn", fitted.model, best, costs)
 
 
-def fit_lightgbm_on_cluster(client: Any, train: Any, validation: pd.DataFrame,
-                            val_y: np.ndarray, train_priors: np.ndarray,
-                            cost_matrix: np.ndarray, spec_names: list[str], settings: dict
-                            ) -> FittedTrees:
+def fit_lightgbm_on_cluster(client: Any, train: Any, tuning_confusions: Callable[
+        [FittedTrees], np.ndarray], cost_matrix: np.ndarray, spec_names: list[str],
+        settings: dict) -> FittedTrees:
     """The LightGBM fit of :func:`fit_tuned_trees` with LightGBM's Dask interface, on the
     workers that hold ``train`` (a Dask DataFrame of the features with ``label`` and
     ``weight`` columns). That interface has no early stopping: all ``max_iter`` trees are
-    grown, then the validation cost is replayed iteration by iteration and the same rule
-    chooses the iteration."""
+    grown, then ``tuning_confusions`` of them (:func:`staged_confusions` of the tuning
+    windows, wherever they are computed) give the cost after each iteration, and the same
+    rule chooses the iteration."""
     import lightgbm
 
     log.info("fitting with LightGBM's Dask interface on %d workers",
@@ -259,9 +278,8 @@ def fit_lightgbm_on_cluster(client: Any, train: Any, validation: pd.DataFrame,
     model.fit(train[features], train["label"], sample_weight=train["weight"],
               categorical_feature=spec_names or "auto")
     fitted = FittedTrees("lightgbm", model.booster_, settings["max_iter"], [])
-    fitted.tuning_costs = [
-        validation_cost(probs, val_y, train_priors, cost_matrix)
-        for probs in staged_probabilities(fitted, validation, len(cost_matrix))]
+    fitted.tuning_costs = [float((counts * cost_matrix).sum())
+                           for counts in tuning_confusions(fitted)]
     fitted.iterations = best_iteration(fitted.tuning_costs)
     return fitted
 
