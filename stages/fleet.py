@@ -22,9 +22,9 @@ METRICS = Path("metrics/fleet.json")
 def main() -> None:
     params = load_params()
     data = PipelineData(params["window"]["size"])
-    view = fleet_view(candidate_bundles(params, CandidateFolders(), data), data, LABELS,
-                      params["fleet"], params["compute"]["device"], params["compute"])
     with atomic_dir(OUT) as out, atomic_dir(PLOTS) as plots:
+        view = fleet_view(candidate_bundles(params, CandidateFolders(), data), data, LABELS,
+                          params["fleet"], out, params["compute"]["device"], params["compute"])
         if view is None:
             reason = ("no fleet holdout: it needs train time-to-event (train_tte.csv) and "
                       "fleet.holdout > 0")
@@ -40,15 +40,9 @@ def main() -> None:
                      at["lead_time_median"])
         lead_time_table(view.lead_times, view.horizon).to_csv(plots / "lead_times.csv",
                                                               index=False)
-        trajectories_figure(plots / "trajectories.png", view.fleet, view.risks,
+        trajectories_figure(plots / "trajectories.png", view.shown,
                             {name: (view.report[name]["tau_on"], view.report[name]["tau_off"])
-                             for name in view.risks}, view.horizon)
-        fleet = view.fleet
-        pd.DataFrame({"vehicle_id": fleet.vehicle, "time": fleet.time,
-                      "repaired": fleet.repaired[fleet.row_vehicle],
-                      "end": fleet.end[fleet.row_vehicle],
-                      **{f"risk_{name}": risk for name, risk in view.risks.items()}}
-                     ).to_parquet(out / "trajectories.parquet", index=False)
+                             for name in view.curves}, view.horizon)
         atomic_write_json(METRICS, view.report)
 
 

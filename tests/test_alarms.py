@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 
@@ -78,7 +81,10 @@ def test_sensitivity_grows_with_the_allowed_false_alarm_rate():
     closeness = np.clip(1 - (end[vehicles] - times) / 60, 0, 1) * repaired[vehicles]
     risk = np.clip(0.25 * closeness + rng.normal(0.3, 0.15, len(times)), 0, 1)
     fleet = alarms.Fleet(vehicles, times, repaired, end)
-    curve = alarms.threshold_sweep(fleet, risk, np.linspace(0.05, 0.95, 40), 0.1, 2, 48.0)
+    thresholds = np.linspace(0.05, 0.95, 40)
+    counts = alarms.sweep_counts(fleet, risk, thresholds, 0.1, 2, 48.0)
+    curve = alarms.sweep_curve(thresholds, counts, int(repaired.sum()),
+                               float(fleet.duration.sum()))
     sensitivity = alarms.sensitivity_at(curve, (0.5, 1.0, 2.5, 5.0, 10.0, 50.0))
     values = list(sensitivity.values())
     assert values == sorted(values) and values[-1] > values[0]
@@ -86,3 +92,51 @@ def test_sensitivity_grows_with_the_allowed_false_alarm_rate():
     at_chosen = next(p for p in curve if p["tau_on"] == chosen)
     assert at_chosen["false_alarms_per_1000"] <= 10.0
     assert at_chosen["detection_rate"] == sensitivity["10"]
+
+
+def random_fleet(seed: int = 0, n_vehicles: int = 40) -> tuple[alarms.Fleet, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    per = rng.integers(1, 25, n_vehicles)
+    vehicles = np.repeat(np.arange(n_vehicles) * 3 + 5, per)
+    times = np.concatenate([np.cumsum(rng.uniform(0.1, 9.7, n)) for n in per])
+    repaired = rng.random(n_vehicles) < 0.4
+    end = np.array([t.max() + rng.uniform(0.5, 30) for t in np.split(times, np.cumsum(per)[:-1])])
+    return alarms.Fleet(vehicles, times, repaired, end), rng.random(len(times)) ** 3
+
+
+def test_vehicles_taken_apart_add_up_to_the_whole_fleet_exactly():
+    """What the fleet view's buckets return (sweep counts, alarm summaries, risk codes) adds
+    up over any split of the vehicles to the whole fleet's, bit for bit."""
+    whole, risk = random_fleet()
+    cuts = [0, 7, 20, 21, 40]  # vehicles 0-6, 7-19, 20, 21-39
+    rows = np.r_[whole.start, len(risk)]
+    parts = [(alarms.Fleet(whole.vehicle[rows[a]:rows[b]], whole.time[rows[a]:rows[b]],
+                           whole.repaired[a:b], whole.end[a:b]), risk[rows[a]:rows[b]])
+             for a, b in itertools.pairwise(cuts)]
+    thresholds = np.linspace(0.05, 0.9, 30)
+    np.testing.assert_array_equal(
+        alarms.sweep_counts(whole, risk, thresholds, 0.2, 2, 20.0),
+        np.sum([alarms.sweep_counts(f, r, thresholds, 0.2, 2, 20.0) for f, r in parts], axis=0))
+    state = alarms.alarm_state(whole, risk, 0.4, 0.3, 2)
+    summary = alarms.summarise(whole, state, 20.0)
+    merged = alarms.AlarmSummary.merge([alarms.summarise(f, alarms.alarm_state(
+        f, r, 0.4, 0.3, 2), 20.0) for f, r in parts])
+    assert merged.metrics() == summary.metrics() and summary.detected > 0
+    assert summary.false_alarms > 0 and float(summary.alarm_time) > 0
+    assert float(summary.observed_time) == pytest.approx(whole.duration.sum(), rel=1e-12)
+    codes = np.zeros(alarms.RISK_SCALE + 1, dtype=np.int64)
+    for _, r in parts:
+        np.add.at(codes, *alarms.risk_codes(r))
+    np.testing.assert_array_equal(
+        alarms.risk_thresholds(codes),
+        np.unique(np.round(np.quantile(np.round(risk, 6), np.linspace(0.5, 0.9995, 150)), 6)))
+
+
+def test_an_exact_sum_does_not_depend_on_the_order_or_the_parts():
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=5000) * 10.0 ** rng.integers(-8, 8, 5000)
+    total = alarms.exact_sum(values)
+    assert alarms.exact_sum(values[::-1]) == total
+    assert alarms.exact_sum(values[:1234]) + alarms.exact_sum(values[1234:]) == total
+
+    assert float(total) == math.fsum(values)

@@ -421,7 +421,8 @@ def test_risk_class_reaches_the_bundle_and_predict_reports_the_fleet_stage_risk(
     dvc(repo, "exp", "run", "-n", "risk2", "-S", "fleet.risk_class=2")
     shipped = json.loads((repo / "models/bundle/bundle.json").read_text())
     assert shipped["risk_class"] == 2
-    trajectories = pd.read_parquet(repo / "data/fleet/trajectories.parquet")
+    trajectories = pd.read_parquet(repo / "data/fleet/trajectories.parquet").sort_values(
+        ["vehicle_id", "time"], kind="stable")  # a file per bucket, read in bucket order
     at = tmp_path / "at.csv"
     trajectories.rename(columns={"time": "time_step"})[["vehicle_id", "time_step"]].to_csv(
         at, index=False)

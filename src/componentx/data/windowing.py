@@ -90,6 +90,17 @@ def read_window_index(windows: Path, split: str) -> pd.DataFrame:
     return pd.read_parquet(windows / f"{split}_windows.parquet")
 
 
+def read_bucket_index(windows: Path, split: str, bucket: int) -> pd.DataFrame:
+    """One bucket's rows of :func:`read_window_index`, in the same order (what a task over
+    a bucket's windows reads, where the whole split's index is not in the driver)."""
+    return pd.read_parquet(bucket_file(windows, split, bucket, ".index.parquet"))
+
+
+def bucket_rows(windows: Path, split: str) -> list[int]:
+    """The readouts of each bucket of a split (``manifest.json``)."""
+    return json.loads((windows / "manifest.json").read_text())["rows"][split]
+
+
 def buckets_of(windows: Path) -> int:
     return json.loads((windows / "manifest.json").read_text())["buckets"]
 
@@ -98,7 +109,8 @@ def window_bucket(ingested: Path, labels: Path, out: Path, split: str, bucket: i
                   ) -> dict[str, pd.DataFrame]:
     """One bucket of a split: its readouts as arrays (:func:`readout_arrays`) and the windows
     of its labels; for train, the fleet holdout's vehicles go apart, as the split ``fleet``
-    (a task). Returns the window index of each split written."""
+    (a task). Writes and returns the window index of each split, in the order of vehicle and
+    reference time (:func:`read_bucket_index`)."""
     table = pq.read_table(bucket_file(ingested / "readouts", split, bucket))
     parts = {split: (table, pd.read_parquet(bucket_file(labels, split, bucket)))}
     if split == "train":  # the fleet holdout's readouts go apart: no statistics
@@ -118,7 +130,10 @@ def window_bucket(ingested: Path, labels: Path, out: Path, split: str, bucket: i
         base.parent.mkdir(parents=True, exist_ok=True)
         for suffix, array in (("values", values), ("time", times), ("vehicle", ids)):
             np.save(f"{base}.{suffix}.npy", array)
-        found[name] = build_windows(ids, times, name_labels, size).assign(bucket=bucket)
+        found[name] = build_windows(ids, times, name_labels, size).assign(
+            bucket=bucket).sort_values(["vehicle_id", "ref_time"], kind="stable",
+                                       ignore_index=True)[INDEX_COLUMNS]
+        found[name].to_parquet(f"{base}.index.parquet", index=False)
     return found
 
 

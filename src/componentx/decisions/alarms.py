@@ -15,7 +15,8 @@ window (lead time from the first such onset).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from fractions import Fraction
 
 import numpy as np
 
@@ -65,42 +66,69 @@ def alarm_state(fleet: Fleet, risk: np.ndarray, tau_on: float, tau_off: float,
     return (last_on >= first_row) & (last_on > last_off)
 
 
+def exact_sum(values: np.ndarray) -> Fraction:
+    """The exact sum of float64 ``values``: sums of a fleet's parts add up to the same number
+    whatever the parts (floating-point sums depend on their order)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    mantissa, exponent = np.frexp(values[values != 0])
+    whole = (mantissa * 2.0**53).astype(np.int64)  # values = whole * 2**(exponent - 53)
+    order = np.argsort(exponent, kind="stable")
+    exponents, starts = np.unique(exponent[order], return_index=True)
+    if not len(exponents):
+        return Fraction(0)
+    # int64 sums of 27-bit halves are exact for up to 2**36 values
+    high = np.add.reduceat(whole[order] >> 26, starts)
+    low = np.add.reduceat(whole[order] & (2**26 - 1), starts)
+    return sum((Fraction((int(h) << 26) + int(lo)) * Fraction(2) ** (int(e) - 53)
+                for h, lo, e in zip(high, low, exponents, strict=True)), Fraction(0))
+
+
 @dataclass
 class AlarmSummary:
-    """What an alarm setting did over the fleet."""
+    """What an alarm setting did over some vehicles; :meth:`merge` adds up the summaries of
+    vehicles taken apart (buckets) into the summary of all of them, exactly."""
 
-    detected: np.ndarray  # per repaired vehicle
+    detected: int  # repairs detected
+    repairs: int
     lead_times: np.ndarray  # of the detected repairs
     false_alarms: int
     onsets: int
-    alarm_time: float
-    observed_time: float
-    danger_time: float
-    danger_alarm_time: float
+    alarm_time: Fraction
+    observed_time: Fraction
+    danger_time: Fraction
+    danger_alarm_time: Fraction
+
+    @classmethod
+    def merge(cls, parts: list[AlarmSummary]) -> AlarmSummary:
+        return cls(**{field.name: np.concatenate([p.lead_times for p in parts])
+                      if field.name == "lead_times" else sum(getattr(p, field.name) for p in parts)
+                      for field in fields(cls)})
 
     def metrics(self) -> dict:
-        per_1000 = 1000.0 / max(self.observed_time, 1e-12)
+        alarm_time, observed_time = float(self.alarm_time), float(self.observed_time)
+        danger_time, danger_alarm_time = float(self.danger_time), float(self.danger_alarm_time)
+        per_1000 = 1000.0 / max(observed_time, 1e-12)
         quartiles = (np.percentile(self.lead_times, [25, 50, 75]).tolist()
                      if len(self.lead_times) else [None] * 3)
         return {
-            "repairs": len(self.detected),
-            "detection_rate": float(self.detected.mean()) if len(self.detected) else None,
+            "repairs": self.repairs,
+            "detection_rate": self.detected / self.repairs if self.repairs else None,
             "false_alarms": self.false_alarms,
             "false_alarms_per_1000": self.false_alarms * per_1000,
             "lead_time_median": quartiles[1],
             "lead_time_quartiles": [quartiles[0], quartiles[2]],
             "flicker_onsets_per_1000_alarm_time": (
-                self.onsets * 1000.0 / self.alarm_time if self.alarm_time else 0.0),
-            "alarm_time_share": self.alarm_time / max(self.observed_time, 1e-12),
-            "time_precision": (self.danger_alarm_time / self.alarm_time
-                               if self.alarm_time else None),
-            "time_recall": (self.danger_alarm_time / self.danger_time
-                            if self.danger_time else None),
+                self.onsets * 1000.0 / alarm_time if alarm_time else 0.0),
+            "alarm_time_share": alarm_time / max(observed_time, 1e-12),
+            "time_precision": danger_alarm_time / alarm_time if alarm_time else None,
+            "time_recall": danger_alarm_time / danger_time if danger_time else None,
         }
 
 
-def summarise(fleet: Fleet, state: np.ndarray, horizon: float) -> AlarmSummary:
-    """Episodes, detections, lead times, false alarms and time overlap of one alarm state."""
+def detections(fleet: Fleet, state: np.ndarray, horizon: float
+               ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Of one alarm state: per vehicle the onset time its repair's detection counts from
+    (inf: none), the onset of each readout, and the false alarms."""
     rows = np.arange(len(state))
     previous = np.r_[False, state[:-1]]
     previous[fleet.start] = False
@@ -121,19 +149,25 @@ def summarise(fleet: Fleet, state: np.ndarray, horizon: float) -> AlarmSummary:
     first_in_window = np.full(len(fleet.start), np.inf)
     np.minimum.at(first_in_window, fleet.row_vehicle[in_window], fleet.time[in_window])
     last_rows = fleet.last
-    on_at_last = state[last_rows]
     onset_of_last = fleet.time[np.maximum(episode_start[last_rows], 0)]
-    onset_time = np.where(on_at_last, onset_of_last, first_in_window)
+    return np.where(state[last_rows], onset_of_last, first_in_window), onset, false_alarms
+
+
+def summarise(fleet: Fleet, state: np.ndarray, horizon: float) -> AlarmSummary:
+    """Episodes, detections, lead times, false alarms and time overlap of one alarm state."""
+    onset_time, onset, false_alarms = detections(fleet, state, horizon)
     repaired = fleet.repaired.astype(bool)
     detected = np.isfinite(onset_time[repaired])
     lead_times = (fleet.end - onset_time)[repaired][detected]
     # Time overlap of alarm-on time with the danger windows.
-    danger_start = np.maximum(fleet.time, repair_time - horizon)
-    danger = np.where(repaired_row, np.clip(end_time - danger_start, 0.0, fleet.duration), 0.0)
-    on_time = np.where(state, fleet.duration, 0.0)
-    return AlarmSummary(detected, lead_times, false_alarms, int(onset.sum()),
-                        float(on_time.sum()), float(fleet.duration.sum()), float(danger.sum()),
-                        float(np.where(state, danger, 0.0).sum()))
+    repaired_row = fleet.repaired[fleet.row_vehicle]
+    danger_start = np.maximum(fleet.time, fleet.end[fleet.row_vehicle] - horizon)
+    danger = np.where(repaired_row, np.clip(fleet.time + fleet.duration - danger_start, 0.0,
+                                            fleet.duration), 0.0)
+    return AlarmSummary(int(detected.sum()), int(repaired.sum()), lead_times, false_alarms,
+                        int(onset.sum()), exact_sum(np.where(state, fleet.duration, 0.0)),
+                        exact_sum(fleet.duration), exact_sum(danger),
+                        exact_sum(np.where(state, danger, 0.0)))
 
 
 def off_threshold(tau_on: float, hysteresis: float) -> float:
@@ -143,17 +177,28 @@ def off_threshold(tau_on: float, hysteresis: float) -> float:
     return tau_on * (1.0 - hysteresis)
 
 
-def threshold_sweep(fleet: Fleet, risk: np.ndarray, thresholds: np.ndarray, hysteresis: float,
-                    min_consecutive: int, horizon: float) -> list[dict]:
-    """Detection rate and false alarms per 1000 time units for each ``tau_on``."""
-    curve = []
-    for tau_on in thresholds:
+def sweep_counts(fleet: Fleet, risk: np.ndarray, thresholds: np.ndarray, hysteresis: float,
+                 min_consecutive: int, horizon: float) -> np.ndarray:
+    """Per ``tau_on`` (``tau_off`` from ``hysteresis``): the repairs detected and the false
+    alarms, (thresholds, 2) int64; they add up over vehicles taken apart."""
+    counts = np.zeros((len(thresholds), 2), dtype=np.int64)
+    repaired = fleet.repaired.astype(bool)
+    for i, tau_on in enumerate(thresholds):
         state = alarm_state(fleet, risk, float(tau_on), off_threshold(float(tau_on), hysteresis),
                             min_consecutive)
-        metrics = summarise(fleet, state, horizon).metrics()
-        curve.append({"tau_on": float(tau_on), "detection_rate": metrics["detection_rate"],
-                      "false_alarms_per_1000": metrics["false_alarms_per_1000"]})
-    return curve
+        onset_time, _, false_alarms = detections(fleet, state, horizon)
+        counts[i] = np.isfinite(onset_time[repaired]).sum(), false_alarms
+    return counts
+
+
+def sweep_curve(thresholds: np.ndarray, counts: np.ndarray, repairs: int, observed_time: float
+                ) -> list[dict]:
+    """Detection rate and false alarms per 1000 time units for each ``tau_on``, from the
+    :func:`sweep_counts` of the whole fleet (its ``repairs`` and ``observed_time``)."""
+    per_1000 = 1000.0 / max(observed_time, 1e-12)
+    return [{"tau_on": float(tau_on), "detection_rate": int(detected) / repairs if repairs
+             else None, "false_alarms_per_1000": int(false_alarms) * per_1000}
+            for tau_on, (detected, false_alarms) in zip(thresholds, counts, strict=True)]
 
 
 def sensitivity_at(curve: list[dict], fa_rates: tuple[float, ...] = FA_RATES
@@ -174,31 +219,36 @@ def threshold_for(curve: list[dict], target_fa: float) -> float | None:
                                        p["tau_on"]))["tau_on"]
 
 
-def risk_thresholds(risk: np.ndarray, points: int = 150) -> np.ndarray:
-    """Candidate ``tau_on`` values spread over the upper part of the risk distribution."""
-    return np.unique(np.round(np.quantile(risk, np.linspace(0.5, 0.9995, points)), 6))
+RISK_SCALE = 10**6  # risks are counted rounded to 1e-6 for the threshold sweep
 
 
-def fleet_report(fleet: Fleet, risk: np.ndarray, settings: dict, horizon: float
-                 ) -> tuple[dict, list[dict], np.ndarray]:
-    """Metrics of one model's risk trajectories (``settings`` is ``params.fleet``).
+def risk_codes(risk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The risks rounded to 1e-6, as integer codes (risk · 1e6) and how many have each: what
+    :func:`risk_thresholds` needs of some vehicles, added up over buckets."""
+    return np.unique(np.round(np.asarray(risk, dtype=np.float64) * RISK_SCALE).astype(np.int64),
+                     return_counts=True)
 
-    A sweep of ``tau_on`` gives the detection / false-alarm curve, the sensitivity at fixed
-    false-alarm rates, and the ``tau_on`` that ``target_fa`` picks; the alarms are then scored
-    at ``settings["tau_on"]`` (``target``: the picked one) and ``tau_off`` (``auto``: from
-    ``hysteresis``). Also returns the sweep and the lead times of those alarms.
-    """
-    curve = threshold_sweep(fleet, risk, risk_thresholds(risk), settings["hysteresis"],
-                            settings["min_consecutive"], horizon)
+
+def risk_thresholds(counts: np.ndarray, points: int = 150) -> np.ndarray:
+    """Candidate ``tau_on`` values spread over the upper part of the risk distribution: its
+    quantiles 0.5 to 0.9995 (linear between neighbouring ranks), from ``counts``, the number of
+    risks at each code of :func:`risk_codes` (counts[code], code 0 to 1e6)."""
+    cumulative = np.cumsum(counts)
+    position = (cumulative[-1] - 1) * np.linspace(0.5, 0.9995, points)
+    below = np.floor(position)
+    low = np.searchsorted(cumulative, below, side="right")  # the code at rank ``below``
+    high = np.searchsorted(cumulative, np.minimum(below + 1, cumulative[-1] - 1), side="right")
+    return np.unique(np.round((low + (position - below) * (high - low)) / RISK_SCALE, 6))
+
+
+def alarm_thresholds(curve: list[dict], settings: dict) -> tuple[float, float, float | None]:
+    """``tau_on`` and ``tau_off`` of ``settings`` (``params.fleet``): ``tau_on: target`` is the
+    one of the sweep's ``curve`` that ``target_fa`` picks (the highest swept when none keeps
+    false alarms within it), ``tau_off: auto`` lower by ``hysteresis``; and the picked one."""
     picked = threshold_for(curve, settings["target_fa"])
     tau_on = picked if settings["tau_on"] == "target" else float(settings["tau_on"])
     if tau_on is None:  # no threshold keeps false alarms within the target
         tau_on = max(p["tau_on"] for p in curve)
     tau_off = (off_threshold(tau_on, settings["hysteresis"]) if settings["tau_off"] == "auto"
                else float(settings["tau_off"]))
-    summary = summarise(fleet, alarm_state(fleet, risk, tau_on, min(tau_off, tau_on),
-                                           settings["min_consecutive"]), horizon)
-    report = {"tau_on": tau_on, "tau_off": min(tau_off, tau_on),
-              "tau_on_picked_for_target_fa": picked, **summary.metrics(),
-              "sensitivity_at_false_alarms_per_1000": sensitivity_at(curve)}
-    return report, curve, summary.lead_times
+    return tau_on, min(tau_off, tau_on), picked

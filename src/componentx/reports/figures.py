@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from componentx.decisions.alarms import Fleet
 from componentx.decisions.evaluation import Evaluation, ScoredSplit
 from componentx.decisions.metrics import curves_on_grid
 from componentx.reports.tables import reliability_table, write_plot_tables
@@ -47,40 +46,36 @@ def summary_figure(path: Path, split: str, scored: ScoredSplit, predicted: np.nd
     plt.close(figure)
 
 
-def trajectories_figure(path: Path, fleet: Fleet, risks: dict[str, np.ndarray],
-                        thresholds: dict[str, tuple[float, float]], horizon: float,
-                        repaired: int = 3, censored: int = 1, seed: int = 0) -> None:
-    """Risk over time of a few vehicles (seeded choice), with each model's tau_on and tau_off,
-    the danger window and the repair."""
+def trajectories_figure(path: Path, shown: pd.DataFrame, thresholds: dict[str, tuple[float, float]],
+                        horizon: float) -> None:
+    """Risk over time of the vehicles in ``shown`` (rows of the fleet view's trajectories:
+    vehicle_id, time, repaired, end and a ``risk_{name}`` per model), with each model's
+    tau_on and tau_off, the danger window and the repair."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rng = np.random.default_rng(seed)
-    which = np.flatnonzero(fleet.repaired)
-    chosen = [*rng.choice(which, min(repaired, len(which)), replace=False)]
-    which = np.flatnonzero(~fleet.repaired.astype(bool))
-    chosen += [*rng.choice(which, min(censored, len(which)), replace=False)]
-    figure, axes = plt.subplots(len(chosen), 1, figsize=(9, 2.4 * len(chosen)), squeeze=False)
-    for axis, vehicle in zip(axes[:, 0], sorted(chosen), strict=True):
-        rows = fleet.row_vehicle == vehicle
-        for name, values in risks.items():
-            line, = axis.step(fleet.time[rows], values[rows], where="post",
+    vehicles = list(shown.groupby("vehicle_id", sort=True))
+    figure, axes = plt.subplots(len(vehicles), 1, figsize=(9, 2.4 * len(vehicles)),
+                                squeeze=False)
+    for axis, (vehicle, rows) in zip(axes[:, 0], vehicles, strict=True):
+        for name, (tau_on, tau_off) in thresholds.items():
+            line, = axis.step(rows["time"], rows[f"risk_{name}"], where="post",
                               label=f"risk, {name}")
-            tau_on, tau_off = thresholds[name]
             axis.axhline(tau_on, color=line.get_color(), linestyle="--", linewidth=0.8,
                          label=f"tau_on, {name}")
             axis.axhline(tau_off, color=line.get_color(), linestyle=":", linewidth=0.8,
                          label=f"tau_off, {name}")
-        if fleet.repaired[vehicle]:
-            end = fleet.end[vehicle]
+        repaired = bool(rows["repaired"].iloc[0])
+        if repaired:
+            end = float(rows["end"].iloc[0])
             axis.axvspan(end - horizon, end, color="grey", alpha=0.15, label="danger window")
             axis.axvline(end, color="black", linewidth=1, label="repair")
         axis.set_yscale("log")
         axis.set_ylabel("risk")
-        axis.set_title(f"vehicle {fleet.vehicle[rows][0]} "
-                       f"({'repaired' if fleet.repaired[vehicle] else 'censored'})", fontsize=9)
+        axis.set_title(f"vehicle {vehicle} ({'repaired' if repaired else 'censored'})",
+                       fontsize=9)
     axes[0, 0].legend(fontsize=7, ncol=3, loc="upper left")
     axes[-1, 0].set_xlabel("time_step")
     figure.tight_layout()
