@@ -117,9 +117,12 @@ def test_a_bucket_s_task_reads_only_its_own_bucket_s_files(runs, tmp_path, monke
     """One bucket of the test split and of the fleet holdout scored by each fitted candidate,
     in a copy of the project where every other bucket's files and every whole-split table
     (window index, labels, time-to-event, specifications) are deleted: the same logits as in
-    the project itself."""
+    the project itself, and the same trajectories from the fleet view's task."""
+    from componentx.candidates.folders import CandidateFolders
     from componentx.candidates.interface import PipelineData, bucket_task
     from componentx.candidates.phase import saved_logits
+    from componentx.params import load_params
+    from componentx.serving.fleet import candidate_bundles, score_fleet_bucket
 
     source, copy = runs["many"], tmp_path / "copy"
     for folder in ("data", "models/candidates"):
@@ -152,10 +155,21 @@ def test_a_bucket_s_task_reads_only_its_own_bucket_s_files(runs, tmp_path, monke
     for path in removed:
         path.unlink()
     assert len(removed) > 20 and len(fitted) >= 3
+    bundles = {name: (copy / "models/candidates" / name, bundle.meta,
+                      bundle.calibrator.to_dict())
+               for name, bundle in candidate_bundles(load_params(), CandidateFolders(),
+                                                     data).items()}
     monkeypatch.chdir(copy)
     found = logits(copy)
     for key, values in expected.items():
         np.testing.assert_array_equal(found[key], values, err_msg=str(key))
+    # the fleet view's task: its bucket's trajectories as the stage wrote them
+    (tmp_path / "fleet").mkdir()
+    score_fleet_bucket(PipelineData(TINY["window"]["size"]), Path("data/labels"), 1, bundles,
+                       "cpu", tmp_path / "fleet")
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "fleet/0001.parquet"),
+        pd.read_parquet(source / "data/fleet/trajectories.parquet/0001.parquet"))
 
 
 def test_the_gbdt_tunes_on_the_workers_as_on_gathered_features(runs, tmp_path, monkeypatch):

@@ -277,6 +277,7 @@ def fit_lightgbm_on_cluster(client: Any, train: Any, tuning_confusions: Callable
                                        **params)
     model.fit(train[features], train["label"], sample_weight=train["weight"],
               categorical_feature=spec_names or "auto")
+    del train  # the last reference: the training rows leave the workers before tuning
     fitted = FittedTrees("lightgbm", model.booster_, settings["max_iter"], [])
     fitted.tuning_costs = [float((counts * cost_matrix).sum())
                            for counts in tuning_confusions(fitted)]

@@ -158,9 +158,10 @@ def fleet_view(models: dict[str, Bundle], data: PipelineData, labels: Path, sett
                if settings["horizon"] == "auto" else float(settings["horizon"]))
     specs = {name: (bundle.folder, bundle.meta, bundle.calibrator.to_dict())
              for name, bundle in models.items()}
+    device = resolve_device(device)
     with dask_client(compute or {"workers": 1}, len(buckets)) as client:
         scored = [found for found in map_tasks(client, score_fleet_bucket, [
-            (data, labels, bucket, specs, resolve_device(device), folder) for bucket in buckets],
+            (data, labels, bucket, specs, device, folder) for bucket in buckets],
             "fleet, scoring") if found is not None]
         if not scored:
             return None
