@@ -176,7 +176,9 @@ def project(folder: Path, csv: Path, wanted: list[str] | None = None) -> dict[st
     unknown = sorted(set(wanted or []) - set(stages))
     if unknown:
         raise SystemExit(f"--stages: no stage {unknown[0]!r} in dvc.yaml")
-    return {name: stages[name]["cmd"] for name in dag_order(stages, wanted)}
+    # ingest always: the readouts it counts are the rows' measure
+    return {name: stages[name]["cmd"]
+            for name in dag_order(stages, wanted and [*wanted, "ingest"])}
 
 
 def stage_needs(stages: dict) -> dict[str, set[str]]:

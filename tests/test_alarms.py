@@ -127,9 +127,12 @@ def test_vehicles_taken_apart_add_up_to_the_whole_fleet_exactly():
     codes = np.zeros(alarms.RISK_SCALE + 1, dtype=np.int64)
     for _, r in parts:
         np.add.at(codes, *alarms.risk_codes(r))
-    np.testing.assert_array_equal(
-        alarms.risk_thresholds(codes),
-        np.unique(np.round(np.quantile(np.round(risk, 6), np.linspace(0.5, 0.9995, 150)), 6)))
+    # numpy's quantiles of the rounded risks, up to the rounding of an exact half code
+    expected = np.unique(np.round(np.quantile(np.round(risk, 6), np.linspace(0.5, 0.9995, 150)),
+                                  6))
+    found = alarms.risk_thresholds(codes)
+    assert len(found) == len(expected) > 100
+    np.testing.assert_allclose(found, expected, rtol=0, atol=1.01e-6)
 
 
 def test_an_exact_sum_does_not_depend_on_the_order_or_the_parts():

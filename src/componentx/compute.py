@@ -141,21 +141,41 @@ def absolute(value: Any) -> Any:
     return value
 
 
+def _progress(tasks: Iterable, description: str) -> tqdm:
+    return tqdm(total=len(tasks) if isinstance(tasks, Sized) else None, desc=description,
+                unit="task", leave=False, disable=not sys.stderr.isatty())
+
+
+def _submit(client: Any, function: Callable, tasks: Iterable[tuple], bar: tqdm) -> list:
+    futures = [client.submit(function, *absolute(task), pure=False) for task in tasks]
+    for future in futures:
+        future.add_done_callback(lambda _: bar.update())
+    return futures
+
+
 def map_tasks(client: Any, function: Callable, tasks: Iterable[tuple], description: str
               ) -> list:
     """``function(*task)`` for every task, in the order of ``tasks``: on the client's cluster
     (its paths made absolute: the cluster shares this file system), or in this process when
     ``client`` is None; with a progress bar on a terminal."""
-    bar = tqdm(total=len(tasks) if isinstance(tasks, Sized) else None, desc=description,
-               unit="task", leave=False, disable=not sys.stderr.isatty())
-    with bar:
+    if client is None:
+        return list(each_task(None, function, tasks, description))
+    with _progress(tasks, description) as bar:
+        return client.gather(_submit(client, function, tasks, bar))  # the first failure raises
+
+
+def each_task(client: Any, function: Callable, tasks: Iterable[tuple], description: str
+              ) -> Iterator:
+    """:func:`map_tasks`' results one at a time, in the order of ``tasks``, for results added
+    up as they come: only the one in use is held here (on a cluster the others wait on the
+    workers)."""
+    with _progress(tasks, description) as bar:
         if client is None:
-            results = []
             for task in tasks:
-                results.append(function(*task))
+                result = function(*task)
                 bar.update()
-            return results
-        futures = [client.submit(function, *absolute(task), pure=False) for task in tasks]
-        for future in futures:
-            future.add_done_callback(lambda _: bar.update())
-        return client.gather(futures)  # raises the first failed task's exception
+                yield result
+            return
+        futures = _submit(client, function, tasks, bar)[::-1]
+        while futures:
+            yield futures.pop().result()

@@ -231,8 +231,9 @@ def risk_codes(risk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def risk_thresholds(counts: np.ndarray, points: int = 150) -> np.ndarray:
     """Candidate ``tau_on`` values spread over the upper part of the risk distribution: its
-    quantiles 0.5 to 0.9995 (linear between neighbouring ranks), from ``counts``, the number of
-    risks at each code of :func:`risk_codes` (counts[code], code 0 to 1e6)."""
+    quantiles 0.5 to 0.9995 (linear between neighbouring ranks, rounded to 1e-6), from
+    ``counts``, the number of risks at each code of :func:`risk_codes` (counts[code], code 0
+    to 1e6)."""
     cumulative = np.cumsum(counts)
     position = (cumulative[-1] - 1) * np.linspace(0.5, 0.9995, points)
     below = np.floor(position)

@@ -73,6 +73,11 @@ def bucket_confusions(windows: Windows, labels: np.ndarray, model_file: Path,
                              train_priors, target_priors, cost_matrix)
 
 
+def no_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame's columns and types without its rows (a task: a partition's schema)."""
+    return frame.iloc[:0]
+
+
 class GBDT(Candidate):
     """Gradient-boosted trees (``params.gbdt``) on summary features."""
 
@@ -145,7 +150,7 @@ class GBDT(Candidate):
             (windows.data, split, bucket, windows.index.iloc[rows])),
             (windows.labels[rows], weights, *self._feature_settings()), pure=False)
             for split, bucket, rows in windows.groups()]
-        return dd.from_delayed(futures, meta=futures[0].result().iloc[:0])
+        return dd.from_delayed(futures, meta=client.submit(no_rows, futures[0]).result())
 
     def _tuning_confusions(self, trees: FittedTrees, data: FitData) -> np.ndarray:
         """:func:`~componentx.gbdt.model.staged_confusions` of the tuning windows, bucket by

@@ -15,7 +15,7 @@ import pandas as pd
 from componentx.candidates.folders import CandidateFolders
 from componentx.candidates.interface import PipelineData
 from componentx.candidates.registry import load_candidate, loaded_candidate
-from componentx.compute import dask_client, keyed_hash, map_tasks
+from componentx.compute import dask_client, each_task, keyed_hash, map_tasks
 from componentx.data.layout import bucket_file
 from componentx.data.windowing import bucket_rows, read_bucket_index
 from componentx.decisions.alarms import (
@@ -60,7 +60,7 @@ def score_fleet_bucket(data: PipelineData, labels: Path, bucket: int, bundles: d
     """One bucket of the holdout (a task): each bundle's risk (at its ``risk_class``) at every
     readout, scored as ``componentx predict`` scores (the same candidate files, features and
     calibration; ``bundles``: name to (folder, meta, calibration)), written to
-    ``folder/{bucket}.parquet`` with the vehicle's repair and study end. Returns what the
+    ``folder/{bucket:04d}.parquet`` with the vehicle's repair and study end. Returns what the
     driver adds up: the counts of each bundle's rounded risks (:func:`risk_codes`), the
     vehicles, repairs, readouts and observed time, and the bucket's first vehicles by keyed
     hash (the figure's candidates); None for a bucket without holdout windows."""
@@ -144,9 +144,9 @@ def fleet_view(models: dict[str, Bundle], data: PipelineData, labels: Path, sett
     (:func:`candidate_bundles`), bucket by bucket on the Dask cluster of ``compute``
     (``params.compute``; None: one worker, or ``DASK_SCHEDULER_ADDRESS``'s cluster): the
     trajectories go to ``out/trajectories.parquet/`` (a file per bucket, written by its
-    task); what travels back is counts and sums, so nothing here grows with the readouts but
-    the lead times (one per detected repair). ``settings`` is ``params.fleet``, whose
-    ``horizon: auto`` is the window of their risk
+    task); what comes back is counts and exact sums, added up here as they come, so what
+    grows here is a few numbers per bucket and the lead times (one per detected repair).
+    ``settings`` is ``params.fleet``, whose ``horizon: auto`` is the window of their risk
     (:func:`~componentx.decisions.rules.risk_window`)."""
     buckets = [b for b, rows in enumerate(bucket_rows(data.windows, "fleet")) if rows]
     if not buckets:
@@ -160,25 +160,30 @@ def fleet_view(models: dict[str, Bundle], data: PipelineData, labels: Path, sett
              for name, bundle in models.items()}
     device = resolve_device(device)
     with dask_client(compute or {"workers": 1}, len(buckets)) as client:
-        scored = [found for found in map_tasks(client, score_fleet_bucket, [
-            (data, labels, bucket, specs, device, folder) for bucket in buckets],
-            "fleet, scoring") if found is not None]
+        counts = {name: np.zeros(RISK_SCALE + 1, dtype=np.int64) for name in models}
+        scored, parts = [], []
+        for bucket, found in zip(buckets, each_task(client, score_fleet_bucket, [
+                (data, labels, bucket, specs, device, folder) for bucket in buckets],
+                "fleet, scoring"), strict=True):
+            if found is not None:  # added up as they come: no bucket's codes kept
+                for name, (codes, how_many) in found.pop("codes").items():
+                    np.add.at(counts[name], codes, how_many)
+                scored.append(found)
+                parts.append(folder / f"{bucket:04d}.parquet")
         if not scored:
             return None
-        parts = [folder / f"{bucket:04d}.parquet" for bucket in buckets
-                 if (folder / f"{bucket:04d}.parquet").exists()]
-        thresholds = {}
-        for name in models:
-            counts = np.zeros(RISK_SCALE + 1, dtype=np.int64)
-            for found in scored:
-                np.add.at(counts, *found["codes"][name])
-            thresholds[name] = risk_thresholds(counts)
-        sweeps = map_tasks(client, sweep_fleet_bucket, [
-            (path, thresholds, settings, horizon) for path in parts], "fleet, threshold sweep")
+        thresholds = {name: risk_thresholds(values) for name, values in counts.items()}
+        swept = {name: np.zeros((len(values), 2), dtype=np.int64)
+                 for name, values in thresholds.items()}
+        for found in each_task(client, sweep_fleet_bucket, [
+                (path, thresholds, settings, horizon) for path in parts],
+                "fleet, threshold sweep"):
+            for name, counted in found.items():
+                swept[name] += counted
         repairs = sum(found["repairs"] for found in scored)
         observed_time = sum(found["observed_time"] for found in scored)
-        curves = {name: sweep_curve(thresholds[name], np.sum([s[name] for s in sweeps], axis=0),
-                                    repairs, float(observed_time)) for name in models}
+        curves = {name: sweep_curve(thresholds[name], swept[name], repairs,
+                                    float(observed_time)) for name in models}
         taus = {name: alarm_thresholds(curve, settings) for name, curve in curves.items()}
         summaries = map_tasks(client, summarise_fleet_bucket, [
             (path, {name: (on, off) for name, (on, off, _) in taus.items()},
