@@ -145,7 +145,9 @@ def test_best_iteration_is_smoothed():
 def test_window_statistics_by_hand():
     values = np.array([[0.0, 1, 1], [2, np.nan, np.nan], [4, 3, 1], [16, 5, 3], [7, 7, 1]])
     windows = pd.DataFrame({"end_row": [4, 2, 5], "length": [4, 2, 1]})
-    stats = gbdt_features.window_statistics(values, windows, ["c", "h_0", "h_1"])
+    stats = gbdt_features.summary_features(  # one vehicle's readouts, one time unit apart
+        values, np.arange(5.0), np.zeros(5, dtype=np.int64), windows, ["c", "h_0", "h_1"], 2,
+        np.zeros((3, 0)), [], window_stats=True)
     assert stats["window_mean_c"].tolist() == [5.5, 1.0, 7.0]
     assert stats["window_max_c"].tolist() == [16, 2, 7] and stats["window_min_c"][0] == 0
     assert stats["window_std_c"][1] == pytest.approx(1.0)

@@ -520,3 +520,28 @@ def test_the_drift_reference_holds_one_bucket_of_increments_at_a_time(tmp_path):
         assert np.asarray(reference["counts"]).sum(axis=1).tolist() == \
             [buckets * (rows - rows // 100)] * features
     assert peaks[8] < 1.5 * peaks[2], peaks
+
+
+def test_drift_counted_by_group_is_each_groups_own(monkeypatch):
+    """Increments binned for several groups of vehicles at once (blocks crossing groups and
+    vehicles) give each group the counts and the report it gets alone."""
+    from componentx.serving import drift
+
+    monkeypatch.setattr(drift, "BLOCK_ROWS", 7)
+    rng = np.random.default_rng(1)
+    vehicles = np.repeat(np.arange(9), rng.integers(1, 6, size=9))
+    times = np.concatenate([np.arange((vehicles == v).sum()) for v in range(9)]).astype(float)
+    values = rng.gamma(1.0, size=(len(vehicles), 4)).cumsum(axis=0)
+    values[rng.random(values.shape) < 0.1] = np.nan
+    reference = drift.reference([drift.increments(values, times, vehicles)],
+                                drift.increments(values, times, vehicles), list("abcd"))
+    starts = np.array([0, 2, 3, 7])
+    grouped = drift.increment_counts(values, times, vehicles, reference["edges"], starts)
+    reports = drift.drift_reports(reference, grouped)
+    for group, (low, high) in enumerate(zip(starts, [*starts[1:], 9], strict=True)):
+        rows = (vehicles >= low) & (vehicles < high)
+        alone = drift.increment_counts(values[rows], times[rows], vehicles[rows],
+                                       reference["edges"])
+        assert np.array_equal(grouped[group], alone)
+        assert reports[group] == drift.drift_report(reference, alone)
+    assert grouped.sum() > 0 and len({str(r["psi"]) for r in reports}) > 1

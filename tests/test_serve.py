@@ -189,6 +189,7 @@ def test_concurrent_requests_are_scored_together_and_as_each_alone(project, serv
         got, want = answer["vehicles"][0], expected["vehicles"][0]
         assert got["vehicle_id"] == want["vehicle_id"] and got["decision"] == want["decision"]
         assert np.abs(np.subtract(got["probabilities"], want["probabilities"])).max() <= 1e-6
+        assert answer["drift"] == expected["drift"]  # its own readouts' drift, none other's
     assert alone[0]["vehicles"][0]["probabilities"] != alone[-1]["vehicles"][0][
         "probabilities"]  # the same id, other readouts: another answer, kept apart
     metrics = request(f"{server.url}/metrics")[1]
@@ -249,6 +250,61 @@ def malformed(project: Path) -> list[tuple[str, bytes, str, int, str]]:
         ("a CSV without its specifications", b"vehicle_id,time_step\n1,2\n", "text/csv", 422,
          "uses the specifications"),
     ]
+
+
+def test_the_one_pass_parse_accepts_what_the_checks_accept_and_nothing_else():
+    """A JSON body parsed and type-checked at once (TypedBody) gives the arrays the
+    check-by-check parse gives, and refuses (for that parse to name the problem) every body
+    the checks refuse: no bad value gets in by the fast way."""
+    import msgspec
+    import orjson
+
+    from componentx.data.readouts import readout_records, readout_rows
+    from componentx.errors import UserError
+    from componentx.serving.server import READOUTS, typed_body
+
+    features = ["171_0", "x y", "f0"]  # not identifiers; one named like the parser's own
+
+    def body(*records: str, extra: str = "") -> bytes:
+        return ('{"readouts": [' + ", ".join(records) + "]" + extra + "}").encode()
+
+    def fast(raw: bytes) -> tuple:
+        return readout_rows(*typed_body(tuple(features)).fields(raw)[:3], features, READOUTS)
+
+    def checked(raw: bytes) -> tuple:  # the server's checks of the body's members first
+        payload = orjson.loads(raw)
+        if not isinstance(payload, dict) or set(payload) - {"readouts", "specifications"}:
+            raise UserError("not an object of readouts and specifications")
+        return readout_records(payload["readouts"], features, READOUTS)
+
+    good = [body('{"vehicle_id": 2, "time_step": 1, "171_0": 1, "x y": null, "f0": 2.5}',
+                 '{"f0": -0.0, "171_0": 1e3, "x y": 7, "time_step": 0.5, "vehicle_id": 2}',
+                 '{"vehicle_id": 1, "time_step": 3, "171_0": 1, "171_0": 4, "x y": 1, '
+                 '"f0": 0}', extra=', "specifications": null')]
+    for raw in good:
+        for got, want in zip(fast(raw), checked(raw), strict=True):
+            np.testing.assert_array_equal(got, want)
+            assert got.dtype == want.dtype
+    bad = [body('{"vehicle_id": true, "time_step": 1, "171_0": 1, "x y": 1, "f0": 1}'),
+           body('{"vehicle_id": 1.0, "time_step": 1, "171_0": 1, "x y": 1, "f0": 1}'),
+           body('{"vehicle_id": 1, "time_step": false, "171_0": 1, "x y": 1, "f0": 1}'),
+           body('{"vehicle_id": 1, "time_step": 1, "171_0": "1", "x y": 1, "f0": 1}'),
+           body('{"vehicle_id": 1, "time_step": 1, "171_0": true, "x y": 1, "f0": 1}'),
+           body('{"vehicle_id": 1, "time_step": 1, "171_0": [1], "x y": 1, "f0": 1}'),
+           body('{"vehicle_id": 1, "time_step": 1, "171_0": 1, "x y": 1}'),
+           body('{"vehicle_id": 1, "time_step": 1, "171_0": 1, "x y": 1, "f0": 1, "f1": 1}'),
+           body('{"vehicle_id": 1, "time_step": -1, "171_0": 1, "x y": 1, "f0": 1}'),
+           body('{"vehicle_id": 99999999999999999999, "time_step": 1, "171_0": 1, "x y": 1, '
+                '"f0": 1}'),
+           body('{"vehicle_id": 1, "time_step": 1, "171_0": 1, "x y": 1, "f0": 1}',
+                '{"vehicle_id": 1, "time_step": 1, "171_0": 1, "x y": 1, "f0": 1}'),
+           body(), body('{"vehicle_id": 1, "time_step": 1, "171_0": 1, "x y": 1, "f0": 1}',
+                        extra=', "other": 1'), b'[]', b'{"readouts": 1}', b'{"readouts": [1]}']
+    for raw in bad:
+        with pytest.raises((msgspec.ValidationError, msgspec.DecodeError, UserError)):
+            fast(raw)
+        with pytest.raises((UserError, KeyError)):
+            checked(raw)
 
 
 def test_malformed_requests_get_a_4xx_naming_the_problem_and_the_server_goes_on(project,

@@ -463,8 +463,16 @@ def readout_records(records: Any, features: list[str], source: Path
     if not set(map(type, itertools.chain.from_iterable(rows))) <= {int, float, type(None)}:
         raise _first_bad(source, records, features, {int, float, type(None)},
                          "a number or null")
+    return readout_rows(ids, times, rows, features, source)
+
+
+def readout_rows(ids: list[int], times: list[float], rows: list[tuple], features: list[str],
+                 source: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`readout_records` from its records' fields, their types checked: the vehicle
+    ids (integers), times and rows (each a tuple of the features' values, numbers or None,
+    then the time), in the records' order; the checks that need arrays follow."""
     try:
-        values = np.array(rows, dtype=np.float64).reshape(len(records), -1)[:, :-1]
+        values = np.array(rows, dtype=np.float64).reshape(len(rows), -1)[:, :-1]
         ids_array, times_array = np.array(ids, dtype=np.int64), np.array(times, np.float64)
     except OverflowError:
         raise DatasetError(source, "a number is out of range") from None
@@ -474,5 +482,5 @@ def readout_records(records: Any, features: list[str], source: Path
         check_readout_block(source, pa.record_batch(
             [ids_array, times_array, *values.T[infinite]],
             names=[ID, TIME, *(features[j] for j in infinite)]), 0)
-    order = readout_order(source, ids_array, times_array, np.arange(len(records)), "record")
+    order = readout_order(source, ids_array, times_array, np.arange(len(rows)), "record")
     return ids_array[order], times_array[order], values[order]

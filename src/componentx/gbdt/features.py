@@ -10,6 +10,7 @@ has it, with that readout's time, so rates stay exact across gaps.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import warnings
@@ -37,20 +38,62 @@ def families(feature_names: Sequence[str]) -> dict[str, list[int]]:
             for family, members in groups.items()}
 
 
-def _take(values: np.ndarray, rows: np.ndarray, members: list[int]) -> np.ndarray:
-    """values[rows, members] as float64, NaN where ``rows`` is -1."""
-    block = np.asarray(values[np.ix_(np.maximum(rows, 0), members)], dtype=np.float64)
-    return np.where(rows[:, None] >= 0, block, np.nan)
+@functools.lru_cache(maxsize=16)
+def _layout(feature_names: tuple[str, ...], spec_names: tuple[str, ...], window_stats: bool
+            ) -> tuple[dict[str, list[int]], list[str], dict[str, np.ndarray]]:
+    """Where :func:`summary_features` puts each block of columns: the families, the column
+    names in order, and per block the column position of each of its columns (a later block
+    taking over a name an earlier one gave, as assignments to a dict would)."""
+    groups = families(feature_names)
+    binned = [j for members in groups.values() if len(members) > 1 for j in members]
+    position: dict[str, int] = {}
+
+    def place(names: list[str]) -> np.ndarray:
+        return np.array([position.setdefault(name, len(position)) for name in names],
+                        dtype=np.intp)
+
+    blocks = {}
+    for members in groups.values():
+        if len(members) > 1:
+            for horizon in HORIZONS:
+                blocks.setdefault(f"rate{horizon}_bins", []).extend(
+                    place([f"rate{horizon}_{feature_names[j]}" for j in members]))
+            for j in members:
+                blocks.setdefault("share", []).extend(place([f"share_{feature_names[j]}"]))
+                blocks.setdefault("recent_share", []).extend(
+                    place([f"recent_share_{feature_names[j]}"]))
+    blocks["last"] = place([f"last_{name}" for name in feature_names])
+    for family in groups:
+        for horizon in HORIZONS:
+            blocks.setdefault(f"rate{horizon}", []).extend(place([f"rate{horizon}_{family}"]))
+        blocks.setdefault("relative_rate", []).extend(place([f"relative_rate_{family}"]))
+        blocks.setdefault("missing", []).extend(place([f"missing_{family}"]))
+    blocks["history"] = place(["time_since_first", "time_since_previous", "readouts_so_far"])
+    if window_stats:
+        blocks["window"] = place([f"window_{kind}_{name}" for kind in WINDOW_STATISTICS
+                                  for name in feature_names])
+    blocks["specs"] = place(list(spec_names))
+    blocks["binned"] = binned
+    return groups, list(position), {name: np.asarray(cols, dtype=np.intp)
+                                    for name, cols in blocks.items()}
 
 
-def _last_observed(values: np.ndarray, vehicle_ids: np.ndarray, column: int) -> np.ndarray:
-    """Per row, the row of the same vehicle's last non-missing value of ``column`` at or
-    before it (-1 where there is none)."""
-    rows = np.arange(len(vehicle_ids))
-    observed = np.where(~np.isnan(values[:, column]), rows, -1)
-    last = np.maximum.accumulate(observed)
-    vehicle_start = np.searchsorted(vehicle_ids, vehicle_ids, side="left")
-    return np.where(last >= vehicle_start, last, -1)
+HORIZONS = ("1", "k", "all")  # the rates' anchors: the last readout, the last k, the first
+WINDOW_STATISTICS = ("mean", "std", "min", "max", "argmax")
+
+
+def _family_sums(block: np.ndarray, groups: dict[str, list[int]]) -> np.ndarray:
+    """Each family's sum of its columns of ``block`` (rows, features), added as numpy adds a
+    row of a C-ordered (rows, members) block (pairwise): (rows, families), NaN where a
+    member is."""
+    sums = np.empty((len(block), len(groups)), dtype=np.float64)
+    single = [f for f, members in enumerate(groups.values()) if len(members) == 1]
+    sums[:, single] = block[:, [members[0] for members in groups.values()
+                                if len(members) == 1]] + 0.0  # a one-term sum: 0.0 + x
+    for f, members in enumerate(groups.values()):
+        if len(members) > 1:
+            sums[:, f] = np.ascontiguousarray(block[:, members]).sum(axis=1)  # by row
+    return sums
 
 
 def summary_features(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndarray,
@@ -68,66 +111,64 @@ def summary_features(values: np.ndarray, times: np.ndarray, vehicle_ids: np.ndar
     - ``missing_*``: the family is missing at the reference readout; time since the first
       readout, since the previous one, readouts so far; the specifications as categories;
     - with ``window_stats``, :func:`window_statistics` of the raw values.
+
+    Every family is computed at once (a family's readout is its first column's last
+    observed one), so that one window costs about what a few do.
     """
+    groups, names, blocks = _layout(tuple(feature_names), tuple(spec_names), window_stats)
+    family_of = np.empty(len(feature_names), dtype=np.intp)
+    for f, members in enumerate(groups.values()):
+        family_of[members] = f
+    columns = np.arange(len(feature_names))
     end = windows["end_row"].to_numpy() - 1  # the reference readout's row
     vehicle_start = np.searchsorted(vehicle_ids, vehicle_ids[end], side="left")
     so_far = end - vehicle_start + 1
     anchors = {"1": np.maximum(end - 1, vehicle_start), "k": end - np.minimum(so_far, k) + 1,
                "all": vehicle_start}
-    groups = families(feature_names)
-    columns: dict[str, np.ndarray] = {}
-    last_value = np.full((len(end), len(feature_names)), np.nan)
-    rates: dict[str, dict[str, np.ndarray]] = {}
-    increases: dict[str, np.ndarray] = {}
-    for family, members in groups.items():
-        seen = _last_observed(values, vehicle_ids, members[0])
-        at_end = seen[end]
-        block_end = _take(values, at_end, members)
-        last_value[:, members] = block_end
-        total_end = block_end.sum(axis=1)
-        rates[family] = {}
-        for horizon, anchor in anchors.items():
-            at_anchor = seen[anchor]
-            usable = (at_anchor >= 0) & (at_end >= 0) & (at_anchor < at_end)
-            block_anchor = _take(values, at_anchor, members)
-            dt = np.where(usable, times[np.maximum(at_end, 0)] - times[np.maximum(at_anchor, 0)],
-                          np.nan)
-            increase = np.where(usable[:, None], block_end - block_anchor, np.nan)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                rates[family][horizon] = increase.sum(axis=1) / dt
-                if len(members) > 1:  # every bin's own rate too
-                    for i, j in enumerate(members):
-                        columns[f"rate{horizon}_{feature_names[j]}"] = increase[:, i] / dt
-            if horizon == "k" and len(members) > 1:
-                increases[family] = increase
-        if len(members) > 1:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                share = block_end / total_end[:, None]
-                recent = increases[family] / increases[family].sum(axis=1, keepdims=True)
-            for i, j in enumerate(members):
-                columns[f"share_{feature_names[j]}"] = share[:, i]
-                columns[f"recent_share_{feature_names[j]}"] = recent[:, i] - share[:, i]
-    for j, name in enumerate(feature_names):
-        columns[f"last_{name}"] = last_value[:, j]
-    for family, by_horizon in rates.items():
-        for horizon, rate in by_horizon.items():
-            columns[f"rate{horizon}_{family}"] = rate
-        columns[f"relative_rate_{family}"] = (signed_log1p(by_horizon["k"])
-                                              - signed_log1p(by_horizon["all"]))
-        columns[f"missing_{family}"] = np.isnan(
-            _take(values, end, groups[family][:1])[:, 0]).astype(np.int8)
-    columns["time_since_first"] = times[end] - times[vehicle_start]
-    columns["time_since_previous"] = np.where(so_far > 1, times[end] - times[anchors["1"]],
-                                              np.nan)
-    columns["readouts_so_far"] = so_far
+    # per row and family, the row of the vehicle's last observed value (-1: none yet)
+    first = [members[0] for members in groups.values()]
+    seen = np.where(np.isnan(values[:, first]), -1, np.arange(len(vehicle_ids))[:, None])
+    np.maximum.accumulate(seen, axis=0, out=seen)
+    seen[seen < np.searchsorted(vehicle_ids, vehicle_ids, side="left")[:, None]] = -1
+
+    def at(read: np.ndarray) -> np.ndarray:  # (windows, features), NaN where ``read`` is -1
+        row = read[:, family_of]
+        return np.where(row >= 0, np.asarray(values[np.maximum(row, 0), columns],
+                                             dtype=np.float64), np.nan)
+
+    at_end = seen[end]
+    last_value = at(at_end)
+    out = np.empty((len(end), len(names)), dtype=np.float64)
+    rates, binned = {}, blocks["binned"]
+    for horizon, anchor in anchors.items():
+        at_anchor = seen[anchor]
+        usable = (at_anchor >= 0) & (at_end >= 0) & (at_anchor < at_end)
+        dt = np.where(usable, times[np.maximum(at_end, 0)] - times[np.maximum(at_anchor, 0)],
+                      np.nan)
+        increase = np.where(usable[:, family_of], last_value - at(at_anchor), np.nan)
+        increased = _family_sums(increase, groups)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rates[horizon] = increased / dt
+            out[:, blocks[f"rate{horizon}_bins"]] = increase[:, binned] / dt[:, family_of[
+                binned]]
+            if horizon == "k":  # histograms: each bin's share, lifetime and recent
+                share = last_value[:, binned] / _family_sums(last_value, groups)[
+                    :, family_of[binned]]
+                out[:, blocks["share"]] = share
+                out[:, blocks["recent_share"]] = increase[:, binned] / increased[
+                    :, family_of[binned]] - share
+    out[:, blocks["last"]] = last_value
+    for horizon in HORIZONS:
+        out[:, blocks[f"rate{horizon}"]] = rates[horizon]
+    out[:, blocks["relative_rate"]] = signed_log1p(rates["k"]) - signed_log1p(rates["all"])
+    out[:, blocks["missing"]] = np.isnan(np.asarray(values[end][:, first], dtype=np.float64))
+    out[:, blocks["history"]] = np.column_stack([
+        times[end] - times[vehicle_start],
+        np.where(so_far > 1, times[end] - times[anchors["1"]], np.nan), so_far])
     if window_stats:
-        columns |= window_statistics(values, windows, feature_names)
-    for j, name in enumerate(spec_names):
-        columns[name] = specs[:, j]
-    # one float64 block: cheap to build for one window as for thousands
-    return pd.DataFrame(np.column_stack([np.asarray(c, dtype=np.float64) for c in
-                                         columns.values()]).reshape(len(end), len(columns)),
-                        columns=list(columns), copy=False)
+        out[:, blocks["window"]] = window_statistics(values, windows, feature_names)
+    out[:, blocks["specs"]] = specs
+    return pd.DataFrame(out, columns=names, copy=False)
 
 
 def step_counts(values: np.ndarray, vehicle_ids: np.ndarray) -> tuple[int, int]:
@@ -147,10 +188,12 @@ def is_cumulative(observed: int, non_decreasing: int, threshold: float = 0.95) -
 
 
 def window_statistics(values: np.ndarray, windows: pd.DataFrame, feature_names: list[str]
-                      ) -> dict[str, np.ndarray]:
+                      ) -> np.ndarray:
     """Per feature, over each window's readouts: mean, standard deviation, minimum, maximum
-    and where the maximum is (0 at the window's first readout, 1 at its last). For readouts
-    that are levels rather than cumulative counts, where the shape of the window matters."""
+    and where the maximum is (0 at the window's first readout, 1 at its last):
+    (windows, statistics x features), by statistic (:data:`WINDOW_STATISTICS`), then feature.
+    For readouts that are levels rather than cumulative counts, where the shape of the window
+    matters."""
     end, length = windows["end_row"].to_numpy(), windows["length"].to_numpy()
     size = int(length.max()) if len(length) else 1
     rows = gather_rows(end, length, size, pad_row=len(values))
@@ -165,8 +208,8 @@ def window_statistics(values: np.ndarray, windows: pd.DataFrame, feature_names: 
     first = size - length
     stats["argmax"] = np.where(np.isnan(stats["max"]), np.nan, (where - first[:, None]) / (
         np.maximum(length, 2)[:, None] - 1))
-    return {f"window_{kind}_{name}": values_[:, j] for kind, values_ in stats.items()
-            for j, name in enumerate(feature_names)}
+    return np.concatenate([stats[kind] for kind in WINDOW_STATISTICS], axis=1).reshape(
+        len(end), len(WINDOW_STATISTICS) * len(feature_names))
 
 
 def bucket_steps(windows: Path, bucket: int) -> tuple[int, int]:

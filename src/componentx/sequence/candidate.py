@@ -163,6 +163,9 @@ class SequenceModel(Candidate):
 
             options = onnxruntime.SessionOptions()
             options.log_severity_level = 3
+            # idle threads sleep rather than spin: beside a server's event loop, or
+            # Dask's threads, a spinning thread takes the core they need
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             providers = (["CUDAExecutionProvider"] if device.startswith("cuda") and
                          "CUDAExecutionProvider" in onnxruntime.get_available_providers()
                          else []) + ["CPUExecutionProvider"]

@@ -52,14 +52,17 @@ def reference_edges(sample: np.ndarray) -> list[list[float | None]]:
     return edges
 
 
-def bin_counts(values: np.ndarray, edges: list[list[float | None]]) -> np.ndarray:
+def bin_counts(values: np.ndarray, edges: list[list[float | None]],
+               groups: np.ndarray | None = None, n_groups: int = 1) -> np.ndarray:
     """Per feature (row), the rows of ``values`` (rows, features) in each bin of ``edges``
     (:func:`reference_edges`), then the missing ones: (features, BINS + 1) int64, a feature
-    with fewer edges leaving its last value bins empty."""
+    with fewer edges leaving its last value bins empty. With ``groups`` ((rows,) in
+    ``[0, n_groups)``), each group's counts: (n_groups, features, BINS + 1)."""
     values = np.asarray(values, dtype=float)
     inner = np.asarray(edges, dtype=float)  # (features, BINS - 1), NaN: no edge, never passed
+    cells = len(edges) * (BINS + 1)  # a group's counts
     offsets = np.arange(len(edges)) * (BINS + 1)  # feature j's bins from j * (BINS + 1) on
-    counts = np.zeros(len(edges) * (BINS + 1), dtype=np.int64)
+    counts = np.zeros(n_groups * cells, dtype=np.int64)
     for start in range(0, len(values), CHUNK_ROWS):
         chunk = values[start:start + CHUNK_ROWS]
         binned = np.zeros(chunk.shape, dtype=np.intp)
@@ -67,20 +70,33 @@ def bin_counts(values: np.ndarray, edges: list[list[float | None]]) -> np.ndarra
             binned += inner[:, k] <= chunk
         binned[np.isnan(chunk)] = BINS  # the last column
         binned += offsets
+        if groups is not None:
+            binned += groups[start:start + CHUNK_ROWS, None] * cells
         counts += np.bincount(binned.ravel(), minlength=len(counts))
-    return counts.reshape(len(edges), BINS + 1)
+    shape = (len(edges), BINS + 1)
+    return counts.reshape(shape if groups is None else (n_groups, *shape))
 
 
 def increment_counts(values: np.ndarray, times: np.ndarray, vehicles: np.ndarray,
-                     edges: list[list[float | None]]) -> np.ndarray:
+                     edges: list[list[float | None]], group_starts: np.ndarray | None = None
+                     ) -> np.ndarray:
     """:func:`bin_counts` of the :func:`increments` of readouts sorted by vehicle and time,
     ``BLOCK_ROWS`` readouts at a time (each block with the readout before it): small
-    temporaries, the same counts."""
-    counts = np.zeros((len(edges), BINS + 1), dtype=np.int64)
+    temporaries, the same counts. With ``group_starts`` (the first vehicle id of each group,
+    ascending: a vehicle belongs to the last group starting at or below it), each group's
+    counts: (groups, features, BINS + 1)."""
+    n_groups = 1 if group_starts is None else len(group_starts)
+    counts = np.zeros((n_groups, len(edges), BINS + 1), dtype=np.int64)
     for start in range(0, len(values), BLOCK_ROWS):
         rows = slice(max(start - 1, 0), start + BLOCK_ROWS)
-        counts += bin_counts(increments(values[rows], times[rows], vehicles[rows]), edges)
-    return counts
+        ids = vehicles[rows]
+        later = ids[1:]  # each increment's vehicle
+        groups = np.zeros(np.count_nonzero(later == ids[:-1]), dtype=np.intp) \
+            if group_starts is None else \
+            np.searchsorted(group_starts, later[later == ids[:-1]], side="right") - 1
+        counts += bin_counts(increments(values[rows], times[rows], ids), edges, groups,
+                             n_groups)
+    return counts[0] if group_starts is None else counts
 
 
 def reference(chunks: Iterable[np.ndarray], sample: np.ndarray, features: list[str]) -> dict:
@@ -95,26 +111,40 @@ def reference(chunks: Iterable[np.ndarray], sample: np.ndarray, features: list[s
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
     """The population stability index of each row's two histograms on the same bins
-    ((features, bins) each); bins empty in both add nothing."""
+    ((features, bins) each, or ``actual`` (groups, features, bins): (groups, features));
+    bins empty in both add nothing."""
     shares = []
     for counts in (expected, actual):
         counts = np.asarray(counts, dtype=float)
-        shares.append(np.maximum(counts / np.maximum(counts.sum(axis=1, keepdims=True), 1),
+        shares.append(np.maximum(counts / np.maximum(counts.sum(axis=-1, keepdims=True), 1),
                                  FLOOR))
     e, a = shares
-    return ((a - e) * np.log(a / e)).sum(axis=1)
+    return ((a - e) * np.log(a / e)).sum(axis=-1)
+
+
+def drift_reports(reference_meta: dict, counts: np.ndarray) -> list[dict]:
+    """Each group's :func:`drift_report` (``counts``: (groups, features, BINS + 1), from
+    :func:`increment_counts` with groups), computed together."""
+    counts = np.asarray(counts)
+    shifts = psi(reference_meta["counts"], counts)  # (groups, features)
+    seen = counts[:, 0].sum(axis=-1) if counts.shape[1] else np.zeros(len(counts), int)
+    order = np.argsort(-shifts, axis=1, kind="stable")
+    names = np.asarray(reference_meta["features"], dtype=object)
+    rounded = np.round(shifts, 4)
+    reports = []
+    for group, ranks in enumerate(order):
+        ranked = names[ranks].tolist()
+        reports.append({
+            "increments": int(seen[group]), "threshold": FLAG,
+            "psi": dict(zip(ranked, rounded[group, ranks].tolist(), strict=True)),
+            "flagged": [name for name, shift in zip(ranked, shifts[group, ranks], strict=True)
+                        if shift > FLAG] if seen[group] >= MIN_INCREMENTS else [],
+            "min_increments": MIN_INCREMENTS})
+    return reports
 
 
 def drift_report(reference_meta: dict, counts: np.ndarray) -> dict:
     """Each feature's PSI of increments binned on the reference's edges (``counts``:
     :func:`bin_counts`) against the bundle's reference, sorted by shift, and those past
     :data:`FLAG` where there are at least :data:`MIN_INCREMENTS` increments."""
-    shifts = psi(reference_meta["counts"], counts)
-    seen = int(np.asarray(counts)[0].sum()) if len(counts) else 0
-    order = np.argsort(-shifts, kind="stable")
-    names = reference_meta["features"]
-    ranked = dict(zip([names[j] for j in order], np.round(shifts[order], 4).tolist(),
-                      strict=True))
-    return {"increments": seen, "threshold": FLAG, "psi": ranked,
-            "flagged": [names[j] for j in order if shifts[j] > FLAG]
-            if seen >= MIN_INCREMENTS else [], "min_increments": MIN_INCREMENTS}
+    return drift_reports(reference_meta, np.asarray(counts)[None])[0]
