@@ -16,6 +16,13 @@ medians of ``--rounds`` of each, alternated, in wall time and in CPU time (user 
 every thread: the server's process for the request, receiving included), both per vehicle.
 
     python bench/serve.py [--requests 10000] [--concurrency 16] [--bundles models/bundles/*]
+
+With ``--against REVISION``, only the one-vehicle load, run ``--rounds`` times per bundle
+against a server of REVISION's code (its ``src``, the same bundles) and one of this
+checkout's, alternated, so that the machine's drift hits both: requests per second and p99
+of each, pooled over the rounds, and their ratios.
+
+    python bench/serve.py --against 6d7f814 --requests 3000 --rounds 3
 """
 
 from __future__ import annotations
@@ -142,6 +149,73 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
+def start_server(bundle: Path, folder: str, source: Path | None = None
+                 ) -> tuple[subprocess.Popen, int]:
+    """`componentx serve` of ``bundle`` (no fleet page: run in ``folder``) on a free port,
+    once it answers; the package's code from ``source`` (a ``src`` folder) where given."""
+    port = free_port()
+    env = {**os.environ, "COMPONENTX_LOG": "WARNING"}
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
+    server = subprocess.Popen(
+        [sys.executable, "-m", "componentx", "serve", "--bundle", str(bundle.resolve()),
+         "--port", str(port)], cwd=folder, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    deadline = time.time() + 120
+    while True:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return server, port
+        except OSError:
+            time.sleep(0.3)
+        if time.time() > deadline:
+            stop(server)
+            raise RuntimeError(f"{bundle}: the server did not start")
+
+
+def stop(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(30)
+
+
+def against(revision: str, bundles: list[Path], bodies: list[bytes], args: argparse.Namespace,
+            folder: str) -> None:
+    """The one-vehicle load against the code of ``revision`` and this checkout's, alternated
+    ``args.rounds`` times per bundle (each time a new server, after the warm-up): requests
+    per second and p99 of the pooled latencies of each, and their ratios."""
+    source = Path(folder) / "against"
+    source.mkdir()
+    archive = subprocess.run(["git", "archive", revision, "src"], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    print(f"\n{args.requests:,} one-vehicle requests per round, {args.rounds} rounds "
+          f"alternated: {revision} against this checkout\n")
+    print(f"| bundle | requests/s, {revision} | requests/s, here | ratio | p99 ms, {revision} "
+          "| p99 ms, here | ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for bundle in bundles:
+        runs: dict[str, tuple[list, int, float]] = {"then": ([], 0, 0.0), "now": ([], 0, 0.0)}
+        for _ in range(args.rounds):
+            for name, code in (("then", source / "src"), ("now", None)):
+                server, port = start_server(bundle, folder, code)
+                try:
+                    load(port, bodies, args.warmup, args.concurrency)
+                    latencies, errors, seconds = load(port, bodies, args.requests,
+                                                      args.concurrency)
+                finally:
+                    stop(server)
+                pooled, failed, took = runs[name]
+                runs[name] = ([*pooled, *latencies], failed + errors, took + seconds)
+        rates = {name: len(pooled) / took for name, (pooled, _, took) in runs.items()}
+        p99 = {name: np.percentile(pooled, 99) * 1000 for name, (pooled, _, _) in runs.items()}
+        assert not runs["then"][1] and not runs["now"][1], "errors under load"
+        print(f"| {bundle.name} | {rates['then']:,.0f} | {rates['now']:,.0f} | "
+              f"{rates['now'] / rates['then']:.2f} | {p99['then']:.1f} | {p99['now']:.1f} | "
+              f"{p99['now'] / p99['then']:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000)
@@ -151,10 +225,16 @@ def main() -> None:
                         help="whole-split requests and predict runs, alternated (medians)")
     parser.add_argument("--bundles", type=Path, nargs="+",
                         default=sorted(Path("models/bundles").iterdir()))
+    parser.add_argument("--against", metavar="REVISION",
+                        help="only the one-vehicle load, alternated with the code of REVISION")
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     bodies = one_vehicle_bodies()
+    if args.against:
+        with tempfile.TemporaryDirectory() as tmp:
+            against(args.against, args.bundles, bodies, args, tmp)
+        return
     print(f"commit {commit}; {args.requests:,} one-vehicle requests at concurrency "
           f"{args.concurrency}, one server worker, 2 cores\n")
     print("| bundle | requests/s | p50 ms | p99 ms | errors | RSS after warm-up MiB | RSS at "
@@ -165,24 +245,8 @@ def main() -> None:
         readouts, specs, both = test_split_csv(Path(tmp))
         vehicles = pd.read_csv(specs)["vehicle_id"].nunique()
         for bundle in args.bundles:
-            port = free_port()
-            server = subprocess.Popen(
-                [sys.executable, "-m", "componentx", "serve", "--bundle", str(bundle.resolve()),
-                 "--port", str(port)], cwd=tmp, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, "COMPONENTX_LOG": "WARNING"})
+            server, port = start_server(bundle, tmp)
             try:
-                deadline = time.time() + 120
-                while True:
-                    try:
-                        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                        connection.request("GET", "/healthz")
-                        if connection.getresponse().status == 200:
-                            break
-                    except OSError:
-                        time.sleep(0.3)
-                    if time.time() > deadline:
-                        raise RuntimeError(f"{bundle}: the server did not start")
                 load(port, bodies, args.warmup, args.concurrency)
                 process = psutil.Process(server.pid)
                 warm = process.memory_info().rss / 2**20
@@ -206,8 +270,7 @@ def main() -> None:
                                            time.process_time() - cpu))
                 del body
             finally:
-                os.killpg(server.pid, signal.SIGTERM)
-                server.wait(30)
+                stop(server)
             per_vehicle = [np.median(times, axis=0) / vehicles * 1000
                            for times in (streamed, predicted, warm_predicted)]
             p50, p99 = np.percentile(latencies, [50, 99]) * 1000
