@@ -156,7 +156,8 @@ def start_server(bundle: Path, folder: str, source: Path | None = None
     port = free_port()
     env = {**os.environ, "COMPONENTX_LOG": "WARNING"}
     if source is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source),
+                                                          env.get("PYTHONPATH")]))
     server = subprocess.Popen(
         [sys.executable, "-m", "componentx", "serve", "--bundle", str(bundle.resolve()),
          "--port", str(port)], cwd=folder, stdout=subprocess.DEVNULL,
@@ -183,8 +184,9 @@ def stop(server: subprocess.Popen) -> None:
 def against(revision: str, bundles: list[Path], bodies: list[bytes], args: argparse.Namespace,
             folder: str) -> None:
     """The one-vehicle load against the code of ``revision`` and this checkout's, alternated
-    ``args.rounds`` times per bundle (each time a new server, after the warm-up): requests
-    per second and p99 of the pooled latencies of each, and their ratios."""
+    ``args.rounds`` times per bundle (each time a new server, after the warm-up; each code
+    first in every other round): requests per second and p99 of the pooled latencies of each,
+    and their ratios."""
     source = Path(folder) / "against"
     source.mkdir()
     archive = subprocess.run(["git", "archive", revision, "src"], capture_output=True,
@@ -197,8 +199,9 @@ def against(revision: str, bundles: list[Path], bodies: list[bytes], args: argpa
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for bundle in bundles:
         runs: dict[str, tuple[list, int, float]] = {"then": ([], 0, 0.0), "now": ([], 0, 0.0)}
-        for _ in range(args.rounds):
-            for name, code in (("then", source / "src"), ("now", None)):
+        for round_ in range(args.rounds):
+            codes = (("then", source / "src"), ("now", None))
+            for name, code in codes if round_ % 2 == 0 else codes[::-1]:  # each goes first
                 server, port = start_server(bundle, folder, code)
                 try:
                     load(port, bodies, args.warmup, args.concurrency)

@@ -159,6 +159,18 @@ def test_window_statistics_by_hand():
     assert "window_mean_c" not in hand_made()  # off unless asked for
 
 
+def test_readouts_without_histograms_have_rates_and_no_shares():
+    """Single quantities only (no family of bins): every rate and last value, no shares."""
+    values = np.array([[0.0, 5], [2, 5], [4, np.nan], [1, 1]])
+    features = gbdt_features.summary_features(
+        values, np.array([0.0, 1, 2, 0]), np.array([7, 7, 7, 8]),
+        pd.DataFrame({"end_row": [3, 4], "length": [3, 1]}), ["a", "b"], 2, np.zeros((2, 0)),
+        [])
+    assert features["ratek_a"].tolist()[0] == 2.0 and features["last_b"].tolist() == [5, 1]
+    assert features["rateall_b"].tolist()[0] == 0.0  # b last observed at row 1, not row 2
+    assert not [c for c in features.columns if "share" in c]
+
+
 def test_cumulative_readouts_are_told_from_levels():
     ids = np.array([1, 1, 1, 2, 2, 2])
     counters = np.array([[0.0], [1], [3], [5], [5], [9]])

@@ -52,16 +52,16 @@ def _layout(feature_names: tuple[str, ...], spec_names: tuple[str, ...], window_
         return np.array([position.setdefault(name, len(position)) for name in names],
                         dtype=np.intp)
 
-    blocks = {}
+    blocks: dict[str, list] = {f"rate{horizon}_bins": [] for horizon in HORIZONS}
+    blocks |= {"share": [], "recent_share": []}  # empty where no family has bins
     for members in groups.values():
         if len(members) > 1:
             for horizon in HORIZONS:
-                blocks.setdefault(f"rate{horizon}_bins", []).extend(
+                blocks[f"rate{horizon}_bins"].extend(
                     place([f"rate{horizon}_{feature_names[j]}" for j in members]))
             for j in members:
-                blocks.setdefault("share", []).extend(place([f"share_{feature_names[j]}"]))
-                blocks.setdefault("recent_share", []).extend(
-                    place([f"recent_share_{feature_names[j]}"]))
+                blocks["share"].extend(place([f"share_{feature_names[j]}"]))
+                blocks["recent_share"].extend(place([f"recent_share_{feature_names[j]}"]))
     blocks["last"] = place([f"last_{name}" for name in feature_names])
     for family in groups:
         for horizon in HORIZONS:
