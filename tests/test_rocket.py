@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -271,3 +272,30 @@ def test_multirocket_reads_real_readouts_only_and_its_files_give_the_same_scores
                                             test.specs)),
         candidate.head.scores(candidate._features(test.arrays(np.arange(30)), test.length,
                                                   test.specs)))
+
+
+def test_head_scores_are_the_same_bits_whatever_the_blas_threads(tmp_path):
+    """Scored in a process with one BLAS thread (a Dask worker) and with two (the stage's):
+    the same bits (a BLAS matrix product splits its sums by thread on some CPUs)."""
+    import subprocess
+    import sys
+
+    from componentx.rocket.head import LinearHead
+
+    rng = np.random.default_rng(0)
+    head = LinearHead("logistic", rng.normal(size=939), rng.uniform(1, 2, 939),
+                      rng.normal(size=(5, 939)), rng.normal(size=5), 0.3, [])
+    np.savez(tmp_path / "head.npz", features=rng.normal(size=(3000, 939)), mean=head.mean,
+             scale=head.scale, coef=head.coef, intercept=head.intercept)
+    script = ("import sys, numpy as np\n"
+              "from componentx.rocket.head import LinearHead\n"
+              "a = np.load(sys.argv[1])\n"
+              "head = LinearHead('logistic', a['mean'], a['scale'], a['coef'], a['intercept'],"
+              " 0.3, [])\n"
+              "sys.stdout.write(head.scores(a['features']).tobytes().hex())\n")
+    outputs = {threads: subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "head.npz")], capture_output=True,
+        text=True, check=True, env={**os.environ, "OPENBLAS_NUM_THREADS": threads,
+                                    "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        ).stdout for threads in ("1", "2")}
+    assert outputs["1"] and outputs["1"] == outputs["2"]

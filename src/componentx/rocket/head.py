@@ -67,9 +67,11 @@ class LinearHead:
             else "bias_temperature"
 
     def scores(self, features: np.ndarray) -> np.ndarray:
-        """Scores (windows, classes) float64 of raw features (windows, features)."""
+        """Scores (windows, classes) float64 of raw features (windows, features), the same
+        bits in any process: summed by numpy's einsum, not by BLAS, whose sums depend on its
+        threads (a Dask worker has one, this process as many as cores)."""
         standardised = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
-        return standardised @ self.coef.T + self.intercept
+        return np.einsum("wf,cf->wc", standardised, self.coef) + self.intercept
 
 
 def _targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
