@@ -380,7 +380,7 @@ class TypedBody:
     """A JSON scoring body for a bundle's ``features``, parsed and type-checked in one pass
     by msgspec (each readout an object of exactly vehicle_id (an integer), time_step (a
     number) and every feature (a number or null)): what the check-by-check parse accepts,
-    several times faster; anything else raises, for that parse to say why."""
+    in about half its time; anything else raises, for that parse to say why."""
 
     def __init__(self, features: tuple[str, ...]) -> None:
         names = [f"f{j}" for j in range(len(features))]  # features need not be identifiers
